@@ -1,0 +1,145 @@
+//! Settings every Relay service shares: the database, the brokers, logging, migrations.
+use std::{fmt, str::FromStr};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{KafkaProperties, KafkaRole, Reader};
+
+/// Variable names shared by every service; one place so the README table and the code agree.
+pub mod names {
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
+    pub const KAFKA_PROPERTY_PREFIX: &str = "KAFKA_PROPERTY_";
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub const RELAY_MIGRATE: &str = "RELAY_MIGRATE";
+}
+
+/// A PostgreSQL connection string, validated at start-up and kept secret (it may hold a password).
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    url: SecretString,
+    config: tokio_postgres::Config,
+}
+
+impl DatabaseUrl {
+    /// Parses a `postgres://` URL or a `key=value` connection string.
+    pub fn parse(url: SecretString) -> Result<Self, String> {
+        let raw = url.expose_secret();
+        if !(raw.starts_with("postgres://")
+            || raw.starts_with("postgresql://")
+            || raw.contains('='))
+        {
+            return Err("must be a postgres:// URL or a key=value connection string".into());
+        }
+        // The parser's message can quote the input, so report only its kind.
+        let config = tokio_postgres::Config::from_str(raw)
+            .map_err(|_| "is not a valid PostgreSQL connection string".to_string())?;
+        if config.get_hosts().is_empty() {
+            return Err("names no host".into());
+        }
+        Ok(Self { url, config })
+    }
+
+    /// The parsed connection settings (the password stays inside).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// The database name, for logs.
+    pub fn database_name(&self) -> &str {
+        self.config.get_dbname().unwrap_or("(default)")
+    }
+
+    /// The URL itself, for tools that need to hand it on. Treat the result as a secret.
+    pub fn expose(&self) -> &str {
+        self.url.expose_secret()
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DatabaseUrl(database={}, [redacted])",
+            self.database_name()
+        )
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Settings shared by the poller and the consumer.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub database_url: Option<DatabaseUrl>,
+    pub kafka_brokers: String,
+    pub kafka_properties: KafkaProperties,
+    pub log_format: LogFormat,
+    pub migrate: bool,
+}
+
+impl Common {
+    /// Reads the shared settings; problems are recorded in `reader`.
+    pub fn read(reader: &mut Reader<'_>, role: KafkaRole) -> Self {
+        let database_url = reader.secret(names::DATABASE_URL);
+        let database_url = match database_url {
+            None => {
+                if reader
+                    .optional(&format!("{}_FILE", names::DATABASE_URL))
+                    .is_none()
+                {
+                    reader.problem(names::DATABASE_URL, "is required but not set");
+                }
+                None
+            }
+            Some(url) => match DatabaseUrl::parse(url) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    reader.problem(names::DATABASE_URL, why);
+                    None
+                }
+            },
+        };
+        let brokers = reader.list(names::KAFKA_BROKERS);
+        if brokers.is_empty() {
+            reader.problem(
+                names::KAFKA_BROKERS,
+                "is required: a comma-separated list of host:port",
+            );
+        }
+        for broker in &brokers {
+            let port_ok = broker.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !port_ok {
+                reader.problem(names::KAFKA_BROKERS, format!("{broker:?} is not host:port"));
+            }
+        }
+        let kafka_properties = KafkaProperties::read(reader, role);
+        let log_format = reader.parsed(names::LOG_FORMAT, LogFormat::Text, "text or json");
+        let migrate = reader.flag(names::RELAY_MIGRATE, true);
+        Self {
+            database_url,
+            kafka_brokers: brokers.join(","),
+            kafka_properties,
+            log_format,
+            migrate,
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Configuration from environment variables, shared by every Relay binary.
+//!
+//! Each binary describes its settings with a [`Reader`]: typed getters record a problem instead
+//! of failing, so one run reports every missing or invalid variable, then [`Reader::finish`]
+//! returns them all at once. The environment is injected ([`Environment`]), so tests build a
+//! map rather than mutating the process environment. Secrets are wrapped in
+//! [`secrecy::SecretString`] and their values never appear in errors.
+#![forbid(unsafe_code)]
+
+mod common;
+mod environment;
+mod kafka;
+mod reader;
+
+pub use common::{names, Common, DatabaseUrl, LogFormat};
+pub use environment::{Environment, MapEnv, ProcessEnv};
+pub use kafka::{KafkaProperties, KafkaRole};
+pub use reader::{topic_env_name, Problem, Reader};
+
+/// Every problem found in one pass over the environment.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, render(.0))]
+pub struct ConfigError(pub Vec<Problem>);
+
+fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! PostgreSQL plumbing shared by the Relay services.
+//!
+//! Connection pools and single connections built from a [`DatabaseUrl`], and the two versioned
+//! schemas (origin side: `relay.outbox`; receiving side: `relay.inbox`). Migrations run under an
+//! advisory lock, so two instances starting at once are safe, and can be turned off for DBAs who
+//! apply `migrations/` themselves, in which case start-up checks the schema is there.
+#![forbid(unsafe_code)]
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use relay_config::DatabaseUrl;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+mod migrations {
+    pub mod outbox {
+        refinery::embed_migrations!("migrations/outbox");
+    }
+    pub mod inbox {
+        refinery::embed_migrations!("migrations/inbox");
+    }
+}
+
+/// Lock key (class, object) serialising every Relay migration in one database: the outbox and
+/// inbox schemas share `relay`, so they must not be created at the same moment either.
+const MIGRATION_LOCK: (i32, i32) = (1_380_273_217, 1);
+
+/// Errors of the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to PostgreSQL database {database}: {source}")]
+    Connect {
+        database: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot build the connection pool: {0}")]
+    Pool(String),
+    #[error("no connection from the pool: {0}")]
+    Checkout(#[from] deadpool_postgres::PoolError),
+    #[error("database query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("schema migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error("{table} does not exist and RELAY_MIGRATE=false: apply crates/relay-db/migrations/{schema}/ first")]
+    SchemaMissing {
+        table: &'static str,
+        schema: &'static str,
+    },
+}
+
+/// Which of Relay's schemas a service needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// `relay.outbox` and `relay.enqueue`, in an origin service's database.
+    Outbox,
+    /// `relay.inbox` and `relay.dead_letter`, in a receiving service's database.
+    Inbox,
+}
+
+impl Schema {
+    fn table(self) -> &'static str {
+        match self {
+            Schema::Outbox => "relay.outbox",
+            Schema::Inbox => "relay.inbox",
+        }
+    }
+    fn dir(self) -> &'static str {
+        match self {
+            Schema::Outbox => "outbox",
+            Schema::Inbox => "inbox",
+        }
+    }
+    fn history_table(self) -> &'static str {
+        match self {
+            Schema::Outbox => "relay_outbox_schema_history",
+            Schema::Inbox => "relay_inbox_schema_history",
+        }
+    }
+}
+
+/// A pool of connections; `size` bounds concurrent use.
+pub fn pool(url: &DatabaseUrl, size: usize) -> Result<Pool, DbError> {
+    let manager = Manager::from_config(
+        url.config().clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| DbError::Pool(e.to_string()))
+}
+
+/// One connection outside any pool, for work that owns its session (locks, migrations).
+pub async fn connect(url: &DatabaseUrl) -> Result<Client, DbError> {
+    let (client, connection) =
+        url.config()
+            .connect(NoTls)
+            .await
+            .map_err(|source| DbError::Connect {
+                database: url.database_name().into(),
+                source,
+            })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// A connection that `LISTEN`s on `channel`; each notification is sent on the returned channel.
+/// The receiver sees the channel close when the connection is lost.
+pub async fn listen(
+    url: &DatabaseUrl,
+    channel: &str,
+) -> Result<(Client, tokio::sync::mpsc::Receiver<()>), DbError> {
+    use futures::StreamExt;
+    let (client, mut connection) =
+        url.config()
+            .connect(NoTls)
+            .await
+            .map_err(|source| DbError::Connect {
+                database: url.database_name().into(),
+                source,
+            })?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => {
+                    // A full channel already holds a wake-up; one is enough.
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(())
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection lost");
+                    return;
+                }
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {channel}")).await?;
+    Ok((client, rx))
+}
+
+/// Creates or upgrades `schema` when `migrate` is true; otherwise checks that it exists.
+pub async fn prepare_schema(
+    url: &DatabaseUrl,
+    schema: Schema,
+    migrate: bool,
+) -> Result<(), DbError> {
+    let mut client = connect(url).await?;
+    if !migrate {
+        let row = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&schema.table()])
+            .await?;
+        return if row.get::<_, bool>(0) {
+            Ok(())
+        } else {
+            Err(DbError::SchemaMissing {
+                table: schema.table(),
+                schema: schema.dir(),
+            })
+        };
+    }
+    let (class, object) = MIGRATION_LOCK;
+    client
+        .execute("SELECT pg_advisory_lock($1, $2)", &[&class, &object])
+        .await?;
+    let mut runner = match schema {
+        Schema::Outbox => migrations::outbox::migrations::runner(),
+        Schema::Inbox => migrations::inbox::migrations::runner(),
+    };
+    runner.set_migration_table_name(schema.history_table());
+    let report = runner.run_async(&mut client).await;
+    // Unlock even after a failure; the lock also ends with the session.
+    client
+        .execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &object])
+        .await?;
+    let report = report?;
+    for migration in report.applied_migrations() {
+        tracing::info!(schema = schema.dir(), migration = %migration, "applied schema migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The wire format between the outbox-poller and every consumer.
+//!
+//! A Kafka record's value is a protobuf [`Envelope`] (see `proto/relay/envelope/v1`). This crate
+//! owns encoding, strict decoding (so a bad record is rejected with a reason rather than stored
+//! half-understood) and the names of the Kafka headers that duplicate the id and trace context.
+#![forbid(unsafe_code)]
+
+use prost::Message as _;
+
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/relay.envelope.v1.rs"));
+}
+
+pub use generated::{Envelope, TraceContext};
+
+/// The envelope version this build writes and the only one it accepts.
+pub const ENVELOPE_VERSION: u32 = 1;
+/// Kafka header carrying the message id (UUID text), for consumers that do not decode envelopes.
+pub const HEADER_MESSAGE_ID: &str = "relay-message-id";
+/// Kafka header carrying the envelope version.
+pub const HEADER_ENVELOPE_VERSION: &str = "relay-envelope-version";
+/// W3C trace context header.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// W3C trace state header.
+pub const HEADER_TRACESTATE: &str = "tracestate";
+
+/// Why a record could not be accepted as an envelope. The text is stored with dead letters.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record has no value")]
+    Empty,
+    #[error("value is not a protobuf envelope: {0}")]
+    Malformed(String),
+    #[error(
+        "unsupported envelope version {0} (this consumer understands version {ENVELOPE_VERSION})"
+    )]
+    UnsupportedVersion(u32),
+    #[error("message_id {0:?} is not a UUID")]
+    BadMessageId(String),
+    #[error("field {0} is empty")]
+    MissingField(&'static str),
+    #[error("field {0} contains a NUL character")]
+    NulCharacter(&'static str),
+}
+
+/// An envelope that passed validation, with its id parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub message_id: uuid::Uuid,
+    pub envelope: Envelope,
+}
+
+/// Encodes an envelope to bytes.
+pub fn encode(envelope: &Envelope) -> Vec<u8> {
+    envelope.encode_to_vec()
+}
+
+/// Decodes and validates a record value.
+///
+/// Rejects anything a consumer could not store faithfully: not protobuf, an unknown version, a
+/// message id that is not a UUID, missing source or topic, or text PostgreSQL cannot hold (NUL).
+pub fn decode(value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
+    let bytes = match value {
+        None | Some([]) => return Err(DecodeError::Empty),
+        Some(bytes) => bytes,
+    };
+    let envelope = Envelope::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if envelope.version != ENVELOPE_VERSION {
+        return Err(DecodeError::UnsupportedVersion(envelope.version));
+    }
+    let message_id = uuid::Uuid::try_parse(&envelope.message_id)
+        .map_err(|_| DecodeError::BadMessageId(envelope.message_id.clone()))?;
+    for (name, value) in [("source", &envelope.source), ("topic", &envelope.topic)] {
+        if value.is_empty() {
+            return Err(DecodeError::MissingField(name));
+        }
+    }
+    let trace = envelope.trace.clone().unwrap_or_default();
+    let texts = [
+        ("source", envelope.source.as_str()),
+        ("topic", envelope.topic.as_str()),
+        ("key", envelope.key.as_str()),
+        ("type", envelope.r#type.as_str()),
+        ("content_type", envelope.content_type.as_str()),
+        ("trace.traceparent", trace.traceparent.as_str()),
+        ("trace.tracestate", trace.tracestate.as_str()),
+    ];
+    if let Some((name, _)) = texts.iter().find(|(_, text)| text.contains('\0')) {
+        return Err(DecodeError::NulCharacter(name));
+    }
+    if envelope
+        .headers
+        .iter()
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(DecodeError::NulCharacter("headers"));
+    }
+    Ok(Decoded {
+        message_id,
+        envelope,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            version: ENVELOPE_VERSION,
+            message_id: "0b6f5c1e-8a0e-4c3e-9d37-5b0b0d3a1f10".into(),
+            source: "payments".into(),
+            topic: "payments.v1".into(),
+            key: "acct-1".into(),
+            r#type: "payment.created".into(),
+            content_type: "application/json".into(),
+            payload: b"{\"amount\":1}".to_vec(),
+            headers: [("tenant".to_string(), "a".to_string())].into(),
+            created_at_unix_micros: 1_700_000_000_000_000,
+            trace: Some(TraceContext {
+                traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                tracestate: String::new(),
+            }),
+            sequence: 42,
+        }
+    }
+
+    #[test]
+    fn round_trips_every_field() {
+        let envelope = sample();
+        let decoded = decode(Some(&encode(&envelope))).expect("valid envelope");
+        assert_eq!(decoded.envelope, envelope);
+        assert_eq!(decoded.message_id.to_string(), envelope.message_id);
+    }
+
+    #[test]
+    fn rejects_garbage_empty_and_unknown_versions() {
+        assert_eq!(decode(None), Err(DecodeError::Empty));
+        assert_eq!(decode(Some(b"")), Err(DecodeError::Empty));
+        assert!(matches!(
+            decode(Some(b"\xff\xff\xff\xff")),
+            Err(DecodeError::Malformed(_))
+        ));
+        let mut v2 = sample();
+        v2.version = 2;
+        assert_eq!(
+            decode(Some(&encode(&v2))),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_ids_missing_fields_and_nul_text() {
+        let mut bad_id = sample();
+        bad_id.message_id = "not-a-uuid".into();
+        assert!(matches!(
+            decode(Some(&encode(&bad_id))),
+            Err(DecodeError::BadMessageId(_))
+        ));
+        let mut no_source = sample();
+        no_source.source.clear();
+        assert_eq!(
+            decode(Some(&encode(&no_source))),
+            Err(DecodeError::MissingField("source"))
+        );
+        let mut nul = sample();
+        nul.key = "a\0b".into();
+        assert_eq!(
+            decode(Some(&encode(&nul))),
+            Err(DecodeError::NulCharacter("key"))
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! inbox-consumer: consumes topics in its own group and stores each message once in its inbox.
+//!
+//! Order of operations per batch, which is what makes it lossless and duplicate-free:
+//! 1. collect up to `INBOX_BATCH_SIZE` records (waiting at most `INBOX_BATCH_WAIT_MS`);
+//! 2. decode each; what cannot be decoded or stored becomes a dead letter with its reason;
+//! 3. insert messages (`ON CONFLICT DO NOTHING` on `(inbox, message_id)`) and dead letters in one
+//!    transaction, retrying transient database errors with backoff;
+//! 4. only after COMMIT, store the next offsets; librdkafka commits them. A crash before step 4
+//!    redelivers the batch, which step 3 then stores as duplicates of nothing.
+#![forbid(unsafe_code)]
+
+mod config;
+mod records;
+mod store;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use backon::BackoffBuilder;
+pub use config::{names, ConsumerConfig};
+use rdkafka::{
+    consumer::{CommitMode, Consumer, StreamConsumer},
+    message::OwnedMessage,
+    Offset, TopicPartitionList,
+};
+use records::Record;
+use store::Written;
+use tokio_util::sync::CancellationToken;
+
+/// Errors that stop the consumer. Transient trouble is retried inside [`run`] instead.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error(transparent)]
+    Db(#[from] relay_db::DbError),
+    #[error("cannot set up the Kafka consumer: {0}")]
+    Consumer(#[source] rdkafka::error::KafkaError),
+}
+
+/// Runs the consumer until `shutdown` is cancelled; the batch in hand is finished first.
+pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), InboxError> {
+    relay_db::prepare_schema(
+        &config.database_url,
+        relay_db::Schema::Inbox,
+        config.common.migrate,
+    )
+    .await?;
+    let pool = relay_db::pool(&config.database_url, config.pool_size)?;
+    let consumer: StreamConsumer = relay_kafka::consumer_config(
+        &config.common.kafka_brokers,
+        &config.group_id,
+        &format!("relay-inbox-consumer-{}", config.inbox),
+        &config.common.kafka_properties,
+    )
+    .create()
+    .map_err(InboxError::Consumer)?;
+    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(InboxError::Consumer)?;
+    tracing::info!(inbox = %config.inbox, group = %config.group_id, topics = ?config.topics, "consuming");
+
+    let mut totals = Written::default();
+    loop {
+        let batch = collect_batch(&consumer, &config, &shutdown).await;
+        if batch.is_empty() {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            continue;
+        }
+        let records: Vec<(OwnedMessage, Record)> = batch
+            .into_iter()
+            .map(|m| {
+                let record = records::classify(&m, &config);
+                (m, record)
+            })
+            .collect();
+        let Some(written) = write_with_retry(&pool, &config.inbox, &records, &shutdown).await
+        else {
+            // Shut down before the batch was durable: its offsets stay unstored, so it is redelivered.
+            break;
+        };
+        totals.inserted += written.inserted;
+        totals.duplicates += written.duplicates;
+        totals.dead_lettered += written.dead_lettered;
+        tracing::debug!(?written, "batch stored");
+        store_offsets(&consumer, &records);
+    }
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "final offset commit had nothing to do or failed; the group resumes from the last commit")
+        }
+    }
+    tracing::info!(
+        inserted = totals.inserted,
+        duplicates = totals.duplicates,
+        dead_lettered = totals.dead_lettered,
+        "inbox consumer stopped"
+    );
+    Ok(())
+}
+
+/// Waits for a first record, then gathers more until the batch is full or `batch_wait` passed.
+async fn collect_batch(
+    consumer: &StreamConsumer,
+    config: &ConsumerConfig,
+    shutdown: &CancellationToken,
+) -> Vec<OwnedMessage> {
+    let mut batch = Vec::new();
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return batch,
+        message = consumer.recv() => message,
+    };
+    match first {
+        Ok(message) => batch.push(message.detach()),
+        Err(e) => {
+            tracing::warn!(error = %e, "Kafka consumer error");
+            return batch;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + config.batch_wait;
+    while batch.len() < config.batch_size {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => batch.push(message.detach()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                break;
+            }
+            Err(_elapsed) => break,
+        }
+    }
+    batch
+}
+
+/// Writes a batch, retrying transient errors until it is durable or shutdown is requested.
+async fn write_with_retry(
+    pool: &deadpool_postgres::Pool,
+    inbox: &str,
+    records: &[(OwnedMessage, Record)],
+    shutdown: &CancellationToken,
+) -> Option<Written> {
+    let mut backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match write_once(pool, inbox, records).await {
+            Ok(written) => return Some(written),
+            Err(e) => {
+                let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "inbox write failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn write_once(
+    pool: &deadpool_postgres::Pool,
+    inbox: &str,
+    records: &[(OwnedMessage, Record)],
+) -> Result<Written, relay_db::DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    match store::write_all(&tx, inbox, records).await {
+        Ok(written) => {
+            tx.commit().await?;
+            Ok(written)
+        }
+        Err(e) if store::is_poison(&e) => {
+            tracing::warn!(error = %e, "batch refused by the database; storing row by row");
+            tx.rollback().await?;
+            let mut tx = client.transaction().await?;
+            let written = store::write_each(&mut tx, inbox, records).await?;
+            tx.commit().await?;
+            Ok(written)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stores, per partition, the offset after the highest record of the batch.
+fn store_offsets(consumer: &StreamConsumer, records: &[(OwnedMessage, Record)]) {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for (_, record) in records {
+        let p = record.position();
+        let entry = next
+            .entry((p.topic.as_str(), p.partition))
+            .or_insert(p.offset + 1);
+        *entry = (*entry).max(p.offset + 1);
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        if let Err(e) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+            tracing::warn!(error = %e, topic, partition, "cannot record offset");
+        }
+    }
+    if let Err(e) = consumer.store_offsets(&list) {
+        // Typically a partition revoked by a rebalance: its new owner re-reads from the last
+        // commit and the inbox drops what is already stored.
+        tracing::info!(error = %e, "offsets not stored; the records will be redelivered and deduplicated");
+    }
+}

@@ -1,0 +1,189 @@
+//! Kafka clients configured the one way Relay's guarantees need, plus error classification.
+//!
+//! The producer is idempotent with acks from all in-sync replicas and no delivery timeout, so a
+//! record is retried until the broker takes it and records of one partition cannot overtake each
+//! other. The consumer never stores an offset by itself: the caller stores offsets only after its
+//! database transaction committed. [`classify`] lists which errors are worth retrying and which
+//! are permanent, so a permanent one is parked instead of retried forever.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    config::{ClientConfig, RDKafkaLogLevel},
+    error::{KafkaError, RDKafkaErrorCode},
+};
+use relay_config::KafkaProperties;
+
+/// Errors of the Kafka layer.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("cannot create the Kafka client: {0}")]
+    Client(#[source] KafkaError),
+    #[error("cannot create topic {topic}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+}
+
+/// Whether an error may go away by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Broker or network trouble: retry with backoff, do not give up on the message.
+    Retryable,
+    /// The broker will never accept this record as it is: park it with the reason.
+    Permanent,
+}
+
+/// Permanent produce errors: retrying the same record cannot succeed.
+const PERMANENT: &[RDKafkaErrorCode] = &[
+    RDKafkaErrorCode::MessageSizeTooLarge,
+    RDKafkaErrorCode::InvalidMessageSize,
+    RDKafkaErrorCode::InvalidMessage,
+    RDKafkaErrorCode::InvalidRecord,
+    RDKafkaErrorCode::InvalidTopic,
+    RDKafkaErrorCode::UnknownTopic,
+    RDKafkaErrorCode::UnknownTopicOrPartition,
+    RDKafkaErrorCode::TopicAuthorizationFailed,
+    RDKafkaErrorCode::ClusterAuthorizationFailed,
+    RDKafkaErrorCode::InvalidRequiredAcks,
+    RDKafkaErrorCode::UnknownPartition,
+    RDKafkaErrorCode::PolicyViolation,
+];
+
+/// Sorts a Kafka error into [`ErrorClass`]. Anything not known to be permanent is retried.
+pub fn classify(error: &KafkaError) -> ErrorClass {
+    match error.rdkafka_error_code() {
+        Some(code) if PERMANENT.contains(&code) => ErrorClass::Permanent,
+        _ => ErrorClass::Retryable,
+    }
+}
+
+/// Applies the brokers and the operator's pass-through properties over `config`'s defaults.
+fn apply(config: &mut ClientConfig, brokers: &str, properties: &KafkaProperties) {
+    config
+        .set("bootstrap.servers", brokers)
+        .set_log_level(RDKafkaLogLevel::Warning);
+    for (key, value) in properties.iter() {
+        config.set(key, value);
+    }
+}
+
+fn base(brokers: &str, properties: &KafkaProperties) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    apply(&mut config, brokers, properties);
+    config
+}
+
+/// Producer settings: idempotent, acks=all, ordered per partition, retried without a deadline.
+/// `properties` (validated by relay-config, which refuses to change these) may tune batching.
+pub fn producer_config(
+    brokers: &str,
+    client_id: &str,
+    properties: &KafkaProperties,
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("client.id", client_id)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "200000");
+    apply(&mut config, brokers, properties);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        // 0 = no deadline: a record is never given up on while the broker is away, so a later
+        // record of the same key can never be acknowledged ahead of an earlier failed one.
+        .set("message.timeout.ms", "0")
+        // Same key, same partition, with the partitioner Java clients use.
+        .set("partitioner", "murmur2_random");
+    config
+}
+
+/// Consumer settings for group `group_id`: offsets are stored only by the caller.
+pub fn consumer_config(
+    brokers: &str,
+    group_id: &str,
+    client_id: &str,
+    properties: &KafkaProperties,
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("client.id", client_id)
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("auto.commit.interval.ms", "1000");
+    apply(&mut config, brokers, properties);
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed");
+    config
+}
+
+/// Creates `topics` with `partitions` each (replication 1 for local stacks); existing ones are fine.
+pub async fn create_topics(
+    brokers: &str,
+    properties: &KafkaProperties,
+    topics: &[String],
+    partitions: i32,
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = base(brokers, properties)
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(new.iter(), &options)
+        .await
+        .map_err(|e| KafkaSetupError::CreateTopic {
+            topic: topics.join(","),
+            reason: e.to_string(),
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaSetupError::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_size_and_topic_errors_as_permanent_and_transport_as_retryable() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        let no_topic = KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopicOrPartition);
+        let transport = KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure);
+        let full = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+        assert_eq!(classify(&too_large), ErrorClass::Permanent);
+        assert_eq!(classify(&no_topic), ErrorClass::Permanent);
+        assert_eq!(classify(&transport), ErrorClass::Retryable);
+        assert_eq!(classify(&full), ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn producer_keeps_guarantees_whatever_the_properties() {
+        let config = producer_config("b:1", "c", &KafkaProperties::default());
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("message.timeout.ms"), Some("0"));
+        let consumer = consumer_config("b:1", "g", "c", &KafkaProperties::default());
+        assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(consumer.get("group.id"), Some("g"));
+    }
+}

@@ -1,0 +1,166 @@
+//! The poller's settings, read from the environment with every problem reported at once.
+use std::{collections::HashMap, time::Duration};
+
+use relay_config::{
+    topic_env_name, Common, ConfigError, DatabaseUrl, Environment, KafkaRole, Reader,
+};
+
+/// Variable names the poller reads (besides the shared ones in `relay_config::names`).
+pub mod names {
+    pub const OUTBOX_SOURCE: &str = "OUTBOX_SOURCE";
+    pub const OUTBOX_TOPICS: &str = "OUTBOX_TOPICS";
+    pub const OUTBOX_BATCH_SIZE: &str = "OUTBOX_BATCH_SIZE";
+    pub const OUTBOX_POLL_INTERVAL_MS: &str = "OUTBOX_POLL_INTERVAL_MS";
+    pub const OUTBOX_LEADER_RETRY_MS: &str = "OUTBOX_LEADER_RETRY_MS";
+    pub const OUTBOX_SHUTDOWN_GRACE_MS: &str = "OUTBOX_SHUTDOWN_GRACE_MS";
+    pub const OUTBOX_MAX_PAYLOAD_BYTES: &str = "OUTBOX_MAX_PAYLOAD_BYTES";
+    /// `OUTBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES`, `<TOPIC>` as `relay_config::topic_env_name`.
+    pub const TOPIC_PREFIX: &str = "OUTBOX_TOPIC_";
+    pub const TOPIC_MAX_PAYLOAD_SUFFIX: &str = "_MAX_PAYLOAD_BYTES";
+    pub const ALL: &[&str] = &[
+        OUTBOX_SOURCE,
+        OUTBOX_TOPICS,
+        OUTBOX_BATCH_SIZE,
+        OUTBOX_POLL_INTERVAL_MS,
+        OUTBOX_LEADER_RETRY_MS,
+        OUTBOX_SHUTDOWN_GRACE_MS,
+        OUTBOX_MAX_PAYLOAD_BYTES,
+    ];
+}
+
+/// Everything outbox-poller needs to run.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    pub database_url: DatabaseUrl,
+    pub common: Common,
+    /// Stamped on every envelope as its source.
+    pub source: String,
+    /// Outbox topics this poller publishes; empty means all.
+    pub topics: Vec<String>,
+    pub batch_size: i64,
+    /// Fallback wake-up when no NOTIFY arrives.
+    pub poll_interval: Duration,
+    /// How often a standby checks whether it can become the leader.
+    pub leader_retry: Duration,
+    /// How long shutdown waits for in-flight records to be acknowledged.
+    pub shutdown_grace: Duration,
+    pub max_payload_bytes: usize,
+    /// Per-topic payload limits, keyed by `topic_env_name(topic)`.
+    pub topic_max_payload_bytes: HashMap<String, usize>,
+}
+
+impl PollerConfig {
+    /// Reads the configuration; the error lists every problem.
+    pub fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        use names::*;
+        let mut r = Reader::new(env);
+        let common = Common::read(&mut r, KafkaRole::Producer);
+        let source = r.required(OUTBOX_SOURCE).unwrap_or_default();
+        let topics = r.topics(OUTBOX_TOPICS);
+        let batch_size = r.number(OUTBOX_BATCH_SIZE, 1000, 1, 50_000) as i64;
+        let poll_interval = r.millis(OUTBOX_POLL_INTERVAL_MS, 500, 1, 3_600_000);
+        let leader_retry = r.millis(OUTBOX_LEADER_RETRY_MS, 1000, 10, 600_000);
+        let shutdown_grace = r.millis(OUTBOX_SHUTDOWN_GRACE_MS, 10_000, 0, 600_000);
+        let max_payload_bytes = r.number(OUTBOX_MAX_PAYLOAD_BYTES, 1 << 20, 1, 100 << 20) as usize;
+        let mut topic_max_payload_bytes = HashMap::new();
+        let mut overrides: Vec<String> = env
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with(TOPIC_PREFIX) && n.ends_with(TOPIC_MAX_PAYLOAD_SUFFIX))
+            .collect();
+        overrides.sort();
+        for name in overrides {
+            let topic = &name[TOPIC_PREFIX.len()..name.len() - TOPIC_MAX_PAYLOAD_SUFFIX.len()];
+            if topic.is_empty() {
+                r.problem(&name, "names no topic");
+                continue;
+            }
+            let limit = r.number(&name, max_payload_bytes as u64, 1, 100 << 20) as usize;
+            topic_max_payload_bytes.insert(topic.to_string(), limit);
+        }
+        r.reject_unknown("OUTBOX_", ALL, |n| {
+            n.starts_with(TOPIC_PREFIX) && n.ends_with(TOPIC_MAX_PAYLOAD_SUFFIX)
+        });
+        let database_url = common.database_url.clone();
+        r.finish()?;
+        let database_url = database_url.ok_or_else(|| {
+            ConfigError(vec![relay_config::Problem {
+                variable: relay_config::names::DATABASE_URL.into(),
+                message: "is required but not set".into(),
+            }])
+        })?;
+        Ok(Self {
+            database_url,
+            common,
+            source,
+            topics,
+            batch_size,
+            poll_interval,
+            leader_retry,
+            shutdown_grace,
+            max_payload_bytes,
+            topic_max_payload_bytes,
+        })
+    }
+
+    /// The payload limit for `topic`.
+    pub fn max_payload_for(&self, topic: &str) -> usize {
+        self.topic_max_payload_bytes
+            .get(&topic_env_name(topic))
+            .copied()
+            .unwrap_or(self.max_payload_bytes)
+    }
+
+    /// The leader lock's object id: one leader per outbox database and topic selection.
+    pub fn leader_lock_object(&self) -> String {
+        let mut topics = self.topics.clone();
+        topics.sort();
+        format!("outbox-poller:{}", topics.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use relay_config::MapEnv;
+
+    use super::*;
+
+    #[test]
+    fn reads_a_full_configuration_with_topic_overrides() {
+        let env = MapEnv::new([
+            ("DATABASE_URL", "postgres://postgres@localhost/origin"),
+            ("KAFKA_BROKERS", "localhost:9092"),
+            ("OUTBOX_SOURCE", "payments"),
+            ("OUTBOX_TOPICS", "payments.v1, refunds"),
+            ("OUTBOX_BATCH_SIZE", "250"),
+            ("OUTBOX_TOPIC_PAYMENTS_V1_MAX_PAYLOAD_BYTES", "4096"),
+        ]);
+        let config = PollerConfig::from_env(&env).expect("valid");
+        assert_eq!(config.topics, vec!["payments.v1", "refunds"]);
+        assert_eq!(config.batch_size, 250);
+        assert_eq!(config.max_payload_for("payments.v1"), 4096);
+        assert_eq!(config.max_payload_for("refunds"), 1 << 20);
+    }
+
+    #[test]
+    fn lists_every_problem_in_one_error() {
+        let env = MapEnv::new([
+            ("DATABASE_URL", "postgres://h:notaport/db"),
+            ("OUTBOX_BATCH_SIZE", "0"),
+            ("OUTBOX_BACTH_SIZE", "10"),
+            ("OUTBOX_TOPICS", "ok,not ok"),
+        ]);
+        let err = PollerConfig::from_env(&env).expect_err("invalid");
+        let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
+        for expected in [
+            "DATABASE_URL",
+            "KAFKA_BROKERS",
+            "OUTBOX_SOURCE",
+            "OUTBOX_TOPICS",
+            "OUTBOX_BATCH_SIZE",
+            "OUTBOX_BACTH_SIZE",
+        ] {
+            assert!(vars.contains(&expected), "{expected} missing from {vars:?}");
+        }
+    }
+}

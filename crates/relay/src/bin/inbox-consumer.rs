@@ -1,0 +1,11 @@
+//! inbox-consumer: stores each message once in a receiving service's inbox. See `relay_inbox`.
+use relay_config::ProcessEnv;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = relay_inbox::ConsumerConfig::from_env(&ProcessEnv)
+        .unwrap_or_else(|e| relay::exit_on_config_error("inbox-consumer", e));
+    relay::init_logging(config.common.log_format);
+    relay_inbox::run(config, relay::shutdown_on_signal()).await?;
+    Ok(())
+}

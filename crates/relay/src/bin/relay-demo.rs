@@ -1,0 +1,4 @@
+//! relay-demo: creates topics, generates payment messages and reports what each inbox received.
+fn main() -> anyhow::Result<()> {
+    relay_demo::main()
+}

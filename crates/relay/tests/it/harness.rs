@@ -1,0 +1,275 @@
+//! Test harness: fresh databases, unique topics, and the real binaries as child processes.
+//!
+//! Needs PostgreSQL (`RELAY_TEST_PG`, default postgres://postgres@127.0.0.1:5432) and a
+//! Kafka-protocol broker (`KAFKA_BROKERS`); `make test` provides both. Each child's stderr goes
+//! to `target/it-logs/<test>/<name>.log`.
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use tokio::process::{Child, Command};
+use tokio_postgres::{Client, NoTls};
+
+pub const POLLER: &str = env!("CARGO_BIN_EXE_outbox-poller");
+pub const CONSUMER: &str = env!("CARGO_BIN_EXE_inbox-consumer");
+
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS")
+        .expect("KAFKA_BROKERS must name a broker; run the suite with `make test`")
+}
+
+fn pg_base() -> String {
+    std::env::var("RELAY_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A short unique suffix for database and topic names.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// A database created for one test.
+pub struct TestDb {
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("relay_it_{}", unique());
+        let admin = connect(&format!("{}/postgres", pg_base())).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        Self {
+            url: format!("{}/{name}", pg_base()),
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh topic with `partitions` partitions.
+pub async fn topic(partitions: i32) -> String {
+    let name = format!("it-{}", unique());
+    relay_kafka::create_topics(
+        &brokers(),
+        &Default::default(),
+        std::slice::from_ref(&name),
+        partitions,
+    )
+    .await
+    .expect("create topic");
+    name
+}
+
+/// Environment for an outbox-poller on `db`, publishing `topic`.
+pub fn poller_env(db: &TestDb, topic: &str) -> BTreeMap<String, String> {
+    [
+        ("DATABASE_URL", db.url.as_str()),
+        ("KAFKA_BROKERS", &brokers()),
+        ("OUTBOX_SOURCE", "it-origin"),
+        ("OUTBOX_TOPICS", topic),
+        ("OUTBOX_POLL_INTERVAL_MS", "200"),
+        ("OUTBOX_LEADER_RETRY_MS", "200"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Environment for an inbox-consumer storing `topic` into inbox `name` on `db`.
+pub fn consumer_env(db: &TestDb, name: &str, topic: &str) -> BTreeMap<String, String> {
+    [
+        ("DATABASE_URL", db.url.as_str()),
+        ("KAFKA_BROKERS", &brokers()),
+        ("INBOX_NAME", name),
+        ("INBOX_TOPICS", topic),
+        ("INBOX_GROUP_ID", &format!("{name}-{}", unique())),
+        ("KAFKA_PROPERTY_SESSION_TIMEOUT_MS", "6000"),
+        ("KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS", "500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A running Relay binary; killed if the test ends first.
+pub struct Service {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+fn log_path(test: &str, name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("it-logs")
+        .join(test);
+    std::fs::create_dir_all(&dir).expect("log dir");
+    let mut path = dir.join(format!("{name}.log"));
+    let mut n = 1;
+    while path.exists() {
+        n += 1;
+        path = dir.join(format!("{name}-{n}.log"));
+    }
+    path
+}
+
+/// Starts `binary` with exactly `env` (plus PATH and RUST_LOG).
+pub fn spawn(test: &str, name: &str, binary: &str, env: &BTreeMap<String, String>) -> Service {
+    let log = log_path(test, name);
+    let file = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(binary)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "RUST_LOG",
+            std::env::var("RELAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn service");
+    Service { child, log }
+}
+
+impl Service {
+    /// SIGKILL: no flush, no offset commit, no cleanup.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill");
+    }
+
+    /// SIGTERM, then the exit status.
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "did not exit within {within:?} of SIGTERM; log: {}",
+                    self.log.display()
+                )
+            })
+            .expect("wait")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn count(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> i64 {
+    client
+        .query_one(sql, params)
+        .await
+        .expect("count query")
+        .get(0)
+}
+
+/// Waits until inbox `name` on `db` holds `n` messages of `topic`.
+pub async fn await_inbox(db: &TestDb, name: &str, topic: &str, n: i64, timeout: Duration) {
+    let client = db.client().await;
+    let sql = "SELECT count(*) FROM relay.inbox WHERE inbox = $1 AND topic = $2";
+    eventually(timeout, &format!("{n} messages in inbox {name}"), || {
+        let client = &client;
+        async move { (count(client, sql, &[&name, &topic]).await >= n).then_some(()) }
+    })
+    .await;
+}
+
+/// Enqueues `n` messages over `keys` keys with varied binary payloads, `per_tx` per transaction.
+/// Returns the message ids in enqueue order.
+pub async fn enqueue_many(
+    db: &TestDb,
+    topic: &str,
+    n: usize,
+    keys: usize,
+    per_tx: usize,
+) -> Vec<uuid::Uuid> {
+    let mut client = db.client().await;
+    let mut ids = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let tx = client.transaction().await.expect("begin");
+        for _ in 0..per_tx.min(n - i) {
+            let key = format!("key-{}", i % keys);
+            let payload = payload_for(i);
+            let mut message = relay_outbox::Message::new(topic, &key, &payload);
+            message.headers.insert("n".into(), i.to_string());
+            message.msg_type = "it.message";
+            ids.push(relay_outbox::enqueue(&tx, &message).await.expect("enqueue"));
+            i += 1;
+        }
+        tx.commit().await.expect("commit");
+    }
+    ids
+}
+
+/// A deterministic payload of 1..=300 bytes that includes NUL and high bytes.
+pub fn payload_for(i: usize) -> Vec<u8> {
+    let len = 1 + (i * 7919) % 300;
+    (0..len).map(|j| ((i * 31 + j * 17) % 256) as u8).collect()
+}
+
+/// Waits until a service has created `table` (its migrations ran).
+pub async fn await_table(db: &TestDb, table: &str) {
+    let client = db.client().await;
+    eventually(
+        Duration::from_secs(30),
+        &format!("{table} to exist"),
+        || {
+            let client = &client;
+            async move {
+                let row = client
+                    .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                    .await
+                    .ok()?;
+                row.get::<_, bool>(0).then_some(())
+            }
+        },
+    )
+    .await;
+}

@@ -1,0 +1,11 @@
+//! Relay's integration tests: real PostgreSQL, a real Kafka-protocol broker, the real binaries.
+//! One test binary; every test makes its own databases and topics, so they run in parallel.
+mod harness;
+mod verify;
+
+mod config;
+mod crashes;
+mod delivery;
+mod ordering;
+mod poison;
+mod schema;
