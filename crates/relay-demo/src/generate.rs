@@ -30,6 +30,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS demo_payment (
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let setup = crate::connect(&args.database_url).await?;
+    wait_for_outbox(&setup).await?;
     setup.batch_execute(SCHEMA).await?;
     let started = Instant::now();
     let per_worker = args.messages.div_ceil(args.concurrency.max(1));
@@ -84,4 +85,22 @@ async fn write_payments(url: &str, topic: &str, keys: usize, count: usize) -> an
         tx.commit().await?;
     }
     Ok(())
+}
+
+/// The outbox-poller creates the schema at start-up; wait for it rather than race it.
+async fn wait_for_outbox(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let row = client
+            .query_one("SELECT to_regclass('relay.outbox') IS NOT NULL", &[])
+            .await?;
+        if row.get::<_, bool>(0) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "relay.outbox did not appear: is the outbox-poller running?"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -113,7 +113,10 @@ pub fn consumer_config(
         .set("client.id", client_id)
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("auto.commit.interval.ms", "1000");
+        .set("auto.commit.interval.ms", "1000")
+        // A broker may hold a fetch this long waiting for data; 500 ms (librdkafka's default)
+        // would put a half-second floor under commit-to-inbox latency.
+        .set("fetch.wait.max.ms", "100");
     apply(&mut config, brokers, properties);
     config
         .set("group.id", group_id)

@@ -65,34 +65,36 @@ pub(crate) async fn publish_until_shutdown(
     Ok(())
 }
 
-/// LISTEN for enqueue notifications; without it the poller still polls every interval.
-async fn listen(config: &PollerConfig) -> Option<tokio::sync::mpsc::Receiver<()>> {
+/// A LISTEN session for enqueue notifications. Without one the poller still scans every
+/// `OUTBOX_POLL_INTERVAL_MS`, and tries to LISTEN again the next time it is idle.
+struct Wakeups {
+    _client: tokio_postgres::Client,
+    notifications: tokio::sync::mpsc::Receiver<()>,
+}
+
+async fn listen(config: &PollerConfig) -> Option<Wakeups> {
     match relay_db::listen(&config.database_url, "relay_outbox").await {
-        Ok((client, rx)) => {
-            // The client must live as long as the LISTEN session.
-            tokio::spawn(async move {
-                let _client = client;
-                std::future::pending::<()>().await;
-            });
-            Some(rx)
-        }
+        Ok((client, notifications)) => Some(Wakeups {
+            _client: client,
+            notifications,
+        }),
         Err(e) => {
-            tracing::warn!(error = %e, "LISTEN unavailable; falling back to polling");
+            tracing::warn!(error = %e, "LISTEN unavailable; polling every interval");
             None
         }
     }
 }
 
 async fn wait_for_work(
-    wakeups: &mut Option<tokio::sync::mpsc::Receiver<()>>,
+    wakeups: &mut Option<Wakeups>,
     config: &PollerConfig,
     shutdown: &CancellationToken,
 ) {
     let notified = async {
         match wakeups {
-            Some(rx) => {
-                if rx.recv().await.is_none() {
-                    // LISTEN connection lost: poll on the interval until the next leadership.
+            Some(w) => {
+                if w.notifications.recv().await.is_none() {
+                    // LISTEN session lost; wait out the interval and LISTEN again when next idle.
                     *wakeups = None;
                     std::future::pending::<()>().await;
                 }

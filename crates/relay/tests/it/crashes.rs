@@ -65,16 +65,33 @@ async fn consumer_killed_mid_batch_loses_and_doubles_nothing() {
         "KAFKA_PROPERTY_AUTO_COMMIT_INTERVAL_MS".into(),
         "5000".into(),
     );
-    let mut consumer = spawn(test, "consumer", CONSUMER, &env);
+    // The whole stream is in Kafka before the consumer starts, so the kill lands mid-stream.
     await_table(&origin, "relay.outbox").await;
-    enqueue_many(&origin, &topic, 20_000, 100, 200).await;
+    enqueue_many(&origin, &topic, 20_000, 100, 500).await;
+    let outbox = origin.client().await;
+    eventually(
+        Duration::from_secs(120),
+        "the stream to be published",
+        || async {
+            let pending = count(
+                &outbox,
+                "SELECT count(*) FROM relay.outbox WHERE published_at IS NULL",
+                &[],
+            )
+            .await;
+            (pending == 0).then_some(())
+        },
+    )
+    .await;
+    let mut consumer = spawn(test, "consumer", CONSUMER, &env);
 
     let db = inbox.client().await;
     let stored_sql = "SELECT count(*) FROM relay.inbox";
+    await_table(&inbox, "relay.inbox").await;
     eventually(
         Duration::from_secs(120),
         "part of the stream stored",
-        || async { (count(&db, stored_sql, &[]).await >= 2_000).then_some(()) },
+        || async { (count(&db, stored_sql, &[]).await >= 500).then_some(()) },
     )
     .await;
     consumer.kill().await;

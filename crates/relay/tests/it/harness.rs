@@ -113,24 +113,34 @@ pub struct Service {
     pub log: PathBuf,
 }
 
-fn log_path(test: &str, name: &str) -> PathBuf {
+/// Creates a new log file for `name` under the test's directory; never shares one.
+fn log_file(test: &str, name: &str) -> (PathBuf, std::fs::File) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("it-logs")
         .join(test);
     std::fs::create_dir_all(&dir).expect("log dir");
-    let mut path = dir.join(format!("{name}.log"));
-    let mut n = 1;
-    while path.exists() {
-        n += 1;
-        path = dir.join(format!("{name}-{n}.log"));
+    for n in 1.. {
+        let path = if n == 1 {
+            dir.join(format!("{name}.log"))
+        } else {
+            dir.join(format!("{name}-{n}.log"))
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => return (path, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("cannot create {}: {e}", path.display()),
+        }
     }
-    path
+    unreachable!("1.. is endless")
 }
 
 /// Starts `binary` with exactly `env` (plus PATH and RUST_LOG).
 pub fn spawn(test: &str, name: &str, binary: &str, env: &BTreeMap<String, String>) -> Service {
-    let log = log_path(test, name);
-    let file = std::fs::File::create(&log).expect("log file");
+    let (log, file) = log_file(test, name);
     let child = Command::new(binary)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -211,6 +221,7 @@ pub async fn count(
 
 /// Waits until inbox `name` on `db` holds `n` messages of `topic`.
 pub async fn await_inbox(db: &TestDb, name: &str, topic: &str, n: i64, timeout: Duration) {
+    await_table(db, "relay.inbox").await;
     let client = db.client().await;
     let sql = "SELECT count(*) FROM relay.inbox WHERE inbox = $1 AND topic = $2";
     eventually(timeout, &format!("{n} messages in inbox {name}"), || {

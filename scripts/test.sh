@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make test`: the whole suite against real PostgreSQL and a real Kafka-protocol broker.
+# Uses $KAFKA_BROKERS when set (for example Apache Kafka from docker-compose); otherwise installs
+# Tansu once and runs it in memory for the duration of the suite.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$RELAY_ROOT"
+
+ensure_postgres
+stack="$RELAY_ROOT/.stack/test"
+mkdir -p "$stack"
+
+drop_test_databases() {
+  psql -Atq -d postgres -c "SELECT datname FROM pg_database WHERE datname LIKE 'relay_it_%'" |
+    while read -r db; do psql -q -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null || true; done
+}
+
+broker_pid=""
+cleanup() {
+  if [[ -n "$broker_pid" ]]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
+  drop_test_databases
+}
+trap cleanup EXIT
+drop_test_databases
+
+if [[ -z "${KAFKA_BROKERS:-}" ]]; then
+  ensure_tansu
+  port="$(free_port)"
+  broker_pid="$(start_broker "$port" memory://tansu/ "$stack/tansu.log")"
+  export KAFKA_BROKERS="127.0.0.1:$port"
+  log "Tansu (memory storage) on $KAFKA_BROKERS, pid $broker_pid"
+else
+  log "using the brokers in KAFKA_BROKERS=$KAFKA_BROKERS"
+fi
+export TANSU_BIN RELAY_TEST_PG="${RELAY_TEST_PG:-postgres://$PGUSER@$PGHOST:$PGPORT}"
+
+# The integration tests mostly wait on I/O, so more threads than cores is right.
+set +e
+cargo test --workspace --locked -- --test-threads "${RELAY_TEST_THREADS:-6}" 2>&1 | tee "$stack/cargo-test.log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+grep -E '^test result:' "$stack/cargo-test.log" |
+  awk '{ passed += $4; failed += $6 } END { printf "relay: %d passed, %d failed\n", passed, failed }'
+exit "$status"
