@@ -4,7 +4,5 @@ fn main() {
     let file = "relay/envelope/v1/envelope.proto";
     println!("cargo:rerun-if-changed={proto_root}/{file}");
     let descriptors = protox::compile([file], [proto_root]).expect("envelope.proto must compile");
-    prost_build::Config::new()
-        .compile_fds(descriptors)
-        .expect("prost code generation must succeed");
+    prost_build::Config::new().compile_fds(descriptors).expect("prost code generation must succeed");
 }

@@ -25,10 +25,7 @@ impl DatabaseUrl {
     /// Parses a `postgres://` URL or a `key=value` connection string.
     pub fn parse(url: SecretString) -> Result<Self, String> {
         let raw = url.expose_secret();
-        if !(raw.starts_with("postgres://")
-            || raw.starts_with("postgresql://")
-            || raw.contains('='))
-        {
+        if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://") || raw.contains('=')) {
             return Err("must be a postgres:// URL or a key=value connection string".into());
         }
         // The parser's message can quote the input, so report only its kind.
@@ -58,11 +55,7 @@ impl DatabaseUrl {
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "DatabaseUrl(database={}, [redacted])",
-            self.database_name()
-        )
+        write!(f, "DatabaseUrl(database={}, [redacted])", self.database_name())
     }
 }
 
@@ -100,10 +93,7 @@ impl Common {
         let database_url = reader.secret(names::DATABASE_URL);
         let database_url = match database_url {
             None => {
-                if reader
-                    .optional(&format!("{}_FILE", names::DATABASE_URL))
-                    .is_none()
-                {
+                if reader.optional(&format!("{}_FILE", names::DATABASE_URL)).is_none() {
                     reader.problem(names::DATABASE_URL, "is required but not set");
                 }
                 None
@@ -118,15 +108,12 @@ impl Common {
         };
         let brokers = reader.list(names::KAFKA_BROKERS);
         if brokers.is_empty() {
-            reader.problem(
-                names::KAFKA_BROKERS,
-                "is required: a comma-separated list of host:port",
-            );
+            reader.problem(names::KAFKA_BROKERS, "is required: a comma-separated list of host:port");
         }
         for broker in &brokers {
-            let port_ok = broker.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
+            let port_ok = broker
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
             if !port_ok {
                 reader.problem(names::KAFKA_BROKERS, format!("{broker:?} is not host:port"));
             }
@@ -134,12 +121,6 @@ impl Common {
         let kafka_properties = KafkaProperties::read(reader, role);
         let log_format = reader.parsed(names::LOG_FORMAT, LogFormat::Text, "text or json");
         let migrate = reader.flag(names::RELAY_MIGRATE, true);
-        Self {
-            database_url,
-            kafka_brokers: brokers.join(","),
-            kafka_properties,
-            log_format,
-            migrate,
-        }
+        Self { database_url, kafka_brokers: brokers.join(","), kafka_properties, log_format, migrate }
     }
 }

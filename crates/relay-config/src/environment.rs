@@ -22,9 +22,7 @@ impl Environment for ProcessEnv {
         std::env::var(name).ok()
     }
     fn names(&self) -> Vec<String> {
-        std::env::vars_os()
-            .filter_map(|(k, _)| k.into_string().ok())
-            .collect()
+        std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect()
     }
 }
 
@@ -34,11 +32,7 @@ pub struct MapEnv(pub BTreeMap<String, String>);
 
 impl MapEnv {
     pub fn new<K: Into<String>, V: Into<String>>(vars: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self(
-            vars.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
+        Self(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
 }
 

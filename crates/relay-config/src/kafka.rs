@@ -47,27 +47,18 @@ impl KafkaProperties {
             KafkaRole::Producer => LOCKED_PRODUCER,
             KafkaRole::Consumer => LOCKED_CONSUMER,
         };
-        let mut names: Vec<String> = reader
-            .env()
-            .names()
-            .into_iter()
-            .filter(|n| n.starts_with(KAFKA_PROPERTY_PREFIX))
-            .collect();
+        let mut names: Vec<String> =
+            reader.env().names().into_iter().filter(|n| n.starts_with(KAFKA_PROPERTY_PREFIX)).collect();
         names.sort();
         let mut properties = Vec::new();
         for name in names {
-            let property = name[KAFKA_PROPERTY_PREFIX.len()..]
-                .to_ascii_lowercase()
-                .replace('_', ".");
+            let property = name[KAFKA_PROPERTY_PREFIX.len()..].to_ascii_lowercase().replace('_', ".");
             if property.is_empty() {
                 reader.problem(&name, "names no property");
                 continue;
             }
             if LOCKED_ALWAYS.contains(&property.as_str()) || locked.contains(&property.as_str()) {
-                reader.problem(
-                    &name,
-                    format!("{property} is set by Relay to keep its delivery guarantees"),
-                );
+                reader.problem(&name, format!("{property} is set by Relay to keep its delivery guarantees"));
                 continue;
             }
             if let Some(value) = reader.env().get(&name) {
@@ -85,8 +76,6 @@ impl KafkaProperties {
 
 impl fmt::Debug for KafkaProperties {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(k, _)| format!("{k}=[redacted]")))
-            .finish()
+        f.debug_list().entries(self.0.iter().map(|(k, _)| format!("{k}=[redacted]"))).finish()
     }
 }

@@ -10,11 +10,13 @@
 mod common;
 mod environment;
 mod kafka;
+mod limits;
 mod reader;
 
 pub use common::{names, Common, DatabaseUrl, LogFormat};
 pub use environment::{Environment, MapEnv, ProcessEnv};
 pub use kafka::{KafkaProperties, KafkaRole};
+pub use limits::PayloadLimits;
 pub use reader::{topic_env_name, Problem, Reader};
 
 /// Every problem found in one pass over the environment.
@@ -23,11 +25,7 @@ pub use reader::{topic_env_name, Problem, Reader};
 pub struct ConfigError(pub Vec<Problem>);
 
 fn render(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]

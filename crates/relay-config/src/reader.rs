@@ -26,18 +26,13 @@ pub struct Reader<'e> {
 
 impl fmt::Debug for Reader<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reader")
-            .field("problems", &self.problems)
-            .finish_non_exhaustive()
+        f.debug_struct("Reader").field("problems", &self.problems).finish_non_exhaustive()
     }
 }
 
 impl<'e> Reader<'e> {
     pub fn new(env: &'e dyn Environment) -> Self {
-        Self {
-            env,
-            problems: Vec::new(),
-        }
+        Self { env, problems: Vec::new() }
     }
 
     pub fn env(&self) -> &'e dyn Environment {
@@ -46,10 +41,7 @@ impl<'e> Reader<'e> {
 
     /// Records a problem with `variable`.
     pub fn problem(&mut self, variable: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            variable: variable.to_string(),
-            message: message.into(),
-        });
+        self.problems.push(Problem { variable: variable.to_string(), message: message.into() });
     }
 
     /// A non-empty string, if set.
@@ -117,13 +109,7 @@ impl<'e> Reader<'e> {
     /// A comma-separated list; empty items are ignored.
     pub fn list(&mut self, name: &str) -> Vec<String> {
         self.optional(name)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
             .unwrap_or_default()
     }
 
@@ -143,10 +129,7 @@ impl<'e> Reader<'e> {
         let file_var = format!("{name}_FILE");
         match (self.optional(name), self.optional(&file_var)) {
             (Some(_), Some(_)) => {
-                self.problem(
-                    name,
-                    format!("set both {name} and {file_var}; set only one"),
-                );
+                self.problem(name, format!("set both {name} and {file_var}; set only one"));
                 None
             }
             (Some(v), None) => Some(SecretString::from(v)),
@@ -167,12 +150,7 @@ impl<'e> Reader<'e> {
 
     /// Variables starting with `prefix` that are not in `known` and do not match `is_pattern`.
     /// Catches typos such as `OUTBOX_BACTH_SIZE` that would otherwise be silently ignored.
-    pub fn reject_unknown(
-        &mut self,
-        prefix: &str,
-        known: &[&str],
-        is_pattern: impl Fn(&str) -> bool,
-    ) {
+    pub fn reject_unknown(&mut self, prefix: &str, known: &[&str], is_pattern: impl Fn(&str) -> bool) {
         let mut unknown: Vec<String> = self
             .env
             .names()
@@ -183,6 +161,21 @@ impl<'e> Reader<'e> {
         for name in unknown {
             self.problem(&name, "is not a setting this service knows (a typo?)");
         }
+    }
+
+    /// Every problem, or the database URL that a service cannot run without.
+    /// `url` is `None` only when reading it recorded a problem.
+    pub fn finish_with_database(
+        self,
+        url: Option<crate::DatabaseUrl>,
+    ) -> Result<crate::DatabaseUrl, ConfigError> {
+        self.finish()?;
+        url.ok_or_else(|| {
+            ConfigError(vec![Problem {
+                variable: crate::names::DATABASE_URL.into(),
+                message: "is required but not set".into(),
+            }])
+        })
     }
 
     /// Every problem, or `Ok` when there were none.
@@ -203,10 +196,7 @@ fn validate_topic(topic: &str) -> Result<(), &'static str> {
     if topic == "." || topic == ".." {
         return Err("is not a valid topic name");
     }
-    if !topic
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    if !topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
         return Err("may only contain letters, digits, '.', '_' and '-'");
     }
     Ok(())
@@ -215,14 +205,5 @@ fn validate_topic(topic: &str) -> Result<(), &'static str> {
 /// The form a topic name takes inside a variable name: upper case, other characters as `_`.
 /// `payments.v1` becomes `PAYMENTS_V1`, so its override is `OUTBOX_TOPIC_PAYMENTS_V1_...`.
 pub fn topic_env_name(topic: &str) -> String {
-    topic
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    topic.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }

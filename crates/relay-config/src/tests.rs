@@ -16,10 +16,7 @@ fn reports_missing_brokers_and_malformed_url_together() {
     let err = result.expect_err("two problems");
     let text = err.to_string();
     assert_eq!(err.0.len(), 2, "{text}");
-    assert!(
-        text.contains("DATABASE_URL: must be a postgres:// URL"),
-        "{text}"
-    );
+    assert!(text.contains("DATABASE_URL: must be a postgres:// URL"), "{text}");
     assert!(text.contains("KAFKA_BROKERS: is required"), "{text}");
 }
 
@@ -27,19 +24,13 @@ fn reports_missing_brokers_and_malformed_url_together() {
 fn never_prints_the_database_password() {
     let secret = "s3cr3t-Pa55";
     let url = format!("postgres://app:{secret}@db:5432/origin");
-    let (common, result) = read(
-        &[("DATABASE_URL", &url), ("KAFKA_BROKERS", "k:9092")],
-        KafkaRole::Producer,
-    );
+    let (common, result) = read(&[("DATABASE_URL", &url), ("KAFKA_BROKERS", "k:9092")], KafkaRole::Producer);
     result.expect("valid");
     let debug = format!("{common:?}");
     assert!(!debug.contains(secret), "{debug}");
     assert!(debug.contains("origin"), "{debug}");
     let bad = format!("postgres://app:{secret}@db:notaport/x");
-    let (_, result) = read(
-        &[("DATABASE_URL", &bad), ("KAFKA_BROKERS", "k:9092")],
-        KafkaRole::Producer,
-    );
+    let (_, result) = read(&[("DATABASE_URL", &bad), ("KAFKA_BROKERS", "k:9092")], KafkaRole::Producer);
     let text = result.expect_err("bad port").to_string();
     assert!(!text.contains(secret), "{text}");
 }
@@ -60,10 +51,7 @@ fn passes_through_kafka_properties_but_locks_guarantees() {
     assert_eq!(err.0.len(), 1);
     assert_eq!(err.0[0].variable, "KAFKA_PROPERTY_ENABLE_IDEMPOTENCE");
     let props: Vec<_> = common.kafka_properties.iter().collect();
-    assert_eq!(
-        props,
-        vec![("linger.ms", "7"), ("sasl.password", "hunter2")]
-    );
+    assert_eq!(props, vec![("linger.ms", "7"), ("sasl.password", "hunter2")]);
     assert!(!format!("{:?}", common.kafka_properties).contains("hunter2"));
     assert_eq!(common.kafka_brokers, "a:1,b:2");
 }
@@ -80,10 +68,7 @@ fn reads_secrets_from_files_and_rejects_both_forms() {
     let secret = reader.secret("DATABASE_URL").expect("read from file");
     assert_eq!(secret.expose_secret(), "postgres://u:p@h/db");
     reader.finish().expect("no problems");
-    let env = MapEnv::new([
-        ("DATABASE_URL_FILE", path.as_str()),
-        ("DATABASE_URL", "postgres://h/db"),
-    ]);
+    let env = MapEnv::new([("DATABASE_URL_FILE", path.as_str()), ("DATABASE_URL", "postgres://h/db")]);
     let mut reader = Reader::new(&env);
     assert!(reader.secret("DATABASE_URL").is_none());
     assert_eq!(reader.finish().expect_err("both set").0.len(), 1);

@@ -27,10 +27,7 @@ const MIGRATION_LOCK: (i32, i32) = (1_380_273_217, 1);
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot connect to PostgreSQL database {database}: {source}")]
-    Connect {
-        database: String,
-        source: tokio_postgres::Error,
-    },
+    Connect { database: String, source: tokio_postgres::Error },
     #[error("cannot build the connection pool: {0}")]
     Pool(String),
     #[error("no connection from the pool: {0}")]
@@ -39,11 +36,10 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
     #[error("schema migration failed: {0}")]
     Migration(#[from] refinery::Error),
-    #[error("{table} does not exist and RELAY_MIGRATE=false: apply crates/relay-db/migrations/{schema}/ first")]
-    SchemaMissing {
-        table: &'static str,
-        schema: &'static str,
-    },
+    #[error(
+        "{table} does not exist and RELAY_MIGRATE=false: apply crates/relay-db/migrations/{schema}/ first"
+    )]
+    SchemaMissing { table: &'static str, schema: &'static str },
 }
 
 /// Which of Relay's schemas a service needs.
@@ -81,26 +77,23 @@ pub fn pool(url: &DatabaseUrl, size: usize) -> Result<Pool, DbError> {
     let manager = Manager::from_config(
         url.config().clone(),
         NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
     );
-    Pool::builder(manager)
-        .max_size(size)
-        .build()
-        .map_err(|e| DbError::Pool(e.to_string()))
+    Pool::builder(manager).max_size(size).build().map_err(|e| DbError::Pool(e.to_string()))
+}
+
+type Connection = tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>;
+
+async fn open(url: &DatabaseUrl) -> Result<(Client, Connection), DbError> {
+    url.config()
+        .connect(NoTls)
+        .await
+        .map_err(|source| DbError::Connect { database: url.database_name().into(), source })
 }
 
 /// One connection outside any pool, for work that owns its session (locks, migrations).
 pub async fn connect(url: &DatabaseUrl) -> Result<Client, DbError> {
-    let (client, connection) =
-        url.config()
-            .connect(NoTls)
-            .await
-            .map_err(|source| DbError::Connect {
-                database: url.database_name().into(),
-                source,
-            })?;
+    let (client, connection) = open(url).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection closed");
@@ -116,14 +109,7 @@ pub async fn listen(
     channel: &str,
 ) -> Result<(Client, tokio::sync::mpsc::Receiver<()>), DbError> {
     use futures::StreamExt;
-    let (client, mut connection) =
-        url.config()
-            .connect(NoTls)
-            .await
-            .map_err(|source| DbError::Connect {
-                database: url.database_name().into(),
-                source,
-            })?;
+    let (client, mut connection) = open(url).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -131,8 +117,7 @@ pub async fn listen(
             match message {
                 Ok(AsyncMessage::Notification(_)) => {
                     // A full channel already holds a wake-up; one is enough.
-                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(())
-                    {
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
                         return;
                     }
                 }
@@ -149,29 +134,18 @@ pub async fn listen(
 }
 
 /// Creates or upgrades `schema` when `migrate` is true; otherwise checks that it exists.
-pub async fn prepare_schema(
-    url: &DatabaseUrl,
-    schema: Schema,
-    migrate: bool,
-) -> Result<(), DbError> {
+pub async fn prepare_schema(url: &DatabaseUrl, schema: Schema, migrate: bool) -> Result<(), DbError> {
     let mut client = connect(url).await?;
     if !migrate {
-        let row = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&schema.table()])
-            .await?;
+        let row = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&schema.table()]).await?;
         return if row.get::<_, bool>(0) {
             Ok(())
         } else {
-            Err(DbError::SchemaMissing {
-                table: schema.table(),
-                schema: schema.dir(),
-            })
+            Err(DbError::SchemaMissing { table: schema.table(), schema: schema.dir() })
         };
     }
     let (class, object) = MIGRATION_LOCK;
-    client
-        .execute("SELECT pg_advisory_lock($1, $2)", &[&class, &object])
-        .await?;
+    client.execute("SELECT pg_advisory_lock($1, $2)", &[&class, &object]).await?;
     let mut runner = match schema {
         Schema::Outbox => migrations::outbox::migrations::runner(),
         Schema::Inbox => migrations::inbox::migrations::runner(),
@@ -179,9 +153,7 @@ pub async fn prepare_schema(
     runner.set_migration_table_name(schema.history_table());
     let report = runner.run_async(&mut client).await;
     // Unlock even after a failure; the lock also ends with the session.
-    client
-        .execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &object])
-        .await?;
+    client.execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &object]).await?;
     let report = report?;
     for migration in report.applied_migrations() {
         tracing::info!(schema = schema.dir(), migration = %migration, "applied schema migration");

@@ -37,11 +37,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..args.concurrency.max(1) {
         let count = per_worker.min(args.messages.saturating_sub(worker * per_worker));
-        let (url, topic, keys) = (
-            args.database_url.clone(),
-            args.topic.clone(),
-            args.keys.max(1),
-        );
+        let (url, topic, keys) = (args.database_url.clone(), args.topic.clone(), args.keys.max(1));
         workers.spawn(async move { write_payments(&url, &topic, keys, count).await });
     }
     while let Some(result) = workers.join_next().await {
@@ -64,14 +60,10 @@ async fn write_payments(url: &str, topic: &str, keys: usize, count: usize) -> an
     for _ in 0..count {
         let (account, amount) = {
             let mut rng = rand::rng();
-            (
-                format!("account-{:04}", rng.random_range(0..keys)),
-                rng.random_range(1..1_000_000i64),
-            )
+            (format!("account-{:04}", rng.random_range(0..keys)), rng.random_range(1..1_000_000i64))
         };
         let tx = client.transaction().await?;
-        let payload =
-            serde_json::json!({ "account": account, "amount_cents": amount, "currency": "EUR" });
+        let payload = serde_json::json!({ "account": account, "amount_cents": amount, "currency": "EUR" });
         let payload = serde_json::to_vec(&payload)?;
         let mut message = relay_outbox::Message::new(topic, &account, &payload);
         message.msg_type = "payment.created";
@@ -91,9 +83,7 @@ async fn write_payments(url: &str, topic: &str, keys: usize, count: usize) -> an
 async fn wait_for_outbox(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     let deadline = Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let row = client
-            .query_one("SELECT to_regclass('relay.outbox') IS NOT NULL", &[])
-            .await?;
+        let row = client.query_one("SELECT to_regclass('relay.outbox') IS NOT NULL", &[]).await?;
         if row.get::<_, bool>(0) {
             return Ok(());
         }

@@ -38,18 +38,11 @@ enum Command {
 /// Runs the command line.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Topics {
-                brokers,
-                partitions,
-                topics,
-            } => {
-                relay_kafka::create_topics(&brokers, &Default::default(), &topics, partitions)
-                    .await?;
+            Command::Topics { brokers, partitions, topics } => {
+                relay_kafka::create_topics(&brokers, &Default::default(), &topics, partitions).await?;
                 println!("topics ready: {}", topics.join(", "));
                 Ok(())
             }

@@ -42,12 +42,7 @@ struct Tally {
 impl Tally {
     fn clean(&self) -> bool {
         self.arrived == self.expected
-            && self.missing
-                + self.extra
-                + self.stored_duplicates
-                + self.mismatched
-                + self.out_of_order
-                == 0
+            && self.missing + self.extra + self.stored_duplicates + self.mismatched + self.out_of_order == 0
     }
 }
 
@@ -96,15 +91,7 @@ async fn load_sent(
     Ok(rows
         .iter()
         .map(|r| {
-            (
-                r.get(0),
-                Sent {
-                    key: r.get(1),
-                    sequence: r.get(2),
-                    digest: r.get(3),
-                    created_at: r.get(4),
-                },
-            )
+            (r.get(0), Sent { key: r.get(1), sequence: r.get(2), digest: r.get(3), created_at: r.get(4) })
         })
         .collect())
 }
@@ -122,10 +109,7 @@ async fn tally(
             &[&name, &topic],
         )
         .await?;
-    let mut t = Tally {
-        expected: sent.len(),
-        ..Tally::default()
-    };
+    let mut t = Tally { expected: sent.len(), ..Tally::default() };
     let mut seen = HashSet::new();
     let mut last_sequence: HashMap<String, i64> = HashMap::new();
     for row in &rows {

@@ -32,9 +32,7 @@ pub enum DecodeError {
     Empty,
     #[error("value is not a protobuf envelope: {0}")]
     Malformed(String),
-    #[error(
-        "unsupported envelope version {0} (this consumer understands version {ENVELOPE_VERSION})"
-    )]
+    #[error("unsupported envelope version {0} (this consumer understands version {ENVELOPE_VERSION})")]
     UnsupportedVersion(u32),
     #[error("message_id {0:?} is not a UUID")]
     BadMessageId(String),
@@ -89,17 +87,10 @@ pub fn decode(value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
     if let Some((name, _)) = texts.iter().find(|(_, text)| text.contains('\0')) {
         return Err(DecodeError::NulCharacter(name));
     }
-    if envelope
-        .headers
-        .iter()
-        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
-    {
+    if envelope.headers.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
         return Err(DecodeError::NulCharacter("headers"));
     }
-    Ok(Decoded {
-        message_id,
-        envelope,
-    })
+    Ok(Decoded { message_id, envelope })
 }
 
 #[cfg(test)]
@@ -138,37 +129,22 @@ mod tests {
     fn rejects_garbage_empty_and_unknown_versions() {
         assert_eq!(decode(None), Err(DecodeError::Empty));
         assert_eq!(decode(Some(b"")), Err(DecodeError::Empty));
-        assert!(matches!(
-            decode(Some(b"\xff\xff\xff\xff")),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode(Some(b"\xff\xff\xff\xff")), Err(DecodeError::Malformed(_))));
         let mut v2 = sample();
         v2.version = 2;
-        assert_eq!(
-            decode(Some(&encode(&v2))),
-            Err(DecodeError::UnsupportedVersion(2))
-        );
+        assert_eq!(decode(Some(&encode(&v2))), Err(DecodeError::UnsupportedVersion(2)));
     }
 
     #[test]
     fn rejects_bad_ids_missing_fields_and_nul_text() {
         let mut bad_id = sample();
         bad_id.message_id = "not-a-uuid".into();
-        assert!(matches!(
-            decode(Some(&encode(&bad_id))),
-            Err(DecodeError::BadMessageId(_))
-        ));
+        assert!(matches!(decode(Some(&encode(&bad_id))), Err(DecodeError::BadMessageId(_))));
         let mut no_source = sample();
         no_source.source.clear();
-        assert_eq!(
-            decode(Some(&encode(&no_source))),
-            Err(DecodeError::MissingField("source"))
-        );
+        assert_eq!(decode(Some(&encode(&no_source))), Err(DecodeError::MissingField("source")));
         let mut nul = sample();
         nul.key = "a\0b".into();
-        assert_eq!(
-            decode(Some(&encode(&nul))),
-            Err(DecodeError::NulCharacter("key"))
-        );
+        assert_eq!(decode(Some(&encode(&nul))), Err(DecodeError::NulCharacter("key")));
     }
 }

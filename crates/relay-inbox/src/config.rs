@@ -1,9 +1,7 @@
 //! The consumer's settings, read from the environment with every problem reported at once.
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use relay_config::{
-    topic_env_name, Common, ConfigError, DatabaseUrl, Environment, KafkaRole, Problem, Reader,
-};
+use relay_config::{Common, ConfigError, DatabaseUrl, Environment, KafkaRole, PayloadLimits, Reader};
 
 /// Variable names the consumer reads (besides the shared ones in `relay_config::names`).
 pub mod names {
@@ -14,9 +12,8 @@ pub mod names {
     pub const INBOX_BATCH_WAIT_MS: &str = "INBOX_BATCH_WAIT_MS";
     pub const INBOX_MAX_PAYLOAD_BYTES: &str = "INBOX_MAX_PAYLOAD_BYTES";
     pub const INBOX_POOL_SIZE: &str = "INBOX_POOL_SIZE";
-    /// `INBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES`, `<TOPIC>` as `relay_config::topic_env_name`.
-    pub const TOPIC_PREFIX: &str = "INBOX_TOPIC_";
-    pub const TOPIC_MAX_PAYLOAD_SUFFIX: &str = "_MAX_PAYLOAD_BYTES";
+    /// Per-topic limits: `INBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
+    pub const PREFIX: &str = "INBOX_";
     pub const ALL: &[&str] = &[
         INBOX_NAME,
         INBOX_TOPICS,
@@ -40,8 +37,8 @@ pub struct ConsumerConfig {
     pub batch_size: usize,
     /// How long a batch waits to fill once its first record arrived.
     pub batch_wait: Duration,
-    pub max_payload_bytes: usize,
-    pub topic_max_payload_bytes: HashMap<String, usize>,
+    /// Larger payloads are dead-lettered.
+    pub max_payload: PayloadLimits,
     pub pool_size: usize,
 }
 
@@ -57,36 +54,15 @@ impl ConsumerConfig {
         }
         let topics = r.topics(INBOX_TOPICS);
         if topics.is_empty() {
-            r.problem(
-                INBOX_TOPICS,
-                "is required: a comma-separated list of topics",
-            );
+            r.problem(INBOX_TOPICS, "is required: a comma-separated list of topics");
         }
         let group_id = r.optional(INBOX_GROUP_ID).unwrap_or_else(|| inbox.clone());
         let batch_size = r.number(INBOX_BATCH_SIZE, 500, 1, 50_000) as usize;
         let batch_wait = r.millis(INBOX_BATCH_WAIT_MS, 10, 0, 60_000);
-        let max_payload_bytes = r.number(INBOX_MAX_PAYLOAD_BYTES, 1 << 20, 1, 100 << 20) as usize;
         let pool_size = r.number(INBOX_POOL_SIZE, 2, 1, 64) as usize;
-        let mut topic_max_payload_bytes = HashMap::new();
-        let is_override =
-            |n: &str| n.starts_with(TOPIC_PREFIX) && n.ends_with(TOPIC_MAX_PAYLOAD_SUFFIX);
-        let mut overrides: Vec<String> =
-            env.names().into_iter().filter(|n| is_override(n)).collect();
-        overrides.sort();
-        for name in overrides {
-            let topic = &name[TOPIC_PREFIX.len()..name.len() - TOPIC_MAX_PAYLOAD_SUFFIX.len()];
-            let limit = r.number(&name, max_payload_bytes as u64, 1, 100 << 20) as usize;
-            topic_max_payload_bytes.insert(topic.to_string(), limit);
-        }
-        r.reject_unknown("INBOX_", ALL, is_override);
-        let database_url = common.database_url.clone();
-        r.finish()?;
-        let database_url = database_url.ok_or_else(|| {
-            ConfigError(vec![Problem {
-                variable: relay_config::names::DATABASE_URL.into(),
-                message: "is required but not set".into(),
-            }])
-        })?;
+        let max_payload = PayloadLimits::read(&mut r, PREFIX);
+        r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
+        let database_url = r.finish_with_database(common.database_url.clone())?;
         Ok(Self {
             database_url,
             common,
@@ -95,18 +71,9 @@ impl ConsumerConfig {
             group_id,
             batch_size,
             batch_wait,
-            max_payload_bytes,
-            topic_max_payload_bytes,
+            max_payload,
             pool_size,
         })
-    }
-
-    /// The payload limit for `topic`.
-    pub fn max_payload_for(&self, topic: &str) -> usize {
-        self.topic_max_payload_bytes
-            .get(&topic_env_name(topic))
-            .copied()
-            .unwrap_or(self.max_payload_bytes)
     }
 }
 
@@ -127,16 +94,13 @@ mod tests {
         ]);
         let config = ConsumerConfig::from_env(&env).expect("valid");
         assert_eq!(config.group_id, "ledger");
-        assert_eq!(config.max_payload_for("payments.v1"), 100);
-        assert_eq!(config.max_payload_for("other"), 1 << 20);
+        assert_eq!(config.max_payload.for_topic("payments.v1"), 100);
+        assert_eq!(config.max_payload.for_topic("other"), 1 << 20);
     }
 
     #[test]
     fn lists_every_problem_in_one_error() {
-        let env = MapEnv::new([
-            ("INBOX_BATCH_WAIT_MS", "soon"),
-            ("KAFKA_PROPERTY_GROUP_ID", "x"),
-        ]);
+        let env = MapEnv::new([("INBOX_BATCH_WAIT_MS", "soon"), ("KAFKA_PROPERTY_GROUP_ID", "x")]);
         let err = ConsumerConfig::from_env(&env).expect_err("invalid");
         let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
         for expected in [

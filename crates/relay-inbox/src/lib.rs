@@ -37,12 +37,7 @@ pub enum InboxError {
 
 /// Runs the consumer until `shutdown` is cancelled; the batch in hand is finished first.
 pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), InboxError> {
-    relay_db::prepare_schema(
-        &config.database_url,
-        relay_db::Schema::Inbox,
-        config.common.migrate,
-    )
-    .await?;
+    relay_db::prepare_schema(&config.database_url, relay_db::Schema::Inbox, config.common.migrate).await?;
     let pool = relay_db::pool(&config.database_url, config.pool_size)?;
     let consumer: StreamConsumer = relay_kafka::consumer_config(
         &config.common.kafka_brokers,
@@ -72,8 +67,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
                 (m, record)
             })
             .collect();
-        let Some(written) = write_with_retry(&pool, &config.inbox, &records, &shutdown).await
-        else {
+        let Some(written) = write_with_retry(&pool, &config.inbox, &records, &shutdown).await else {
             // Shut down before the batch was durable: its offsets stay unstored, so it is redelivered.
             break;
         };
@@ -187,9 +181,7 @@ fn store_offsets(consumer: &StreamConsumer, records: &[(OwnedMessage, Record)]) 
     let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for (_, record) in records {
         let p = record.position();
-        let entry = next
-            .entry((p.topic.as_str(), p.partition))
-            .or_insert(p.offset + 1);
+        let entry = next.entry((p.topic.as_str(), p.partition)).or_insert(p.offset + 1);
         *entry = (*entry).max(p.offset + 1);
     }
     let mut list = TopicPartitionList::new();

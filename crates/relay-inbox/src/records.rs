@@ -68,11 +68,7 @@ impl DeadLetter {
 }
 
 fn position_of(message: &OwnedMessage) -> Position {
-    Position {
-        topic: message.topic().to_string(),
-        partition: message.partition(),
-        offset: message.offset(),
-    }
+    Position { topic: message.topic().to_string(), partition: message.partition(), offset: message.offset() }
 }
 
 /// Decodes and checks one record.
@@ -82,22 +78,14 @@ pub(crate) fn classify(message: &OwnedMessage, config: &ConsumerConfig) -> Recor
         Err(e) => return Record::Dead(DeadLetter::from_refused(message, e.to_string())),
     };
     let envelope = decoded.envelope;
-    let limit = config.max_payload_for(message.topic());
+    let limit = config.max_payload.for_topic(message.topic());
     if envelope.payload.len() > limit {
-        let error = format!(
-            "payload of {} bytes exceeds the limit of {limit} bytes",
-            envelope.payload.len()
-        );
+        let error = format!("payload of {} bytes exceeds the limit of {limit} bytes", envelope.payload.len());
         return Record::Dead(DeadLetter::from_refused(message, error));
     }
     let sequence = match i64::try_from(envelope.sequence) {
         Ok(sequence) => sequence,
-        Err(_) => {
-            return Record::Dead(DeadLetter::from_refused(
-                message,
-                "sequence out of range".into(),
-            ))
-        }
+        Err(_) => return Record::Dead(DeadLetter::from_refused(message, "sequence out of range".into())),
     };
     let micros = envelope.created_at_unix_micros;
     let created_at = if micros >= 0 {
@@ -108,11 +96,7 @@ pub(crate) fn classify(message: &OwnedMessage, config: &ConsumerConfig) -> Recor
     let trace = envelope.trace.unwrap_or_default();
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     let headers = serde_json::Value::Object(
-        envelope
-            .headers
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect(),
+        envelope.headers.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
     );
     Record::Store(Box::new(InboxRow {
         position: position_of(message),

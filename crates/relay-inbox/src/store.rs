@@ -19,9 +19,7 @@ pub(crate) struct Written {
 /// True for SQLSTATE classes that mean "this data will never go in": data exceptions (22),
 /// integrity violations (23) and program limits (54).
 pub(crate) fn is_poison(error: &tokio_postgres::Error) -> bool {
-    error
-        .code()
-        .is_some_and(|code| matches!(&code.code()[..2], "22" | "23" | "54"))
+    error.code().is_some_and(|code| matches!(&code.code()[..2], "22" | "23" | "54"))
 }
 
 /// Inserts `records` in `tx`. On a poison error, the caller rolls back and uses [`write_each`].
@@ -46,11 +44,7 @@ pub(crate) async fn write_all(
         .collect();
     let inserted = insert_rows(tx, inbox, &rows).await?;
     insert_dead(tx, inbox, &dead).await?;
-    Ok(Written {
-        inserted,
-        duplicates: rows.len() as u64 - inserted,
-        dead_lettered: dead.len() as u64,
-    })
+    Ok(Written { inserted, duplicates: rows.len() as u64 - inserted, dead_lettered: dead.len() as u64 })
 }
 
 /// Row-by-row fallback: each row under a savepoint; a refused row is dead-lettered instead.
@@ -74,10 +68,7 @@ pub(crate) async fn write_each(
                     }
                     Err(e) if is_poison(&e) => {
                         savepoint.rollback().await?;
-                        DeadLetter::from_refused(
-                            message,
-                            format!("database refused the message: {e}"),
-                        )
+                        DeadLetter::from_refused(message, format!("database refused the message: {e}"))
                     }
                     Err(e) => return Err(e),
                 }
@@ -152,21 +143,7 @@ async fn insert_dead(
     let keys: Vec<Option<&[u8]>> = dead.iter().map(|d| d.raw_key.as_deref()).collect();
     let values: Vec<Option<&[u8]>> = dead.iter().map(|d| d.raw_value.as_deref()).collect();
     let errors: Vec<&str> = dead.iter().map(|d| d.error.as_str()).collect();
-    let statement = tx
-        .prepare_cached(include_str!("insert_dead_letter.sql"))
-        .await?;
-    tx.execute(
-        &statement,
-        &[
-            &inbox,
-            &topics,
-            &partitions,
-            &offsets,
-            &keys,
-            &values,
-            &errors,
-        ],
-    )
-    .await?;
+    let statement = tx.prepare_cached(include_str!("insert_dead_letter.sql")).await?;
+    tx.execute(&statement, &[&inbox, &topics, &partitions, &offsets, &keys, &values, &errors]).await?;
     Ok(())
 }

@@ -61,9 +61,7 @@ pub fn classify(error: &KafkaError) -> ErrorClass {
 
 /// Applies the brokers and the operator's pass-through properties over `config`'s defaults.
 fn apply(config: &mut ClientConfig, brokers: &str, properties: &KafkaProperties) {
-    config
-        .set("bootstrap.servers", brokers)
-        .set_log_level(RDKafkaLogLevel::Warning);
+    config.set("bootstrap.servers", brokers).set_log_level(RDKafkaLogLevel::Warning);
     for (key, value) in properties.iter() {
         config.set(key, value);
     }
@@ -77,11 +75,7 @@ fn base(brokers: &str, properties: &KafkaProperties) -> ClientConfig {
 
 /// Producer settings: idempotent, acks=all, ordered per partition, retried without a deadline.
 /// `properties` (validated by relay-config, which refuses to change these) may tune batching.
-pub fn producer_config(
-    brokers: &str,
-    client_id: &str,
-    properties: &KafkaProperties,
-) -> ClientConfig {
+pub fn producer_config(brokers: &str, client_id: &str, properties: &KafkaProperties) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("client.id", client_id)
@@ -134,29 +128,20 @@ pub async fn create_topics(
     topics: &[String],
     partitions: i32,
 ) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> = base(brokers, properties)
-        .create()
-        .map_err(KafkaSetupError::Client)?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
+    let admin: AdminClient<DefaultClientContext> =
+        base(brokers, properties).create().map_err(KafkaSetupError::Client)?;
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics(new.iter(), &options)
         .await
-        .map_err(|e| KafkaSetupError::CreateTopic {
-            topic: topics.join(","),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| KafkaSetupError::CreateTopic { topic: topics.join(","), reason: e.to_string() })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(KafkaSetupError::CreateTopic {
-                    topic,
-                    reason: code.to_string(),
-                });
+                return Err(KafkaSetupError::CreateTopic { topic, reason: code.to_string() });
             }
         }
     }

@@ -1,9 +1,7 @@
 //! The poller's settings, read from the environment with every problem reported at once.
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use relay_config::{
-    topic_env_name, Common, ConfigError, DatabaseUrl, Environment, KafkaRole, Reader,
-};
+use relay_config::{Common, ConfigError, DatabaseUrl, Environment, KafkaRole, PayloadLimits, Reader};
 
 /// Variable names the poller reads (besides the shared ones in `relay_config::names`).
 pub mod names {
@@ -14,9 +12,8 @@ pub mod names {
     pub const OUTBOX_LEADER_RETRY_MS: &str = "OUTBOX_LEADER_RETRY_MS";
     pub const OUTBOX_SHUTDOWN_GRACE_MS: &str = "OUTBOX_SHUTDOWN_GRACE_MS";
     pub const OUTBOX_MAX_PAYLOAD_BYTES: &str = "OUTBOX_MAX_PAYLOAD_BYTES";
-    /// `OUTBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES`, `<TOPIC>` as `relay_config::topic_env_name`.
-    pub const TOPIC_PREFIX: &str = "OUTBOX_TOPIC_";
-    pub const TOPIC_MAX_PAYLOAD_SUFFIX: &str = "_MAX_PAYLOAD_BYTES";
+    /// Per-topic limits: `OUTBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
+    pub const PREFIX: &str = "OUTBOX_";
     pub const ALL: &[&str] = &[
         OUTBOX_SOURCE,
         OUTBOX_TOPICS,
@@ -44,9 +41,8 @@ pub struct PollerConfig {
     pub leader_retry: Duration,
     /// How long shutdown waits for in-flight records to be acknowledged.
     pub shutdown_grace: Duration,
-    pub max_payload_bytes: usize,
-    /// Per-topic payload limits, keyed by `topic_env_name(topic)`.
-    pub topic_max_payload_bytes: HashMap<String, usize>,
+    /// Larger payloads are parked instead of sent.
+    pub max_payload: PayloadLimits,
 }
 
 impl PollerConfig {
@@ -61,34 +57,9 @@ impl PollerConfig {
         let poll_interval = r.millis(OUTBOX_POLL_INTERVAL_MS, 500, 1, 3_600_000);
         let leader_retry = r.millis(OUTBOX_LEADER_RETRY_MS, 1000, 10, 600_000);
         let shutdown_grace = r.millis(OUTBOX_SHUTDOWN_GRACE_MS, 10_000, 0, 600_000);
-        let max_payload_bytes = r.number(OUTBOX_MAX_PAYLOAD_BYTES, 1 << 20, 1, 100 << 20) as usize;
-        let mut topic_max_payload_bytes = HashMap::new();
-        let mut overrides: Vec<String> = env
-            .names()
-            .into_iter()
-            .filter(|n| n.starts_with(TOPIC_PREFIX) && n.ends_with(TOPIC_MAX_PAYLOAD_SUFFIX))
-            .collect();
-        overrides.sort();
-        for name in overrides {
-            let topic = &name[TOPIC_PREFIX.len()..name.len() - TOPIC_MAX_PAYLOAD_SUFFIX.len()];
-            if topic.is_empty() {
-                r.problem(&name, "names no topic");
-                continue;
-            }
-            let limit = r.number(&name, max_payload_bytes as u64, 1, 100 << 20) as usize;
-            topic_max_payload_bytes.insert(topic.to_string(), limit);
-        }
-        r.reject_unknown("OUTBOX_", ALL, |n| {
-            n.starts_with(TOPIC_PREFIX) && n.ends_with(TOPIC_MAX_PAYLOAD_SUFFIX)
-        });
-        let database_url = common.database_url.clone();
-        r.finish()?;
-        let database_url = database_url.ok_or_else(|| {
-            ConfigError(vec![relay_config::Problem {
-                variable: relay_config::names::DATABASE_URL.into(),
-                message: "is required but not set".into(),
-            }])
-        })?;
+        let max_payload = PayloadLimits::read(&mut r, PREFIX);
+        r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
+        let database_url = r.finish_with_database(common.database_url.clone())?;
         Ok(Self {
             database_url,
             common,
@@ -98,17 +69,8 @@ impl PollerConfig {
             poll_interval,
             leader_retry,
             shutdown_grace,
-            max_payload_bytes,
-            topic_max_payload_bytes,
+            max_payload,
         })
-    }
-
-    /// The payload limit for `topic`.
-    pub fn max_payload_for(&self, topic: &str) -> usize {
-        self.topic_max_payload_bytes
-            .get(&topic_env_name(topic))
-            .copied()
-            .unwrap_or(self.max_payload_bytes)
     }
 
     /// The leader lock's object id: one leader per outbox database and topic selection.
@@ -138,8 +100,8 @@ mod tests {
         let config = PollerConfig::from_env(&env).expect("valid");
         assert_eq!(config.topics, vec!["payments.v1", "refunds"]);
         assert_eq!(config.batch_size, 250);
-        assert_eq!(config.max_payload_for("payments.v1"), 4096);
-        assert_eq!(config.max_payload_for("refunds"), 1 << 20);
+        assert_eq!(config.max_payload.for_topic("payments.v1"), 4096);
+        assert_eq!(config.max_payload.for_topic("refunds"), 1 << 20);
     }
 
     #[test]

@@ -33,15 +33,8 @@ const LOCK_CLASS: i32 = 1_380_273_217;
 
 /// Runs the poller until `shutdown` is cancelled, then flushes and returns.
 pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<(), PollerError> {
-    relay_db::prepare_schema(
-        &config.database_url,
-        relay_db::Schema::Outbox,
-        config.common.migrate,
-    )
-    .await?;
-    let producer: FutureProducer = producer_client_config(&config)
-        .create()
-        .map_err(PollerError::Producer)?;
+    relay_db::prepare_schema(&config.database_url, relay_db::Schema::Outbox, config.common.migrate).await?;
+    let producer: FutureProducer = producer_client_config(&config).create().map_err(PollerError::Producer)?;
     let mut backoff = new_backoff();
     while !shutdown.is_cancelled() {
         match lead(&config, &producer, &shutdown).await {
@@ -104,12 +97,8 @@ async fn lead(
 ) -> Result<Leadership, relay_db::DbError> {
     let client = relay_db::connect(&config.database_url).await?;
     let object = config.leader_lock_object();
-    let row = client
-        .query_one(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))",
-            &[&LOCK_CLASS, &object],
-        )
-        .await?;
+    let row =
+        client.query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LOCK_CLASS, &object]).await?;
     if !row.get::<_, bool>(0) {
         tracing::debug!(lock = %object, "another poller is the leader; standing by");
         return Ok(Leadership::Standby);

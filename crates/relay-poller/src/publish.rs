@@ -25,9 +25,7 @@ pub(crate) async fn publish_until_shutdown(
     let mark_parked = client.prepare(include_str!("mark_parked.sql")).await?;
     let mut wakeups = listen(config).await;
     while !shutdown.is_cancelled() {
-        let rows = client
-            .query(&fetch, &[&config.topics, &config.batch_size])
-            .await?;
+        let rows = client.query(&fetch, &[&config.topics, &config.batch_size]).await?;
         if rows.is_empty() {
             wait_for_work(&mut wakeups, config, shutdown).await;
             continue;
@@ -35,20 +33,11 @@ pub(crate) async fn publish_until_shutdown(
         let outcome = send_batch(producer, config, &rows, shutdown).await;
         if !outcome.published_ids.is_empty() {
             client
-                .execute(
-                    &mark_published,
-                    &[
-                        &outcome.published_ids,
-                        &outcome.partitions,
-                        &outcome.offsets,
-                    ],
-                )
+                .execute(&mark_published, &[&outcome.published_ids, &outcome.partitions, &outcome.offsets])
                 .await?;
         }
         if !outcome.parked_ids.is_empty() {
-            client
-                .execute(&mark_parked, &[&outcome.parked_ids, &outcome.park_reasons])
-                .await?;
+            client.execute(&mark_parked, &[&outcome.parked_ids, &outcome.park_reasons]).await?;
         }
         tracing::debug!(
             published = outcome.published_ids.len(),
@@ -56,10 +45,7 @@ pub(crate) async fn publish_until_shutdown(
             "batch done"
         );
         if outcome.unacknowledged > 0 {
-            tracing::warn!(
-                rows = outcome.unacknowledged,
-                "rows not acknowledged; they will be sent again"
-            );
+            tracing::warn!(rows = outcome.unacknowledged, "rows not acknowledged; they will be sent again");
         }
     }
     Ok(())
@@ -74,10 +60,7 @@ struct Wakeups {
 
 async fn listen(config: &PollerConfig) -> Option<Wakeups> {
     match relay_db::listen(&config.database_url, "relay_outbox").await {
-        Ok((client, notifications)) => Some(Wakeups {
-            _client: client,
-            notifications,
-        }),
+        Ok((client, notifications)) => Some(Wakeups { _client: client, notifications }),
         Err(e) => {
             tracing::warn!(error = %e, "LISTEN unavailable; polling every interval");
             None
@@ -85,11 +68,7 @@ async fn listen(config: &PollerConfig) -> Option<Wakeups> {
     }
 }
 
-async fn wait_for_work(
-    wakeups: &mut Option<Wakeups>,
-    config: &PollerConfig,
-    shutdown: &CancellationToken,
-) {
+async fn wait_for_work(wakeups: &mut Option<Wakeups>, config: &PollerConfig, shutdown: &CancellationToken) {
     let notified = async {
         match wakeups {
             Some(w) => {
@@ -140,23 +119,17 @@ async fn send_batch(
         let id: i64 = row.get("id");
         let (topic, key, envelope) = envelope_of(row, &config.source);
         let value = relay_envelope::encode(&envelope);
-        let limit = config.max_payload_for(topic);
+        let limit = config.max_payload.for_topic(topic);
         if envelope.payload.len() > limit {
             outcome.park(
                 id,
-                format!(
-                    "payload of {} bytes exceeds the limit of {limit} bytes",
-                    envelope.payload.len()
-                ),
+                format!("payload of {} bytes exceeds the limit of {limit} bytes", envelope.payload.len()),
             );
             continue;
         }
         let headers = headers_of(&envelope);
         loop {
-            let record = FutureRecord::to(topic)
-                .key(key)
-                .payload(&value)
-                .headers(headers.clone());
+            let record = FutureRecord::to(topic).key(key).payload(&value).headers(headers.clone());
             match producer.send_result(record) {
                 Ok(delivery) => {
                     in_flight.push((id, delivery));
@@ -227,10 +200,9 @@ fn envelope_of<'r>(row: &'r Row, source: &str) -> (&'r str, &'r str, Envelope) {
     let message_id: uuid::Uuid = row.get("message_id");
     let headers: serde_json::Value = row.get("headers");
     let headers = match headers {
-        serde_json::Value::Object(map) => map
-            .into_iter()
-            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-            .collect(),
+        serde_json::Value::Object(map) => {
+            map.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect()
+        }
         _ => Default::default(),
     };
     let created_at: SystemTime = row.get("created_at");
@@ -265,14 +237,8 @@ fn envelope_of<'r>(row: &'r Row, source: &str) -> (&'r str, &'r str, Envelope) {
 fn headers_of(envelope: &Envelope) -> OwnedHeaders {
     let version = relay_envelope::ENVELOPE_VERSION.to_string();
     let mut headers = OwnedHeaders::new_with_capacity(4)
-        .insert(Header {
-            key: relay_envelope::HEADER_MESSAGE_ID,
-            value: Some(envelope.message_id.as_str()),
-        })
-        .insert(Header {
-            key: relay_envelope::HEADER_ENVELOPE_VERSION,
-            value: Some(version.as_str()),
-        });
+        .insert(Header { key: relay_envelope::HEADER_MESSAGE_ID, value: Some(envelope.message_id.as_str()) })
+        .insert(Header { key: relay_envelope::HEADER_ENVELOPE_VERSION, value: Some(version.as_str()) });
     if let Some(trace) = &envelope.trace {
         if !trace.traceparent.is_empty() {
             headers = headers.insert(Header {

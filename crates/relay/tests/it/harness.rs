@@ -18,8 +18,7 @@ pub const POLLER: &str = env!("CARGO_BIN_EXE_outbox-poller");
 pub const CONSUMER: &str = env!("CARGO_BIN_EXE_inbox-consumer");
 
 pub fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS")
-        .expect("KAFKA_BROKERS must name a broker; run the suite with `make test`")
+    std::env::var("KAFKA_BROKERS").expect("KAFKA_BROKERS must name a broker; run the suite with `make test`")
 }
 
 fn pg_base() -> String {
@@ -40,13 +39,8 @@ impl TestDb {
     pub async fn new() -> Self {
         let name = format!("relay_it_{}", unique());
         let admin = connect(&format!("{}/postgres", pg_base())).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        Self {
-            url: format!("{}/{name}", pg_base()),
-        }
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        Self { url: format!("{}/{name}", pg_base()) }
     }
 
     pub async fn client(&self) -> Client {
@@ -55,9 +49,7 @@ impl TestDb {
 }
 
 pub async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .expect("connect to PostgreSQL");
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect to PostgreSQL");
     tokio::spawn(connection);
     client
 }
@@ -65,14 +57,9 @@ pub async fn connect(url: &str) -> Client {
 /// A fresh topic with `partitions` partitions.
 pub async fn topic(partitions: i32) -> String {
     let name = format!("it-{}", unique());
-    relay_kafka::create_topics(
-        &brokers(),
-        &Default::default(),
-        std::slice::from_ref(&name),
-        partitions,
-    )
-    .await
-    .expect("create topic");
+    relay_kafka::create_topics(&brokers(), &Default::default(), std::slice::from_ref(&name), partitions)
+        .await
+        .expect("create topic");
     name
 }
 
@@ -115,21 +102,11 @@ pub struct Service {
 
 /// Creates a new log file for `name` under the test's directory; never shares one.
 fn log_file(test: &str, name: &str) -> (PathBuf, std::fs::File) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("it-logs")
-        .join(test);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it-logs").join(test);
     std::fs::create_dir_all(&dir).expect("log dir");
     for n in 1.. {
-        let path = if n == 1 {
-            dir.join(format!("{name}.log"))
-        } else {
-            dir.join(format!("{name}-{n}.log"))
-        };
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
+        let path = if n == 1 { dir.join(format!("{name}.log")) } else { dir.join(format!("{name}-{n}.log")) };
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(file) => return (path, file),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => panic!("cannot create {}: {e}", path.display()),
@@ -144,10 +121,7 @@ pub fn spawn(test: &str, name: &str, binary: &str, env: &BTreeMap<String, String
     let child = Command::new(binary)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "RUST_LOG",
-            std::env::var("RELAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("RUST_LOG", std::env::var("RELAY_TEST_LOG").unwrap_or_else(|_| "info".into()))
         .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -167,18 +141,12 @@ impl Service {
     /// SIGTERM, then the exit status.
     pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
         assert!(sent.success());
         tokio::time::timeout(within, self.child.wait())
             .await
             .unwrap_or_else(|_| {
-                panic!(
-                    "did not exit within {within:?} of SIGTERM; log: {}",
-                    self.log.display()
-                )
+                panic!("did not exit within {within:?} of SIGTERM; log: {}", self.log.display())
             })
             .expect("wait")
     }
@@ -199,24 +167,13 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-pub async fn count(
-    client: &Client,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> i64 {
-    client
-        .query_one(sql, params)
-        .await
-        .expect("count query")
-        .get(0)
+pub async fn count(client: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> i64 {
+    client.query_one(sql, params).await.expect("count query").get(0)
 }
 
 /// Waits until inbox `name` on `db` holds `n` messages of `topic`.
@@ -233,13 +190,7 @@ pub async fn await_inbox(db: &TestDb, name: &str, topic: &str, n: i64, timeout: 
 
 /// Enqueues `n` messages over `keys` keys with varied binary payloads, `per_tx` per transaction.
 /// Returns the message ids in enqueue order.
-pub async fn enqueue_many(
-    db: &TestDb,
-    topic: &str,
-    n: usize,
-    keys: usize,
-    per_tx: usize,
-) -> Vec<uuid::Uuid> {
+pub async fn enqueue_many(db: &TestDb, topic: &str, n: usize, keys: usize, per_tx: usize) -> Vec<uuid::Uuid> {
     let mut client = db.client().await;
     let mut ids = Vec::with_capacity(n);
     let mut i = 0;
@@ -268,19 +219,39 @@ pub fn payload_for(i: usize) -> Vec<u8> {
 /// Waits until a service has created `table` (its migrations ran).
 pub async fn await_table(db: &TestDb, table: &str) {
     let client = db.client().await;
-    eventually(
-        Duration::from_secs(30),
-        &format!("{table} to exist"),
-        || {
-            let client = &client;
-            async move {
-                let row = client
-                    .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-                    .await
-                    .ok()?;
-                row.get::<_, bool>(0).then_some(())
-            }
-        },
-    )
+    eventually(Duration::from_secs(30), &format!("{table} to exist"), || {
+        let client = &client;
+        async move {
+            let row = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await.ok()?;
+            row.get::<_, bool>(0).then_some(())
+        }
+    })
     .await;
+}
+
+/// The usual arrangement: an origin database with a poller, an inbox database with a consumer
+/// for inbox `ledger`, a fresh topic, and both schemas in place.
+pub struct Pipeline {
+    pub origin: TestDb,
+    pub inbox: TestDb,
+    pub topic: String,
+    pub poller: Service,
+    pub consumer: Service,
+}
+
+impl Pipeline {
+    pub async fn start(test: &str, partitions: i32) -> Self {
+        let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
+        let topic = topic(partitions).await;
+        let poller = spawn(test, "poller", POLLER, &poller_env(&origin, &topic));
+        let consumer = spawn(test, "consumer", CONSUMER, &consumer_env(&inbox, "ledger", &topic));
+        await_table(&origin, "relay.outbox").await;
+        await_table(&inbox, "relay.inbox").await;
+        Self { origin, inbox, topic, poller, consumer }
+    }
+
+    /// Waits until inbox `ledger` holds `n` messages.
+    pub async fn await_ledger(&self, n: i64) {
+        await_inbox(&self.inbox, "ledger", &self.topic, n, Duration::from_secs(120)).await;
+    }
 }

@@ -5,28 +5,17 @@ use crate::{harness::*, verify::inbox_equals_outbox};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transaction_committing_late_with_a_lower_id_is_not_skipped() {
-    let test = "late_commit";
-    let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
-    let topic = topic(1).await;
-    let _poller = spawn(test, "poller", POLLER, &poller_env(&origin, &topic));
-    let _consumer = spawn(
-        test,
-        "consumer",
-        CONSUMER,
-        &consumer_env(&inbox, "ledger", &topic),
-    );
-    await_table(&origin, "relay.outbox").await;
+    let relay = Pipeline::start("late_commit", 1).await;
+    let (origin, inbox, topic) = (&relay.origin, &relay.inbox, relay.topic.clone());
 
     // A takes the lower id and stays open; B takes a higher id and commits first.
     let mut a = origin.client().await;
     let mut b = origin.client().await;
     let tx_a = a.transaction().await.expect("begin A");
-    let id_a = relay_outbox::enqueue(
-        &tx_a,
-        &relay_outbox::Message::new(&topic, "account-a", b"first in, last out"),
-    )
-    .await
-    .expect("enqueue A");
+    let id_a =
+        relay_outbox::enqueue(&tx_a, &relay_outbox::Message::new(&topic, "account-a", b"first in, last out"))
+            .await
+            .expect("enqueue A");
     let tx_b = b.transaction().await.expect("begin B");
     let id_b = relay_outbox::enqueue(
         &tx_b,
@@ -37,17 +26,14 @@ async fn a_transaction_committing_late_with_a_lower_id_is_not_skipped() {
     tx_b.commit().await.expect("commit B");
 
     // B is published and stored while A is still uncommitted.
-    await_inbox(&inbox, "ledger", &topic, 1, Duration::from_secs(60)).await;
+    relay.await_ledger(1).await;
     let check = inbox.client().await;
-    let stored: uuid::Uuid = check
-        .query_one("SELECT message_id FROM relay.inbox", &[])
-        .await
-        .expect("B")
-        .get(0);
+    let stored: uuid::Uuid =
+        check.query_one("SELECT message_id FROM relay.inbox", &[]).await.expect("B").get(0);
     assert_eq!(stored, id_b);
 
     tx_a.commit().await.expect("commit A");
-    await_inbox(&inbox, "ledger", &topic, 2, Duration::from_secs(60)).await;
+    relay.await_ledger(2).await;
     let db = origin.client().await;
     let ids: Vec<(uuid::Uuid, i64)> = db
         .query("SELECT message_id, id FROM relay.outbox ORDER BY id", &[])
@@ -56,59 +42,34 @@ async fn a_transaction_committing_late_with_a_lower_id_is_not_skipped() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(
-        ids.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
-        vec![id_a, id_b],
-        "A holds the lower id"
-    );
-    assert_eq!(
-        inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await,
-        2
-    );
+    assert_eq!(ids.iter().map(|(m, _)| *m).collect::<Vec<_>>(), vec![id_a, id_b], "A holds the lower id");
+    assert_eq!(inbox_equals_outbox(origin, inbox, "ledger", &topic).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn same_key_writers_are_published_in_commit_order() {
-    let test = "same_key_order";
-    let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
-    let topic = topic(1).await;
-    let _poller = spawn(test, "poller", POLLER, &poller_env(&origin, &topic));
-    let _consumer = spawn(
-        test,
-        "consumer",
-        CONSUMER,
-        &consumer_env(&inbox, "ledger", &topic),
-    );
-    await_table(&origin, "relay.outbox").await;
+    let relay = Pipeline::start("same_key_order", 1).await;
+    let (origin, inbox, topic) = (&relay.origin, &relay.inbox, relay.topic.clone());
 
     // First enqueues and stays open; Second, same key, must wait for it and so comes after.
     let mut first = origin.client().await;
     let second = origin.client().await;
     let tx_first = first.transaction().await.expect("begin first");
-    relay_outbox::enqueue(
-        &tx_first,
-        &relay_outbox::Message::new(&topic, "account-1", b"debit"),
-    )
-    .await
-    .expect("enqueue first");
+    relay_outbox::enqueue(&tx_first, &relay_outbox::Message::new(&topic, "account-1", b"debit"))
+        .await
+        .expect("enqueue first");
     let topic_2 = topic.clone();
     let waiting = tokio::spawn(async move {
         second
-            .query_one(
-                "SELECT relay.enqueue($1, 'account-1', 'credit'::bytea)",
-                &[&topic_2],
-            )
+            .query_one("SELECT relay.enqueue($1, 'account-1', 'credit'::bytea)", &[&topic_2])
             .await
             .expect("enqueue second");
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !waiting.is_finished(),
-        "the second writer of the key must wait for the first to commit"
-    );
+    assert!(!waiting.is_finished(), "the second writer of the key must wait for the first to commit");
     tx_first.commit().await.expect("commit first");
     waiting.await.expect("second writer");
-    await_inbox(&inbox, "ledger", &topic, 2, Duration::from_secs(60)).await;
+    relay.await_ledger(2).await;
     let check = inbox.client().await;
     let payloads: Vec<Vec<u8>> = check
         .query("SELECT payload FROM relay.inbox ORDER BY seq", &[])
@@ -118,8 +79,5 @@ async fn same_key_writers_are_published_in_commit_order() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(payloads, vec![b"debit".to_vec(), b"credit".to_vec()]);
-    assert_eq!(
-        inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await,
-        2
-    );
+    assert_eq!(inbox_equals_outbox(origin, inbox, "ledger", &topic).await, 2);
 }

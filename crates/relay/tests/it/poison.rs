@@ -6,34 +6,20 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use crate::{harness::*, verify::inbox_equals_outbox};
 
 async fn produce_raw(topic: &str, key: &[u8], value: &[u8]) {
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("raw producer");
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("raw producer");
     producer
-        .send(
-            FutureRecord::to(topic).key(key).payload(value).partition(0),
-            Duration::from_secs(30),
-        )
+        .send(FutureRecord::to(topic).key(key).payload(value).partition(0), Duration::from_secs(30))
         .await
         .expect("produce raw record");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_bytes_become_a_dead_letter_and_later_messages_still_arrive() {
-    let test = "garbage";
-    let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
-    let topic = topic(1).await;
-    let _poller = spawn(test, "poller", POLLER, &poller_env(&origin, &topic));
-    let _consumer = spawn(
-        test,
-        "consumer",
-        CONSUMER,
-        &consumer_env(&inbox, "ledger", &topic),
-    );
-    await_table(&origin, "relay.outbox").await;
-    enqueue_many(&origin, &topic, 10, 2, 10).await;
-    await_inbox(&inbox, "ledger", &topic, 10, Duration::from_secs(60)).await;
+    let relay = Pipeline::start("garbage", 1).await;
+    let (origin, inbox, topic) = (&relay.origin, &relay.inbox, relay.topic.clone());
+    enqueue_many(origin, &topic, 10, 2, 10).await;
+    relay.await_ledger(10).await;
 
     // Garbage, then an envelope from the future, both between good messages on one partition.
     let garbage = b"\xde\xad\xbe\xef not protobuf \x00\xff".to_vec();
@@ -48,13 +34,10 @@ async fn garbage_bytes_become_a_dead_letter_and_later_messages_still_arrive() {
     future.payload = b"from a newer relay".to_vec();
     let future_bytes = relay_envelope::encode(&future);
     produce_raw(&topic, b"k-future", &future_bytes).await;
-    enqueue_many(&origin, &topic, 40, 2, 10).await;
+    enqueue_many(origin, &topic, 40, 2, 10).await;
 
-    await_inbox(&inbox, "ledger", &topic, 50, Duration::from_secs(60)).await;
-    assert_eq!(
-        inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await,
-        50
-    );
+    relay.await_ledger(50).await;
+    assert_eq!(inbox_equals_outbox(origin, inbox, "ledger", &topic).await, 50);
     let db = inbox.client().await;
     let dead = db
         .query(
@@ -64,23 +47,15 @@ async fn garbage_bytes_become_a_dead_letter_and_later_messages_still_arrive() {
         )
         .await
         .expect("dead letters");
-    assert_eq!(
-        dead.len(),
-        2,
-        "exactly the two poison records are dead-lettered"
-    );
+    assert_eq!(dead.len(), 2, "exactly the two poison records are dead-lettered");
     assert_eq!(dead[0].get::<_, String>(0), topic);
     assert_eq!(dead[0].get::<_, Vec<u8>>(1), b"k-garbage");
     assert_eq!(dead[0].get::<_, Vec<u8>>(2), garbage);
     assert!(
-        dead[0]
-            .get::<_, String>(3)
-            .contains("not a protobuf envelope"),
+        dead[0].get::<_, String>(3).contains("not a protobuf envelope"),
         "{}",
         dead[0].get::<_, String>(3)
     );
     assert_eq!(dead[1].get::<_, Vec<u8>>(2), future_bytes);
-    assert!(dead[1]
-        .get::<_, String>(3)
-        .contains("unsupported envelope version 99"));
+    assert!(dead[1].get::<_, String>(3).contains("unsupported envelope version 99"));
 }

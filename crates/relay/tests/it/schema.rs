@@ -15,39 +15,17 @@ async fn concurrent_start_ups_migrate_once_and_all_succeed() {
     let url = url(&db);
     let runs = (0..4).map(|i| {
         let url = url.clone();
-        let schema = if i % 2 == 0 {
-            relay_db::Schema::Outbox
-        } else {
-            relay_db::Schema::Inbox
-        };
+        let schema = if i % 2 == 0 { relay_db::Schema::Outbox } else { relay_db::Schema::Inbox };
         async move { relay_db::prepare_schema(&url, schema, true).await }
     });
     for result in futures::future::join_all(runs).await {
         result.expect("every concurrent migration succeeds");
     }
     // Running again is a no-op.
-    relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true)
-        .await
-        .expect("idempotent");
+    relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("idempotent");
     let client = db.client().await;
-    assert_eq!(
-        count(
-            &client,
-            "SELECT count(*) FROM relay_outbox_schema_history",
-            &[]
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        count(
-            &client,
-            "SELECT count(*) FROM relay_inbox_schema_history",
-            &[]
-        )
-        .await,
-        1
-    );
+    assert_eq!(count(&client, "SELECT count(*) FROM relay_outbox_schema_history", &[]).await, 1);
+    assert_eq!(count(&client, "SELECT count(*) FROM relay_inbox_schema_history", &[]).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,51 +40,23 @@ async fn with_relay_migrate_false_a_missing_schema_is_a_clear_error() {
         .expect("wait");
     assert!(!status.success());
     let log = poller.log_text();
-    assert!(
-        log.contains("relay.outbox does not exist and RELAY_MIGRATE=false"),
-        "{log}"
-    );
+    assert!(log.contains("relay.outbox does not exist and RELAY_MIGRATE=false"), "{log}");
     let client = db.client().await;
-    assert_eq!(
-        count(
-            &client,
-            "SELECT count(*) FROM pg_namespace WHERE nspname = 'relay'",
-            &[]
-        )
-        .await,
-        0
-    );
+    assert_eq!(count(&client, "SELECT count(*) FROM pg_namespace WHERE nspname = 'relay'", &[]).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn enqueue_validates_input_and_commits_or_rolls_back_with_the_business_change() {
     let db = TestDb::new().await;
-    relay_db::prepare_schema(&url(&db), relay_db::Schema::Outbox, true)
-        .await
-        .expect("schema");
+    relay_db::prepare_schema(&url(&db), relay_db::Schema::Outbox, true).await.expect("schema");
     let mut client = db.client().await;
-    client
-        .batch_execute("CREATE TABLE account (id int PRIMARY KEY, balance bigint)")
-        .await
-        .expect("table");
-    client
-        .batch_execute("INSERT INTO account VALUES (1, 100)")
-        .await
-        .expect("row");
+    client.batch_execute("CREATE TABLE account (id int PRIMARY KEY, balance bigint)").await.expect("table");
+    client.batch_execute("INSERT INTO account VALUES (1, 100)").await.expect("row");
 
     for (sql, reason) in [
-        (
-            "SELECT relay.enqueue('bad topic', 'k', 'x'::bytea)",
-            "not a valid Kafka topic name",
-        ),
-        (
-            "SELECT relay.enqueue('t', NULL, 'x'::bytea)",
-            "key must not be null",
-        ),
-        (
-            "SELECT relay.enqueue('t', 'k', NULL)",
-            "payload must not be null",
-        ),
+        ("SELECT relay.enqueue('bad topic', 'k', 'x'::bytea)", "not a valid Kafka topic name"),
+        ("SELECT relay.enqueue('t', NULL, 'x'::bytea)", "key must not be null"),
+        ("SELECT relay.enqueue('t', 'k', NULL)", "payload must not be null"),
         (
             "SELECT relay.enqueue('t', 'k', 'x'::bytea, '{\"n\": 1}')",
             "headers must be a JSON object of string values",
@@ -117,38 +67,20 @@ async fn enqueue_validates_input_and_commits_or_rolls_back_with_the_business_cha
         ),
     ] {
         let err = client.query_one(sql, &[]).await.expect_err(sql);
-        let text = err
-            .as_db_error()
-            .map(|e| e.message().to_string())
-            .unwrap_or_default();
+        let text = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
         assert!(text.contains(reason), "{sql}: {text}");
     }
 
     // Rolled back with the business change: neither is visible.
     let tx = client.transaction().await.expect("begin");
-    tx.execute(
-        "UPDATE account SET balance = balance - 10 WHERE id = 1",
-        &[],
-    )
-    .await
-    .expect("debit");
-    relay_outbox::enqueue(&tx, &relay_outbox::Message::new("payments", "1", b"-10"))
-        .await
-        .expect("enqueue");
+    tx.execute("UPDATE account SET balance = balance - 10 WHERE id = 1", &[]).await.expect("debit");
+    relay_outbox::enqueue(&tx, &relay_outbox::Message::new("payments", "1", b"-10")).await.expect("enqueue");
     tx.rollback().await.expect("rollback");
-    assert_eq!(
-        count(&client, "SELECT count(*) FROM relay.outbox", &[]).await,
-        0
-    );
+    assert_eq!(count(&client, "SELECT count(*) FROM relay.outbox", &[]).await, 0);
 
     // Committed with it: both are, and the returned id is the row's.
     let tx = client.transaction().await.expect("begin");
-    tx.execute(
-        "UPDATE account SET balance = balance - 10 WHERE id = 1",
-        &[],
-    )
-    .await
-    .expect("debit");
+    tx.execute("UPDATE account SET balance = balance - 10 WHERE id = 1", &[]).await.expect("debit");
     let mut message = relay_outbox::Message::new("payments", "1", b"-10");
     message.headers.insert("tenant".into(), "acme".into());
     message.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
@@ -162,12 +94,6 @@ async fn enqueue_validates_input_and_commits_or_rolls_back_with_the_business_cha
     assert_eq!(row.get::<_, String>(1), "1");
     assert_eq!(row.get::<_, Vec<u8>>(2), b"-10");
     assert_eq!(row.get::<_, String>(3), "acme");
-    assert_eq!(
-        row.get::<_, String>(4),
-        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    );
-    assert_eq!(
-        count(&client, "SELECT balance FROM account WHERE id = 1", &[]).await,
-        90
-    );
+    assert_eq!(row.get::<_, String>(4), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert_eq!(count(&client, "SELECT balance FROM account WHERE id = 1", &[]).await, 90);
 }

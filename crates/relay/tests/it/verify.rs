@@ -5,12 +5,7 @@ use crate::harness::TestDb;
 
 /// Asserts that inbox `name` holds every outbox row of `topic` exactly once, byte-equal (payload,
 /// key, type, headers, sequence), nothing else, and in per-key commit order. Returns the count.
-pub async fn inbox_equals_outbox(
-    origin: &TestDb,
-    inbox_db: &TestDb,
-    name: &str,
-    topic: &str,
-) -> usize {
+pub async fn inbox_equals_outbox(origin: &TestDb, inbox_db: &TestDb, name: &str, topic: &str) -> usize {
     let origin = origin.client().await;
     let inbox = inbox_db.client().await;
     let sent = origin
@@ -28,8 +23,7 @@ pub async fn inbox_equals_outbox(
     )
     .await;
     assert_eq!(unpublished, 0, "outbox rows still unpublished");
-    let sent: HashMap<uuid::Uuid, tokio_postgres::Row> =
-        sent.into_iter().map(|r| (r.get(0), r)).collect();
+    let sent: HashMap<uuid::Uuid, tokio_postgres::Row> = sent.into_iter().map(|r| (r.get(0), r)).collect();
     let received = inbox
         .query(
             "SELECT message_id, sequence, key, msg_type, payload, headers, source, topic FROM relay.inbox
@@ -48,23 +42,14 @@ pub async fn inbox_equals_outbox(
     let mut last_per_key: HashMap<String, i64> = HashMap::new();
     for row in &received {
         let id: uuid::Uuid = row.get(0);
-        let original = sent
-            .get(&id)
-            .unwrap_or_else(|| panic!("inbox {name} holds {id}, which was never sent"));
+        let original =
+            sent.get(&id).unwrap_or_else(|| panic!("inbox {name} holds {id}, which was never sent"));
         let sequence: i64 = row.get(1);
         let key: String = row.get(2);
         assert_eq!(sequence, original.get::<_, i64>(1), "sequence of {id}");
         assert_eq!(key, original.get::<_, String>(2), "key of {id}");
-        assert_eq!(
-            row.get::<_, String>(3),
-            original.get::<_, String>(3),
-            "type of {id}"
-        );
-        assert_eq!(
-            row.get::<_, Vec<u8>>(4),
-            original.get::<_, Vec<u8>>(4),
-            "payload of {id}"
-        );
+        assert_eq!(row.get::<_, String>(3), original.get::<_, String>(3), "type of {id}");
+        assert_eq!(row.get::<_, Vec<u8>>(4), original.get::<_, Vec<u8>>(4), "payload of {id}");
         assert_eq!(
             row.get::<_, serde_json::Value>(5),
             original.get::<_, serde_json::Value>(5),
@@ -73,10 +58,7 @@ pub async fn inbox_equals_outbox(
         assert_eq!(row.get::<_, String>(6), "it-origin");
         assert_eq!(row.get::<_, String>(7), topic);
         if let Some(previous) = last_per_key.insert(key.clone(), sequence) {
-            assert!(
-                previous < sequence,
-                "key {key}: sequence {sequence} stored after {previous}"
-            );
+            assert!(previous < sequence, "key {key}: sequence {sequence} stored after {previous}");
         }
     }
     received.len()
