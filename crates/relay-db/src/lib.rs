@@ -6,7 +6,9 @@
 //! apply `migrations/` themselves, in which case start-up checks the schema is there.
 #![forbid(unsafe_code)]
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use relay_config::DatabaseUrl;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
@@ -21,7 +23,9 @@ mod migrations {
 
 /// Lock key (class, object) serialising every Relay migration in one database: the outbox and
 /// inbox schemas share `relay`, so they must not be created at the same moment either.
-const MIGRATION_LOCK: (i32, i32) = (1_380_273_217, 1);
+/// Its class differs from relay.enqueue's per-key locks (1380273217) and the poller's leader
+/// lock (1380273218), so no key can ever collide with it.
+const MIGRATION_LOCK: (i32, i32) = (1_380_273_219, 1);
 
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -75,17 +79,38 @@ impl Schema {
 /// A pool of connections; `size` bounds concurrent use.
 pub fn pool(url: &DatabaseUrl, size: usize) -> Result<Pool, DbError> {
     let manager = Manager::from_config(
-        url.config().clone(),
+        with_timeouts(url),
         NoTls,
         ManagerConfig { recycling_method: RecyclingMethod::Fast },
     );
-    Pool::builder(manager).max_size(size).build().map_err(|e| DbError::Pool(e.to_string()))
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| DbError::Pool(e.to_string()))
 }
 
 type Connection = tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>;
 
+/// Connection settings with timeouts, so a silent database host cannot hang a service: connecting
+/// gives up after 10 s and a connection whose peer stops answering is dropped after 30 s.
+fn with_timeouts(url: &DatabaseUrl) -> tokio_postgres::Config {
+    let mut config = url.config().clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(15))
+        .tcp_user_timeout(Duration::from_secs(30));
+    config
+}
+
 async fn open(url: &DatabaseUrl) -> Result<(Client, Connection), DbError> {
-    url.config()
+    with_timeouts(url)
         .connect(NoTls)
         .await
         .map_err(|source| DbError::Connect { database: url.database_name().into(), source })

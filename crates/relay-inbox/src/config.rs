@@ -48,6 +48,7 @@ impl ConsumerConfig {
         use names::*;
         let mut r = Reader::new(env);
         let common = Common::read(&mut r, KafkaRole::Consumer);
+        relay_kafka::check_properties(&mut r, &common.kafka_properties);
         let inbox = r.required(INBOX_NAME).unwrap_or_default();
         if inbox.chars().any(char::is_control) {
             r.problem(INBOX_NAME, "must not contain control characters");

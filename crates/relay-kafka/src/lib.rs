@@ -121,6 +121,28 @@ pub fn consumer_config(
     config
 }
 
+/// Checks every pass-through property against librdkafka during the configuration pass, so a
+/// misspelt property or a bad value is reported with the others (exit 2) instead of failing at
+/// client creation. The message never contains the value: it may be a password.
+pub fn check_properties(reader: &mut relay_config::Reader<'_>, properties: &KafkaProperties) {
+    for (key, value) in properties.iter() {
+        let mut config = ClientConfig::new();
+        config.set(key, value);
+        if let Err(e) = config.create_native_config() {
+            let mut message = e.to_string();
+            if !value.is_empty() {
+                message = message.replace(value, "[redacted]");
+            }
+            let variable = format!(
+                "{}{}",
+                relay_config::names::KAFKA_PROPERTY_PREFIX,
+                key.to_ascii_uppercase().replace('.', "_")
+            );
+            reader.problem(&variable, format!("librdkafka refuses {key}: {message}"));
+        }
+    }
+}
+
 /// Creates `topics` with `partitions` each (replication 1 for local stacks); existing ones are fine.
 pub async fn create_topics(
     brokers: &str,
@@ -162,6 +184,24 @@ mod tests {
         assert_eq!(classify(&no_topic), ErrorClass::Permanent);
         assert_eq!(classify(&transport), ErrorClass::Retryable);
         assert_eq!(classify(&full), ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn reports_unknown_properties_and_bad_values_without_the_value() {
+        let env = relay_config::MapEnv::new([
+            ("KAFKA_PROPERTY_SASL_JAAS_CONFIG", "password=\"hunter2\";"),
+            ("KAFKA_PROPERTY_LINGER_MS", "soon-hunter2"),
+            ("KAFKA_PROPERTY_COMPRESSION_TYPE", "lz4"),
+        ]);
+        let mut reader = relay_config::Reader::new(&env);
+        let properties = KafkaProperties::read(&mut reader, relay_config::KafkaRole::Producer);
+        check_properties(&mut reader, &properties);
+        let problems = reader.finish().expect_err("two bad properties").0;
+        let vars: Vec<_> = problems.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(vars, vec!["KAFKA_PROPERTY_LINGER_MS", "KAFKA_PROPERTY_SASL_JAAS_CONFIG"]);
+        for p in &problems {
+            assert!(!p.message.contains("hunter2"), "{p}");
+        }
     }
 
     #[test]

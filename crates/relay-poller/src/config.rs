@@ -51,6 +51,7 @@ impl PollerConfig {
         use names::*;
         let mut r = Reader::new(env);
         let common = Common::read(&mut r, KafkaRole::Producer);
+        relay_kafka::check_properties(&mut r, &common.kafka_properties);
         let source = r.required(OUTBOX_SOURCE).unwrap_or_default();
         let topics = r.topics(OUTBOX_TOPICS);
         let batch_size = r.number(OUTBOX_BATCH_SIZE, 1000, 1, 50_000) as i64;

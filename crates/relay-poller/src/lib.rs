@@ -19,25 +19,36 @@ pub use config::{names, PollerConfig};
 use rdkafka::{producer::FutureProducer, producer::Producer, ClientConfig};
 use tokio_util::sync::CancellationToken;
 
-/// Errors that stop the poller. Transient trouble is retried inside [`run`] instead.
+/// Errors of the poller. Only a failed schema check stops it; the others end one leadership
+/// term, and [`run`] backs off and starts a new one with a new producer.
 #[derive(Debug, thiserror::Error)]
 pub enum PollerError {
     #[error(transparent)]
     Db(#[from] relay_db::DbError),
-    #[error("cannot create the Kafka producer: {0}")]
+    #[error("Kafka producer failed: {0}")]
     Producer(#[source] rdkafka::error::KafkaError),
+    #[error("Kafka producer is in a fatal state: {0}")]
+    ProducerFatal(String),
+    #[error("a batch made no progress: {0}")]
+    Stalled(String),
 }
 
-/// The lock class shared with `relay.enqueue`'s per-key locks ('RELA'); objects differ.
-const LOCK_CLASS: i32 = 1_380_273_217;
+impl From<tokio_postgres::Error> for PollerError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// The leader lock's class: apart from `relay.enqueue`'s per-key locks (1380273217) and the
+/// migration lock (1380273219), so no message key can collide with leadership.
+const LEADER_LOCK_CLASS: i32 = 1_380_273_218;
 
 /// Runs the poller until `shutdown` is cancelled, then flushes and returns.
 pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<(), PollerError> {
     relay_db::prepare_schema(&config.database_url, relay_db::Schema::Outbox, config.common.migrate).await?;
-    let producer: FutureProducer = producer_client_config(&config).create().map_err(PollerError::Producer)?;
     let mut backoff = new_backoff();
     while !shutdown.is_cancelled() {
-        match lead(&config, &producer, &shutdown).await {
+        match lead(&config, &shutdown).await {
             Ok(Leadership::Ended) => backoff = new_backoff(),
             Ok(Leadership::Standby) => {
                 tokio::select! {
@@ -54,10 +65,6 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
                 }
             }
         }
-    }
-    // Dropping a producer purges what it still holds: wait for acknowledgements first.
-    if let Err(e) = producer.flush(config.shutdown_grace) {
-        tracing::warn!(error = %e, "records still in flight at shutdown; their rows stay unpublished and are re-sent later");
     }
     tracing::info!("outbox poller stopped");
     Ok(())
@@ -88,22 +95,28 @@ enum Leadership {
     Ended,
 }
 
-/// Takes the leader lock on a dedicated session and publishes while holding it. Losing the
-/// session ends leadership (the server releases the lock) and the error brings us back here.
-async fn lead(
-    config: &PollerConfig,
-    producer: &FutureProducer,
-    shutdown: &CancellationToken,
-) -> Result<Leadership, relay_db::DbError> {
+/// Takes the leader lock on a dedicated session and publishes while holding it, with a producer
+/// of its own. Losing the session ends leadership (the server releases the lock), and so does a
+/// fatal producer error; either way [`run`] starts over.
+async fn lead(config: &PollerConfig, shutdown: &CancellationToken) -> Result<Leadership, PollerError> {
     let client = relay_db::connect(&config.database_url).await?;
     let object = config.leader_lock_object();
-    let row =
-        client.query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LOCK_CLASS, &object]).await?;
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LEADER_LOCK_CLASS, &object])
+        .await?;
     if !row.get::<_, bool>(0) {
         tracing::debug!(lock = %object, "another poller is the leader; standing by");
         return Ok(Leadership::Standby);
     }
+    let producer: FutureProducer = producer_client_config(config).create().map_err(PollerError::Producer)?;
     tracing::info!(database = config.database_url.database_name(), topics = ?config.topics, "leading: publishing the outbox");
-    publish::publish_until_shutdown(&client, producer, config, shutdown).await?;
-    Ok(Leadership::Ended)
+    let result = publish::publish_until_shutdown(&client, &producer, config, shutdown).await;
+    // Dropping a producer purges what it still holds: wait for acknowledgements first. Rows
+    // whose acknowledgement never came stay unpublished and are sent again.
+    let grace = config.shutdown_grace;
+    let flushed = tokio::task::spawn_blocking(move || producer.flush(grace)).await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        tracing::warn!("records still in flight when leadership ended; their rows stay unpublished");
+    }
+    result.map(|()| Leadership::Ended)
 }

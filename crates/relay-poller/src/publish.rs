@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
+    producer::Producer,
     producer::{DeliveryFuture, FutureProducer, FutureRecord},
 };
 use relay_envelope::{Envelope, TraceContext};
@@ -11,15 +12,16 @@ use relay_kafka::ErrorClass;
 use tokio_postgres::{Client, Row};
 use tokio_util::sync::CancellationToken;
 
-use crate::PollerConfig;
+use crate::{PollerConfig, PollerError};
 
-/// Publishes batches until shutdown. Returns a database error if the leader's session breaks.
+/// Publishes batches until shutdown. Returns an error when the leader's session breaks, the
+/// producer turns fatal, or a batch makes no progress (so the caller backs off).
 pub(crate) async fn publish_until_shutdown(
     client: &Client,
     producer: &FutureProducer,
     config: &PollerConfig,
     shutdown: &CancellationToken,
-) -> Result<(), relay_db::DbError> {
+) -> Result<(), PollerError> {
     let fetch = client.prepare(include_str!("fetch_pending.sql")).await?;
     let mark_published = client.prepare(include_str!("mark_published.sql")).await?;
     let mark_parked = client.prepare(include_str!("mark_parked.sql")).await?;
@@ -44,6 +46,13 @@ pub(crate) async fn publish_until_shutdown(
             parked = outcome.parked_ids.len(),
             "batch done"
         );
+        if let Some(fatal) = producer.client().fatal_error() {
+            return Err(PollerError::ProducerFatal(format!("{:?}: {}", fatal.0, fatal.1)));
+        }
+        if outcome.published_ids.is_empty() && outcome.parked_ids.is_empty() && !shutdown.is_cancelled() {
+            let why = outcome.last_error.unwrap_or_else(|| "no record was acknowledged".into());
+            return Err(PollerError::Stalled(why));
+        }
         if outcome.unacknowledged > 0 {
             tracing::warn!(rows = outcome.unacknowledged, "rows not acknowledged; they will be sent again");
         }
@@ -96,6 +105,7 @@ struct Outcome {
     parked_ids: Vec<i64>,
     park_reasons: Vec<String>,
     unacknowledged: usize,
+    last_error: Option<String>,
 }
 
 impl Outcome {
@@ -104,9 +114,61 @@ impl Outcome {
         self.parked_ids.push(id);
         self.park_reasons.push(reason);
     }
+
+    fn published(&mut self, id: i64, partition: i32, offset: i64) {
+        self.published_ids.push(id);
+        self.partitions.push(partition);
+        self.offsets.push(offset);
+    }
+
+    fn not_acknowledged(&mut self, id: i64, error: String) {
+        tracing::warn!(outbox_id = id, error = %error, "not acknowledged; the row stays pending");
+        self.unacknowledged += 1;
+        self.last_error = Some(error);
+    }
 }
 
-/// Sends every row, in id order, then waits for each delivery report.
+/// One row ready to send.
+struct Prepared<'r> {
+    id: i64,
+    topic: &'r str,
+    key: &'r str,
+    value: Vec<u8>,
+    headers: OwnedHeaders,
+}
+
+impl Prepared<'_> {
+    fn record(&self) -> FutureRecord<'_, str, Vec<u8>> {
+        FutureRecord::to(self.topic).key(self.key).payload(&self.value).headers(self.headers.clone())
+    }
+}
+
+enum Sent {
+    InFlight(DeliveryFuture),
+    Refused(KafkaError),
+    /// Shutdown while the producer queue was full.
+    Abandoned,
+}
+
+/// Hands one record to the producer, waiting while its queue is full.
+async fn send(producer: &FutureProducer, row: &Prepared<'_>, shutdown: &CancellationToken) -> Sent {
+    loop {
+        match producer.send_result(row.record()) {
+            Ok(delivery) => return Sent::InFlight(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                if shutdown.is_cancelled() {
+                    return Sent::Abandoned;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((error, _)) => return Sent::Refused(error),
+        }
+    }
+}
+
+/// Sends every row in id order, then waits for each delivery report. A permanent failure shared
+/// by several rows (a broker refusing a whole request) is retried row by row, so only the rows
+/// the broker refuses on their own are parked.
 async fn send_batch(
     producer: &FutureProducer,
     config: &PollerConfig,
@@ -114,11 +176,10 @@ async fn send_batch(
     shutdown: &CancellationToken,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let mut in_flight: Vec<(i64, DeliveryFuture)> = Vec::with_capacity(rows.len());
+    let mut prepared = Vec::with_capacity(rows.len());
     for row in rows {
         let id: i64 = row.get("id");
         let (topic, key, envelope) = envelope_of(row, &config.source);
-        let value = relay_envelope::encode(&envelope);
         let limit = config.max_payload.for_topic(topic);
         if envelope.payload.len() > limit {
             outcome.park(
@@ -128,43 +189,60 @@ async fn send_batch(
             continue;
         }
         let headers = headers_of(&envelope);
-        loop {
-            let record = FutureRecord::to(topic).key(key).payload(&value).headers(headers.clone());
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    in_flight.push((id, delivery));
-                    break;
+        prepared.push(Prepared { id, topic, key, value: relay_envelope::encode(&envelope), headers });
+    }
+    let mut in_flight = Vec::with_capacity(prepared.len());
+    for row in &prepared {
+        match send(producer, row, shutdown).await {
+            Sent::InFlight(delivery) => in_flight.push((row.id, delivery)),
+            Sent::Refused(error) if relay_kafka::classify(&error) == ErrorClass::Permanent => {
+                outcome.park(row.id, error.to_string())
+            }
+            Sent::Refused(error) => {
+                // Not sent: stop here so later rows of this key cannot overtake it.
+                outcome.not_acknowledged(row.id, error.to_string());
+                break;
+            }
+            Sent::Abandoned => break,
+        }
+    }
+    let refused = await_deliveries(in_flight, &mut outcome, config, shutdown).await;
+    if refused.len() == 1 {
+        let (id, error) = refused.into_iter().next().unwrap_or_default();
+        outcome.park(id, error);
+    } else {
+        for (id, error) in refused {
+            let Some(row) = prepared.iter().find(|p| p.id == id) else { continue };
+            let alone = match send(producer, row, shutdown).await {
+                Sent::InFlight(delivery) => vec![(id, delivery)],
+                Sent::Refused(e) => {
+                    outcome.park(id, e.to_string());
+                    continue;
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((error, _)) if relay_kafka::classify(&error) == ErrorClass::Permanent => {
-                    outcome.park(id, error.to_string());
-                    break;
-                }
-                Err((error, _)) => {
-                    // Not sent: stop here so later rows of this key cannot overtake it.
-                    tracing::warn!(outbox_id = id, error = %error, "could not hand record to the producer");
-                    return await_deliveries(in_flight, outcome, config, shutdown).await;
-                }
+                Sent::Abandoned => break,
+            };
+            for (id, _) in await_deliveries(alone, &mut outcome, config, shutdown).await {
+                outcome.park(id, error.clone());
             }
         }
     }
-    await_deliveries(in_flight, outcome, config, shutdown).await
+    outcome
 }
 
+/// Records each delivery report in `outcome`; returns the permanently refused rows.
 async fn await_deliveries(
     in_flight: Vec<(i64, DeliveryFuture)>,
-    mut outcome: Outcome,
+    outcome: &mut Outcome,
     config: &PollerConfig,
     shutdown: &CancellationToken,
-) -> Outcome {
+) -> Vec<(i64, String)> {
     // After shutdown is requested, acknowledgements get `shutdown_grace` to arrive.
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(config.shutdown_grace).await;
     };
     tokio::pin!(deadline);
+    let mut refused = Vec::new();
     let total = in_flight.len();
     for (done, (id, delivery)) in in_flight.into_iter().enumerate() {
         let report = tokio::select! {
@@ -175,22 +253,15 @@ async fn await_deliveries(
             }
         };
         match report {
-            Ok(Ok(delivery)) => {
-                outcome.published_ids.push(id);
-                outcome.partitions.push(delivery.partition);
-                outcome.offsets.push(delivery.offset);
-            }
+            Ok(Ok(delivery)) => outcome.published(id, delivery.partition, delivery.offset),
             Ok(Err((error, _))) if relay_kafka::classify(&error) == ErrorClass::Permanent => {
-                outcome.park(id, error.to_string());
+                refused.push((id, error.to_string()))
             }
-            Ok(Err((error, _))) => {
-                tracing::warn!(outbox_id = id, error = %error, "delivery failed; the row stays pending");
-                outcome.unacknowledged += 1;
-            }
-            Err(_canceled) => outcome.unacknowledged += 1,
+            Ok(Err((error, _))) => outcome.not_acknowledged(id, error.to_string()),
+            Err(_canceled) => outcome.not_acknowledged(id, "delivery report lost".into()),
         }
     }
-    outcome
+    refused
 }
 
 /// Builds the envelope for one outbox row; returns it with the row's topic and key.

@@ -8,4 +8,5 @@ mod crashes;
 mod delivery;
 mod ordering;
 mod poison;
+mod reconcile;
 mod schema;

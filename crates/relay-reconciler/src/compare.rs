@@ -1,0 +1,240 @@
+//! One inbox against one outbox: bucket summaries first, rows only where buckets differ.
+//!
+//! Both sides bucket by outbox id (the inbox keeps it as `sequence`) and compute, per bucket, a
+//! count and the sum of a 64-bit hash of (message id, topic, key, payload digest). Equal buckets
+//! hold the same messages with overwhelming probability, so only differing buckets are read row
+//! by row. Only rows created before one cutoff are compared on both sides, so messages still in
+//! flight are not reported.
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    time::SystemTime,
+};
+
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::report::{Ids, PairReport, Purged};
+
+/// Rows and approximate bytes received, for the report's stats.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Meter {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl Meter {
+    fn add(&mut self, rows: usize, bytes_per_row: u64) {
+        self.rows += rows as u64;
+        self.bytes += rows as u64 * bytes_per_row;
+    }
+}
+
+/// What is fixed for one comparison.
+pub(crate) struct Scope<'a> {
+    pub inbox: &'a str,
+    pub source: &'a str,
+    pub topics: &'a [String],
+    pub cutoff: SystemTime,
+    pub bucket_size: i64,
+    pub max_ids: usize,
+    /// Start at this id (service mode: everything below was verified in an earlier cycle).
+    pub watermark: i64,
+    /// Service mode: buckets whose newest row is older than this may be skipped next cycle.
+    pub settled_before: Option<SystemTime>,
+}
+
+type Bucket = (i64, String);
+
+async fn purged_below(
+    outbox: &Client,
+    inbox: &Client,
+    scope: &Scope<'_>,
+) -> Result<(i64, i64), tokio_postgres::Error> {
+    let origin = outbox.query_opt("SELECT below_id FROM relay.outbox_purged", &[]).await?;
+    let receiver = inbox
+        .query_opt(
+            "SELECT below_sequence FROM relay.inbox_purged WHERE inbox = $1 AND source = $2",
+            &[&scope.inbox, &scope.source],
+        )
+        .await?;
+    Ok((origin.map_or(0, |r| r.get(0)), receiver.map_or(0, |r| r.get(0))))
+}
+
+/// Compares and returns the report with the next watermark.
+pub(crate) async fn compare(
+    outbox: &Client,
+    inbox: &Client,
+    scope: &Scope<'_>,
+    meter: &mut Meter,
+) -> Result<(PairReport, i64), tokio_postgres::Error> {
+    let (origin_below, inbox_below) = purged_below(outbox, inbox, scope).await?;
+    let from = origin_below.max(inbox_below).max(scope.watermark);
+    let b = scope.bucket_size;
+
+    let rows = outbox
+        .query(include_str!("sql/outbox_buckets.sql"), &[&scope.topics, &scope.cutoff, &from, &b])
+        .await?;
+    meter.add(rows.len(), 8 + 8 + 24 + 8);
+    let mut newest: HashMap<i64, SystemTime> = HashMap::new();
+    let origin_buckets: HashMap<i64, Bucket> = rows
+        .iter()
+        .map(|r| {
+            newest.insert(r.get(0), r.get(3));
+            (r.get(0), (r.get(1), r.get(2)))
+        })
+        .collect();
+    let rows = inbox
+        .query(
+            include_str!("sql/inbox_buckets.sql"),
+            &[&scope.inbox, &scope.source, &scope.topics, &scope.cutoff, &from, &b],
+        )
+        .await?;
+    meter.add(rows.len(), 8 + 8 + 24);
+    let inbox_buckets: HashMap<i64, Bucket> = rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+
+    let all: BTreeSet<i64> = origin_buckets.keys().chain(inbox_buckets.keys()).copied().collect();
+    let differing: Vec<i64> =
+        all.iter().copied().filter(|k| origin_buckets.get(k) != inbox_buckets.get(k)).collect();
+
+    let mut report = PairReport {
+        inbox: scope.inbox.to_string(),
+        source: scope.source.to_string(),
+        missing: Ids::default(),
+        extra: Ids::default(),
+        mismatched: Ids::default(),
+        lag_messages: 0,
+        lag_seconds: 0.0,
+        purged_at_origin: None,
+        purged_at_inbox: None,
+        buckets_compared: all.len() as u64,
+        buckets_differing: differing.len() as u64,
+    };
+    let (mut missing, mut extra) = (Vec::new(), Vec::new());
+    for &bucket in &differing {
+        let (lo, hi) = ((bucket * b).max(from), (bucket + 1) * b);
+        drill(outbox, inbox, scope, lo, hi, meter, &mut missing, &mut extra, &mut report.mismatched).await?;
+    }
+    // A message present on both sides under a different sequence or topic is one mismatch, not a
+    // loss plus a stranger.
+    let missing_set: HashSet<Uuid> = missing.iter().copied().collect();
+    let moved: HashSet<Uuid> = extra.iter().copied().filter(|id| missing_set.contains(id)).collect();
+    for id in missing {
+        if moved.contains(&id) {
+            report.mismatched.push(id, scope.max_ids);
+        } else {
+            report.missing.push(id, scope.max_ids);
+        }
+    }
+    for id in extra.into_iter().filter(|id| !moved.contains(id)) {
+        report.extra.push(id, scope.max_ids);
+    }
+
+    purges(outbox, inbox, scope, origin_below, inbox_below, &mut report, meter).await?;
+    lag(outbox, inbox, scope, &mut report, meter).await?;
+
+    // The next cycle may start after the leading run of clean buckets that have settled.
+    let mut watermark = from;
+    if let Some(settled_before) = scope.settled_before {
+        for bucket in &all {
+            let clean = !differing.contains(bucket);
+            let settled = newest.get(bucket).is_some_and(|t| *t < settled_before);
+            if !(clean && settled) {
+                break;
+            }
+            watermark = (bucket + 1) * b;
+        }
+    }
+    Ok((report, watermark))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drill(
+    outbox: &Client,
+    inbox: &Client,
+    scope: &Scope<'_>,
+    lo: i64,
+    hi: i64,
+    meter: &mut Meter,
+    missing: &mut Vec<Uuid>,
+    extra: &mut Vec<Uuid>,
+    mismatched: &mut Ids,
+) -> Result<(), tokio_postgres::Error> {
+    let sent =
+        outbox.query(include_str!("sql/outbox_rows.sql"), &[&scope.topics, &scope.cutoff, &lo, &hi]).await?;
+    meter.add(sent.len(), 16 + 8 + 1);
+    let received = inbox
+        .query(
+            include_str!("sql/inbox_rows.sql"),
+            &[&scope.inbox, &scope.source, &scope.topics, &scope.cutoff, &lo, &hi],
+        )
+        .await?;
+    meter.add(received.len(), 16 + 8);
+    let received: HashMap<Uuid, i64> = received.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut seen = HashSet::new();
+    for row in &sent {
+        let (id, hash, published): (Uuid, i64, bool) = (row.get(0), row.get(1), row.get(2));
+        seen.insert(id);
+        match received.get(&id) {
+            // Unpublished rows are not missing yet: the stuck check reports them past its threshold.
+            None if published => missing.push(id),
+            None => {}
+            Some(h) if *h != hash => mismatched.push(id, scope.max_ids),
+            Some(_) => {}
+        }
+    }
+    extra.extend(received.keys().filter(|id| !seen.contains(id)));
+    Ok(())
+}
+
+async fn purges(
+    outbox: &Client,
+    inbox: &Client,
+    scope: &Scope<'_>,
+    origin_below: i64,
+    inbox_below: i64,
+    report: &mut PairReport,
+    meter: &mut Meter,
+) -> Result<(), tokio_postgres::Error> {
+    if origin_below > 0 {
+        let row = inbox
+            .query_one(
+                "SELECT count(*) FROM relay.inbox WHERE inbox = $1 AND source = $2 AND topic = ANY($3) AND sequence < $4",
+                &[&scope.inbox, &scope.source, &scope.topics, &origin_below],
+            )
+            .await?;
+        meter.add(1, 8);
+        report.purged_at_origin = Some(Purged { below: origin_below, unverifiable_rows: row.get(0) });
+    }
+    if inbox_below > 0 {
+        let row = outbox
+            .query_one(
+                "SELECT count(*) FROM relay.outbox WHERE topic = ANY($1) AND id < $2",
+                &[&scope.topics, &inbox_below],
+            )
+            .await?;
+        meter.add(1, 8);
+        report.purged_at_inbox = Some(Purged { below: inbox_below, unverifiable_rows: row.get(0) });
+    }
+    Ok(())
+}
+
+async fn lag(
+    outbox: &Client,
+    inbox: &Client,
+    scope: &Scope<'_>,
+    report: &mut PairReport,
+    meter: &mut Meter,
+) -> Result<(), tokio_postgres::Error> {
+    let newest: i64 = inbox
+        .query_one(
+            "SELECT coalesce(max(sequence), 0) FROM relay.inbox WHERE inbox = $1 AND source = $2",
+            &[&scope.inbox, &scope.source],
+        )
+        .await?
+        .get(0);
+    let row = outbox.query_one(include_str!("sql/lag.sql"), &[&scope.topics, &newest]).await?;
+    meter.add(2, 16);
+    report.lag_messages = row.get(0);
+    report.lag_seconds = row.get(1);
+    Ok(())
+}

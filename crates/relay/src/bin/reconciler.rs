@@ -1,0 +1,18 @@
+//! reconciler: compares every outbox with every inbox. See `relay_reconciler`.
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let args = relay_reconciler::Args::parse();
+    let config = relay_reconciler::Config::from_args(args)
+        .unwrap_or_else(|e| relay::exit_on_config_error("reconciler", e));
+    relay::init_logging(relay_config::LogFormat::Text);
+    let code = match relay_reconciler::run(config, relay::shutdown_on_signal()).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %e, "reconciliation could not run");
+            relay_reconciler::EXIT_COULD_NOT_RUN
+        }
+    };
+    std::process::exit(code)
+}

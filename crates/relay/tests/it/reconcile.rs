@@ -1,0 +1,182 @@
+//! The reconciler against real databases: it names exactly the injected discrepancies.
+use std::{collections::BTreeSet, time::Duration};
+
+use serde_json::Value;
+
+use crate::{
+    harness::*,
+    verify::{inbox_equals_outbox, inbox_holds_outbox},
+};
+
+const RECONCILER: &str = env!("CARGO_BIN_EXE_reconciler");
+
+/// Runs the reconciler once with JSON output; returns the exit code, the report and stdout.
+async fn reconcile(relay: &Pipeline, extra_args: &[&str]) -> (i32, Value, String) {
+    let output = tokio::process::Command::new(RECONCILER)
+        .env_clear()
+        .args(["--outbox", &format!("it-origin={}", relay.origin.url)])
+        .args(["--inbox", &format!("ledger={}", relay.inbox.url)])
+        .args(["--subscription", &format!("ledger={}", relay.topic)])
+        .args(["--grace-secs", "0", "--stuck-secs", "0", "--bucket-size", "50", "--format", "json"])
+        .args(extra_args)
+        .output()
+        .await
+        .expect("run reconciler");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let json_end = stdout.rfind("\n}").map_or(stdout.len(), |i| i + 2);
+    let report = serde_json::from_str(&stdout[..json_end]).unwrap_or(Value::Null);
+    let code = output.status.code().expect("exit code");
+    assert!(code != 2, "reconciler could not run: {}", String::from_utf8_lossy(&output.stderr));
+    (code, report, stdout)
+}
+
+fn ids(value: &Value) -> BTreeSet<String> {
+    value["ids"].as_array().expect("ids").iter().map(|v| v.as_str().expect("id").to_string()).collect()
+}
+
+async fn delivered(messages: usize) -> Pipeline {
+    let relay = Pipeline::start("reconcile", 2).await;
+    enqueue_many(&relay.origin, &relay.topic, messages, 13, 50).await;
+    relay.await_ledger(messages as i64).await;
+    assert_eq!(inbox_equals_outbox(&relay.origin, &relay.inbox, "ledger", &relay.topic).await, messages);
+    relay
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_exactly_the_missing_extra_mismatched_and_stuck_messages() {
+    let relay = delivered(500).await;
+    let (code, report, stdout) = reconcile(&relay, &[]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(report["clean"], true);
+    assert_eq!(report["pairs"][0]["buckets_compared"], 11, "ids 1..=500 in buckets of 50");
+
+    let inbox = relay.inbox.client().await;
+    let origin = relay.origin.client().await;
+    let uuid_texts = |rows: Vec<tokio_postgres::Row>| -> BTreeSet<String> {
+        rows.iter().map(|r| r.get::<_, uuid::Uuid>(0).to_string()).collect()
+    };
+    let deleted = uuid_texts(
+        inbox
+            .query("DELETE FROM relay.inbox WHERE sequence IN (7, 120, 121) RETURNING message_id", &[])
+            .await
+            .unwrap(),
+    );
+    let corrupted = uuid_texts(
+        inbox
+            .query(
+                "UPDATE relay.inbox SET payload = 'tampered' WHERE sequence = 333 RETURNING message_id",
+                &[],
+            )
+            .await
+            .unwrap(),
+    );
+    let forged = uuid::Uuid::new_v4();
+    inbox
+        .execute(
+            "INSERT INTO relay.inbox (inbox, message_id, source, topic, key, msg_type, content_type, payload, headers,
+                                      sequence, created_at, kafka_topic, kafka_partition, kafka_offset)
+             VALUES ('ledger', $1, 'it-origin', $2, 'k', '', '', 'forged', '{}', 250, now() - interval '1 minute', $2, 0, 0)",
+            &[&forged, &relay.topic],
+        )
+        .await
+        .unwrap();
+    // A row on a topic no poller publishes stays unpublished: stuck.
+    let stuck = uuid_texts(
+        origin.query("SELECT relay.enqueue('nobody-publishes-this', 'k', 'x'::bytea)", &[]).await.unwrap(),
+    );
+
+    let (code, report, stdout) = reconcile(&relay, &[]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(report["clean"], false);
+    let pair = &report["pairs"][0];
+    assert_eq!(ids(&pair["missing"]), deleted);
+    assert_eq!(ids(&pair["extra"]), BTreeSet::from([forged.to_string()]));
+    assert_eq!(ids(&pair["mismatched"]), corrupted);
+    assert_eq!(ids(&report["outboxes"][0]["stuck"]), stuck);
+    assert_eq!(report["outboxes"][0]["parked_count"], 0);
+    assert_eq!(ids(&report["inboxes"][0]["extra_unknown_source_or_topic"]), BTreeSet::new());
+    // Sequences 7, 120-121, 250 and 333 live in buckets 0, 2, 5 and 6: only those are read row by row.
+    assert_eq!(pair["buckets_differing"], 4, "{pair}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purged_range_is_reported_as_purged_not_as_missing_or_extra() {
+    let relay = delivered(300).await;
+    let origin = relay.origin.client().await;
+    let inbox = relay.inbox.client().await;
+    // Retention at the origin removed ids below 100; at the inbox, sequences below 40.
+    origin.batch_execute("DELETE FROM relay.outbox WHERE id < 100; INSERT INTO relay.outbox_purged (below_id) VALUES (100)").await.unwrap();
+    inbox
+        .batch_execute(
+            "DELETE FROM relay.inbox WHERE sequence < 40;
+             INSERT INTO relay.inbox_purged (inbox, source, below_sequence) VALUES ('ledger', 'it-origin', 40)",
+        )
+        .await
+        .unwrap();
+    let (code, report, stdout) = reconcile(&relay, &[]).await;
+    assert_eq!(code, 0, "{stdout}");
+    let pair = &report["pairs"][0];
+    assert_eq!(pair["purged_at_origin"]["below"], 100);
+    assert_eq!(pair["purged_at_origin"]["unverifiable_rows"], 60, "inbox sequences 40..=99");
+    assert_eq!(pair["purged_at_inbox"]["below"], 40);
+    assert_eq!(pair["purged_at_inbox"]["unverifiable_rows"], 0, "the outbox has nothing below 100 left");
+    for finding in ["missing", "extra", "mismatched"] {
+        assert_eq!(pair[finding]["count"], 0, "{finding}: {pair}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_re_drives_missing_messages_and_the_next_run_is_clean() {
+    let relay = delivered(200).await;
+    let inbox = relay.inbox.client().await;
+    let deleted: BTreeSet<String> = inbox
+        .query("DELETE FROM relay.inbox WHERE sequence % 40 = 0 RETURNING message_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, uuid::Uuid>(0).to_string())
+        .collect();
+    assert_eq!(deleted.len(), 5);
+
+    // A dry run changes nothing.
+    let (code, report, stdout) = reconcile(&relay, &["--repair"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(ids(&report["pairs"][0]["missing"]), deleted);
+    assert!(stdout.contains("repair (dry run): would re-publish 5 message(s)"), "{stdout}");
+    let origin = relay.origin.client().await;
+    assert_eq!(count(&origin, "SELECT count(*) FROM relay.outbox WHERE published_at IS NULL", &[]).await, 0);
+
+    let (code, _, stdout) = reconcile(&relay, &["--repair", "--execute"]).await;
+    assert_eq!(code, 1, "this run still saw them missing");
+    assert!(stdout.contains("repair: re-published 5 message(s)"), "{stdout}");
+    relay.await_ledger(200).await;
+    let (code, report, stdout) = reconcile(&relay, &[]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(report["clean"], true);
+    eventually(Duration::from_secs(30), "re-driven rows marked published again", || async {
+        let n = count(&origin, "SELECT count(*) FROM relay.outbox WHERE published_at IS NULL", &[]).await;
+        (n == 0).then_some(())
+    })
+    .await;
+    assert_eq!(inbox_holds_outbox(&relay.origin, &relay.inbox, "ledger", &relay.topic, false).await, 200);
+}
+
+#[tokio::test]
+async fn bad_arguments_are_all_reported_with_exit_code_2() {
+    let output = tokio::process::Command::new(RECONCILER)
+        .env_clear()
+        .args(["--outbox", "no-equals-sign", "--inbox", "ledger=mysql://x", "--bucket-size", "0"])
+        .output()
+        .await
+        .expect("run reconciler");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    for expected in [
+        "is not NAME=VALUE",
+        "ledger: URL must be a postgres:// URL",
+        "inbox ledger has no subscription",
+        "must be at least 1",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in {stderr}");
+    }
+}
