@@ -1,5 +1,5 @@
 # Relay: one command runs the relay locally, one runs the tests.
-.PHONY: demo test lint build tools clean-stack
+.PHONY: demo test lint build tools bench bench-reconcile clean-stack
 
 ## make demo: the whole relay on this machine (PostgreSQL + Tansu broker), with a report.
 demo:
@@ -13,6 +13,12 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+## make bench: benchmarks (for now: the reconciler over 1,000,000 messages and two inboxes).
+bench: bench-reconcile
+
+bench-reconcile:
+	bash scripts/bench-reconcile.sh
 
 build:
 	cargo build --release --locked --bins

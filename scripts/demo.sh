@@ -47,3 +47,8 @@ done
 "$bin/relay-demo" report --origin "$base/relay_demo_origin" \
   --inbox "ledger=$base/relay_demo_ledger" --inbox "notifications=$base/relay_demo_notifications" \
   --timeout-secs "${DEMO_TIMEOUT_SECS:-180}"
+
+log "reconciler: every outbox against every inbox"
+"$bin/reconciler" --outbox "payments-service=$base/relay_demo_origin" \
+  --inbox "ledger=$base/relay_demo_ledger" --inbox "notifications=$base/relay_demo_notifications" \
+  --subscription ledger=payments --subscription notifications=payments --grace-secs 0
