@@ -12,11 +12,12 @@ const RECONCILER: &str = env!("CARGO_BIN_EXE_reconciler");
 
 /// Runs the reconciler once with JSON output; returns the exit code, the report and stdout.
 async fn reconcile(relay: &Pipeline, extra_args: &[&str]) -> (i32, Value, String) {
+    // Outboxes and subscriptions through the environment, inboxes as flags: both paths in use.
     let output = tokio::process::Command::new(RECONCILER)
         .env_clear()
-        .args(["--outbox", &format!("it-origin={}", relay.origin.url)])
+        .env("RECONCILE_OUTBOXES", format!("it-origin={}", relay.origin.url))
+        .env("RECONCILE_SUBSCRIPTIONS", format!("ledger={}", relay.topic))
         .args(["--inbox", &format!("ledger={}", relay.inbox.url)])
-        .args(["--subscription", &format!("ledger={}", relay.topic)])
         .args(["--grace-secs", "0", "--stuck-secs", "0", "--bucket-size", "50", "--format", "json"])
         .args(extra_args)
         .output()
@@ -179,4 +180,93 @@ async fn bad_arguments_are_all_reported_with_exit_code_2() {
     ] {
         assert!(stderr.contains(expected), "missing {expected:?} in {stderr}");
     }
+}
+
+/// Fetches the Prometheus text from `addr`.
+async fn scrape(addr: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.ok()?;
+    Some(body)
+}
+
+/// The value of the first sample of `metric` whose line contains every one of `labels`.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && labels.iter().all(|want| l.contains(want)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn serve(relay: &Pipeline, name: &str, settle_secs: &str) -> (Service, String) {
+    let addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    let env = [
+        ("RECONCILE_OUTBOXES", format!("it-origin={}", relay.origin.url)),
+        ("RECONCILE_INBOXES", format!("ledger={}", relay.inbox.url)),
+        ("RECONCILE_SUBSCRIPTIONS", format!("ledger={}", relay.topic)),
+        ("RECONCILE_SERVE", "true".into()),
+        ("RECONCILE_INTERVAL_SECS", "1".into()),
+        ("RECONCILE_GRACE_SECS", "0".into()),
+        ("RECONCILE_STUCK_SECS", "3600".into()),
+        ("RECONCILE_BUCKET_SIZE", "50".into()),
+        ("RECONCILE_SETTLE_SECS", settle_secs.into()),
+        ("RECONCILE_METRICS_ADDR", addr.clone()),
+    ];
+    let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    (spawn("reconcile_serve", name, RECONCILER, &env), addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_mode_logs_and_counts_findings_and_skips_settled_ranges() {
+    let relay = delivered(200).await;
+
+    // Nothing settles: every cycle re-reads everything, so a deletion is found.
+    let (watcher, addr) = serve(&relay, "unsettled", "3600");
+    eventually(Duration::from_secs(30), "a clean cycle", || async {
+        let text = scrape(&addr).await?;
+        (sample(&text, "relay_reconcile_clean", &[])? == 1.0).then_some(())
+    })
+    .await;
+    let inbox = relay.inbox.client().await;
+    let deleted: uuid::Uuid = inbox
+        .query_one("DELETE FROM relay.inbox WHERE sequence = 77 RETURNING message_id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let missing = ["kind=\"missing\"", "inbox=\"ledger\"", "source=\"it-origin\""];
+    eventually(Duration::from_secs(30), "the missing message counted", || async {
+        let text = scrape(&addr).await?;
+        (sample(&text, "relay_reconcile_findings", &missing)? == 1.0).then_some(())
+    })
+    .await;
+    let text = scrape(&addr).await.expect("metrics");
+    assert_eq!(sample(&text, "relay_reconcile_clean", &[]), Some(0.0));
+    assert_eq!(
+        sample(&text, "relay_reconcile_findings", &["kind=\"extra\"", "source=\"it-origin\""]),
+        Some(0.0)
+    );
+    let log = watcher.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("reconciliation finding")
+            && l.contains("missing")
+            && l.contains(&deleted.to_string())),
+        "no log line names {deleted}:\n{log}"
+    );
+
+    // Everything settles at once: after the first cycle the verified range is not read again.
+    let (_settled, addr) = serve(&relay, "settled", "0");
+    let first = eventually(Duration::from_secs(30), "a first cycle", || async {
+        sample(&scrape(&addr).await?, "relay_reconcile_rows_read", &[])
+    })
+    .await;
+    let later = eventually(Duration::from_secs(30), "a cycle that skips verified buckets", || async {
+        let rows = sample(&scrape(&addr).await?, "relay_reconcile_rows_read", &[])?;
+        (rows < first).then_some(rows)
+    })
+    .await;
+    assert!(later < first, "rows read {first} then {later}");
 }
