@@ -40,7 +40,8 @@ start() { # name binary env...
 start outbox-poller outbox-poller DATABASE_URL="$base/relay_demo_origin" OUTBOX_SOURCE=payments-service
 for inbox in ledger notifications; do
   start "inbox-$inbox" inbox-consumer DATABASE_URL="$base/relay_demo_$inbox" INBOX_NAME="$inbox" \
-    INBOX_TOPICS=payments KAFKA_PROPERTY_SESSION_TIMEOUT_MS=6000 KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS=500
+    INBOX_TOPICS=payments KAFKA_PROPERTY_SESSION_TIMEOUT_MS=6000 KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS=500 \
+    KAFKA_PROPERTY_FETCH_WAIT_MAX_MS=10 # Tansu answers a fetch only when this wait runs out
 done
 
 "$bin/relay-demo" generate --database-url "$base/relay_demo_origin" --messages "$messages" --keys 500 --concurrency 8

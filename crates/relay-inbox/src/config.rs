@@ -59,7 +59,7 @@ impl ConsumerConfig {
         }
         let group_id = r.optional(INBOX_GROUP_ID).unwrap_or_else(|| inbox.clone());
         let batch_size = r.number(INBOX_BATCH_SIZE, 500, 1, 50_000) as usize;
-        let batch_wait = r.millis(INBOX_BATCH_WAIT_MS, 10, 0, 60_000);
+        let batch_wait = r.millis(INBOX_BATCH_WAIT_MS, 1, 0, 60_000);
         let pool_size = r.number(INBOX_POOL_SIZE, 2, 1, 64) as usize;
         let max_payload = PayloadLimits::read(&mut r, PREFIX);
         r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));

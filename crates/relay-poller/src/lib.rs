@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod envelope;
 mod publish;
 
 use std::time::Duration;

@@ -1,21 +1,32 @@
 //! One leader's work: scan pending rows, send them in id order, mark what the broker acknowledged.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
-    message::{Header, OwnedHeaders},
+    message::OwnedHeaders,
     producer::Producer,
     producer::{DeliveryFuture, FutureProducer, FutureRecord},
 };
-use relay_envelope::{Envelope, TraceContext};
 use relay_kafka::ErrorClass;
 use tokio_postgres::{Client, Row};
 use tokio_util::sync::CancellationToken;
 
-use crate::{PollerConfig, PollerError};
+use crate::{
+    envelope::{envelope_of, headers_of},
+    PollerConfig, PollerError,
+};
+
+/// At most this many batches are sent past a cursor before the next scan starts from the lowest
+/// pending id again, so a late-committing lower id waits at most this many batches.
+const BATCHES_PER_FULL_SCAN: u32 = 8;
 
 /// Publishes batches until shutdown. Returns an error when the leader's session breaks, the
 /// producer turns fatal, or a batch makes no progress (so the caller backs off).
+///
+/// Pipelined: while batch N's acknowledgements arrive and its rows are marked, batch N+1 is
+/// fetched (past N's highest id, which is still unmarked) and sent. The cursor exists only
+/// while a batch is in flight; when the poller catches up, and at least every
+/// [`BATCHES_PER_FULL_SCAN`] batches, it waits for the batch in flight and scans from the start.
 pub(crate) async fn publish_until_shutdown(
     client: &Client,
     producer: &FutureProducer,
@@ -23,41 +34,96 @@ pub(crate) async fn publish_until_shutdown(
     shutdown: &CancellationToken,
 ) -> Result<(), PollerError> {
     let fetch = client.prepare(include_str!("fetch_pending.sql")).await?;
-    let mark_published = client.prepare(include_str!("mark_published.sql")).await?;
-    let mark_parked = client.prepare(include_str!("mark_parked.sql")).await?;
+    let marks = Marks {
+        published: client.prepare(include_str!("mark_published.sql")).await?,
+        parked: client.prepare(include_str!("mark_parked.sql")).await?,
+    };
+    let leader = Leader { client, producer, config, shutdown, marks };
     let mut wakeups = listen(config).await;
+    let mut in_flight: Option<Dispatched> = None;
+    let mut batches_past_cursor = 0;
     while !shutdown.is_cancelled() {
-        let rows = client.query(&fetch, &[&config.topics, &config.batch_size]).await?;
+        let cursor = in_flight.as_ref().map_or(0, |d| d.last_id);
+        let rows = client.query(&fetch, &[&config.topics, &config.batch_size, &cursor]).await?;
         if rows.is_empty() {
-            wait_for_work(&mut wakeups, config, shutdown).await;
+            match in_flight.take() {
+                Some(batch) => leader.complete(batch).await?,
+                None => {
+                    if wakeups.is_none() {
+                        wakeups = listen(config).await;
+                    }
+                    wait_for_work(&mut wakeups, config, shutdown).await;
+                }
+            }
             continue;
         }
-        let outcome = send_batch(producer, config, &rows, shutdown).await;
+        let full = rows.len() as i64 == config.batch_size;
+        let next = dispatch(producer, config, rows, shutdown).await;
+        if let Some(batch) = in_flight.take() {
+            leader.complete(batch).await?;
+        }
+        batches_past_cursor += 1;
+        if full && batches_past_cursor < BATCHES_PER_FULL_SCAN {
+            in_flight = Some(next);
+        } else {
+            leader.complete(next).await?;
+            batches_past_cursor = 0;
+        }
+    }
+    if let Some(batch) = in_flight.take() {
+        leader.complete(batch).await?;
+    }
+    Ok(())
+}
+
+/// The statements that record a batch's outcome, prepared once per leadership.
+struct Marks {
+    published: tokio_postgres::Statement,
+    parked: tokio_postgres::Statement,
+}
+
+/// What completing a batch needs.
+struct Leader<'a> {
+    client: &'a Client,
+    producer: &'a FutureProducer,
+    config: &'a PollerConfig,
+    shutdown: &'a CancellationToken,
+    marks: Marks,
+}
+
+impl Leader<'_> {
+    /// Waits for a dispatched batch's acknowledgements and records them.
+    async fn complete(&self, batch: Dispatched) -> Result<(), PollerError> {
+        let outcome = settle(self.producer, self.config, self.shutdown, batch).await;
         if !outcome.published_ids.is_empty() {
-            client
-                .execute(&mark_published, &[&outcome.published_ids, &outcome.partitions, &outcome.offsets])
+            self.client
+                .execute(
+                    &self.marks.published,
+                    &[&outcome.published_ids, &outcome.partitions, &outcome.offsets],
+                )
                 .await?;
         }
         if !outcome.parked_ids.is_empty() {
-            client.execute(&mark_parked, &[&outcome.parked_ids, &outcome.park_reasons]).await?;
+            self.client.execute(&self.marks.parked, &[&outcome.parked_ids, &outcome.park_reasons]).await?;
         }
         tracing::debug!(
             published = outcome.published_ids.len(),
             parked = outcome.parked_ids.len(),
             "batch done"
         );
-        if let Some(fatal) = producer.client().fatal_error() {
+        if let Some(fatal) = self.producer.client().fatal_error() {
             return Err(PollerError::ProducerFatal(format!("{:?}: {}", fatal.0, fatal.1)));
         }
-        if outcome.published_ids.is_empty() && outcome.parked_ids.is_empty() && !shutdown.is_cancelled() {
+        if outcome.published_ids.is_empty() && outcome.parked_ids.is_empty() && !self.shutdown.is_cancelled()
+        {
             let why = outcome.last_error.unwrap_or_else(|| "no record was acknowledged".into());
             return Err(PollerError::Stalled(why));
         }
         if outcome.unacknowledged > 0 {
             tracing::warn!(rows = outcome.unacknowledged, "rows not acknowledged; they will be sent again");
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A LISTEN session for enqueue notifications. Without one the poller still scans every
@@ -129,17 +195,20 @@ impl Outcome {
 }
 
 /// One row ready to send.
-struct Prepared<'r> {
+struct Prepared {
     id: i64,
-    topic: &'r str,
-    key: &'r str,
+    topic: String,
+    key: String,
     value: Vec<u8>,
     headers: OwnedHeaders,
 }
 
-impl Prepared<'_> {
+impl Prepared {
     fn record(&self) -> FutureRecord<'_, str, Vec<u8>> {
-        FutureRecord::to(self.topic).key(self.key).payload(&self.value).headers(self.headers.clone())
+        FutureRecord::to(&self.topic)
+            .key(self.key.as_str())
+            .payload(&self.value)
+            .headers(self.headers.clone())
     }
 }
 
@@ -151,7 +220,7 @@ enum Sent {
 }
 
 /// Hands one record to the producer, waiting while its queue is full.
-async fn send(producer: &FutureProducer, row: &Prepared<'_>, shutdown: &CancellationToken) -> Sent {
+async fn send(producer: &FutureProducer, row: &Prepared, shutdown: &CancellationToken) -> Sent {
     loop {
         match producer.send_result(row.record()) {
             Ok(delivery) => return Sent::InFlight(delivery),
@@ -166,18 +235,26 @@ async fn send(producer: &FutureProducer, row: &Prepared<'_>, shutdown: &Cancella
     }
 }
 
-/// Sends every row in id order, then waits for each delivery report. A permanent failure shared
-/// by several rows (a broker refusing a whole request) is retried row by row, so only the rows
-/// the broker refuses on their own are parked.
-async fn send_batch(
+/// A batch handed to the producer, acknowledgements still to come.
+struct Dispatched {
+    prepared: Vec<Prepared>,
+    in_flight: Vec<(i64, DeliveryFuture)>,
+    outcome: Outcome,
+    /// The highest outbox id fetched: the next fetch starts after it.
+    last_id: i64,
+}
+
+/// Sends every row, in id order, without waiting for acknowledgements.
+async fn dispatch(
     producer: &FutureProducer,
     config: &PollerConfig,
-    rows: &[Row],
+    rows: Vec<Row>,
     shutdown: &CancellationToken,
-) -> Outcome {
+) -> Dispatched {
     let mut outcome = Outcome::default();
+    let last_id = rows.last().map_or(0, |r| r.get("id"));
     let mut prepared = Vec::with_capacity(rows.len());
-    for row in rows {
+    for row in &rows {
         let id: i64 = row.get("id");
         let (topic, key, envelope) = envelope_of(row, &config.source);
         let limit = config.max_payload.for_topic(topic);
@@ -189,9 +266,11 @@ async fn send_batch(
             continue;
         }
         let headers = headers_of(&envelope);
-        prepared.push(Prepared { id, topic, key, value: relay_envelope::encode(&envelope), headers });
+        let value = relay_envelope::encode(&envelope);
+        prepared.push(Prepared { id, topic: topic.to_string(), key: key.to_string(), value, headers });
     }
     let mut in_flight = Vec::with_capacity(prepared.len());
+    let mut last_id = last_id;
     for row in &prepared {
         match send(producer, row, shutdown).await {
             Sent::InFlight(delivery) => in_flight.push((row.id, delivery)),
@@ -199,31 +278,48 @@ async fn send_batch(
                 outcome.park(row.id, error.to_string())
             }
             Sent::Refused(error) => {
-                // Not sent: stop here so later rows of this key cannot overtake it.
+                // Not sent: stop here, and let the next fetch start at this row, so that later
+                // rows of its key cannot overtake it.
                 outcome.not_acknowledged(row.id, error.to_string());
+                last_id = row.id - 1;
                 break;
             }
-            Sent::Abandoned => break,
+            Sent::Abandoned => {
+                last_id = row.id - 1;
+                break;
+            }
         }
     }
+    Dispatched { prepared, in_flight, outcome, last_id }
+}
+
+/// Waits for a batch's delivery reports. A permanent failure shared by several rows (a broker
+/// refusing a whole request) is retried row by row, so only rows refused on their own are parked.
+async fn settle(
+    producer: &FutureProducer,
+    config: &PollerConfig,
+    shutdown: &CancellationToken,
+    batch: Dispatched,
+) -> Outcome {
+    let Dispatched { prepared, in_flight, mut outcome, .. } = batch;
     let refused = await_deliveries(in_flight, &mut outcome, config, shutdown).await;
     if refused.len() == 1 {
         let (id, error) = refused.into_iter().next().unwrap_or_default();
         outcome.park(id, error);
-    } else {
-        for (id, error) in refused {
-            let Some(row) = prepared.iter().find(|p| p.id == id) else { continue };
-            let alone = match send(producer, row, shutdown).await {
-                Sent::InFlight(delivery) => vec![(id, delivery)],
-                Sent::Refused(e) => {
-                    outcome.park(id, e.to_string());
-                    continue;
-                }
-                Sent::Abandoned => break,
-            };
-            for (id, _) in await_deliveries(alone, &mut outcome, config, shutdown).await {
-                outcome.park(id, error.clone());
+        return outcome;
+    }
+    for (id, error) in refused {
+        let Some(row) = prepared.iter().find(|p| p.id == id) else { continue };
+        let alone = match send(producer, row, shutdown).await {
+            Sent::InFlight(delivery) => vec![(id, delivery)],
+            Sent::Refused(e) => {
+                outcome.park(id, e.to_string());
+                continue;
             }
+            Sent::Abandoned => break,
+        };
+        for (id, _) in await_deliveries(alone, &mut outcome, config, shutdown).await {
+            outcome.park(id, error.clone());
         }
     }
     outcome
@@ -262,67 +358,4 @@ async fn await_deliveries(
         }
     }
     refused
-}
-
-/// Builds the envelope for one outbox row; returns it with the row's topic and key.
-fn envelope_of<'r>(row: &'r Row, source: &str) -> (&'r str, &'r str, Envelope) {
-    let topic: &str = row.get("topic");
-    let key: &str = row.get("key");
-    let message_id: uuid::Uuid = row.get("message_id");
-    let headers: serde_json::Value = row.get("headers");
-    let headers = match headers {
-        serde_json::Value::Object(map) => {
-            map.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect()
-        }
-        _ => Default::default(),
-    };
-    let created_at: SystemTime = row.get("created_at");
-    let created_at_unix_micros = match created_at.duration_since(UNIX_EPOCH) {
-        Ok(after) => after.as_micros() as i64,
-        Err(before) => -(before.duration().as_micros() as i64),
-    };
-    let traceparent: Option<String> = row.get("traceparent");
-    let tracestate: Option<String> = row.get("tracestate");
-    let trace = (traceparent.is_some() || tracestate.is_some()).then(|| TraceContext {
-        traceparent: traceparent.unwrap_or_default(),
-        tracestate: tracestate.unwrap_or_default(),
-    });
-    let envelope = Envelope {
-        version: relay_envelope::ENVELOPE_VERSION,
-        message_id: message_id.to_string(),
-        source: source.to_string(),
-        topic: topic.to_string(),
-        key: key.to_string(),
-        r#type: row.get("msg_type"),
-        content_type: row.get("content_type"),
-        payload: row.get("payload"),
-        headers,
-        created_at_unix_micros,
-        trace,
-        sequence: row.get::<_, i64>("id") as u64,
-    };
-    (topic, key, envelope)
-}
-
-/// The id and trace context again as Kafka headers, for consumers that do not decode envelopes.
-fn headers_of(envelope: &Envelope) -> OwnedHeaders {
-    let version = relay_envelope::ENVELOPE_VERSION.to_string();
-    let mut headers = OwnedHeaders::new_with_capacity(4)
-        .insert(Header { key: relay_envelope::HEADER_MESSAGE_ID, value: Some(envelope.message_id.as_str()) })
-        .insert(Header { key: relay_envelope::HEADER_ENVELOPE_VERSION, value: Some(version.as_str()) });
-    if let Some(trace) = &envelope.trace {
-        if !trace.traceparent.is_empty() {
-            headers = headers.insert(Header {
-                key: relay_envelope::HEADER_TRACEPARENT,
-                value: Some(trace.traceparent.as_str()),
-            });
-        }
-        if !trace.tracestate.is_empty() {
-            headers = headers.insert(Header {
-                key: relay_envelope::HEADER_TRACESTATE,
-                value: Some(trace.tracestate.as_str()),
-            });
-        }
-    }
-    headers
 }

@@ -1,0 +1,140 @@
+//! `make bench`: Relay's throughput, latency and memory, side by side with the machine's ceiling.
+//!
+//! Runs the real release binaries against the same PostgreSQL and broker as the ceilings, and
+//! writes `results.md` and `results.json` to `--out-dir`.
+#![forbid(unsafe_code)]
+
+mod ceilings;
+mod scenarios;
+mod stack;
+
+use std::{fmt::Write as _, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(name = "relay-bench", about = "Relay benchmarks: drain, steady latency, memory, ceilings")]
+struct Args {
+    #[arg(long, env = "KAFKA_BROKERS")]
+    brokers: String,
+    /// PostgreSQL server, without a database name.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    pg: String,
+    /// Directory holding outbox-poller and inbox-consumer.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    #[arg(long, default_value = ".stack/bench")]
+    out_dir: PathBuf,
+    #[arg(long, default_value_t = 200_000)]
+    drain_messages: i64,
+    #[arg(long, default_value_t = 1_000_000)]
+    memory_messages: i64,
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 5_000, 10_000])]
+    steady_rates: Vec<u64>,
+    #[arg(long, default_value_t = 60)]
+    steady_secs: u64,
+    #[arg(long, default_value_t = 200_000)]
+    ceiling_messages: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    ceilings: ceilings::Ceilings,
+    drain: scenarios::Drain,
+    memory: scenarios::Drain,
+    steady: Vec<scenarios::Steady>,
+}
+
+/// Runs every benchmark and prints the Markdown report.
+pub fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.out_dir)?;
+    let stack = stack::Stack {
+        brokers: args.brokers,
+        pg: args.pg,
+        bin_dir: args.bin_dir,
+        out_dir: args.out_dir.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let results = runtime.block_on(async {
+        eprintln!("ceilings ({} records)", args.ceiling_messages);
+        let ceilings = ceilings::measure(&stack, args.ceiling_messages).await?;
+        eprintln!("drain ({} messages, two inboxes)", args.drain_messages);
+        let drain = scenarios::drain(&stack, "drain", args.drain_messages).await?;
+        eprintln!("memory (draining {} messages)", args.memory_messages);
+        let memory = scenarios::drain(&stack, "memory", args.memory_messages).await?;
+        let mut steady = Vec::new();
+        for rate in &args.steady_rates {
+            eprintln!("steady {rate} msg/s for {} s", args.steady_secs);
+            steady.push(scenarios::steady(&stack, *rate, Duration::from_secs(args.steady_secs)).await?);
+        }
+        anyhow::Ok(Results { ceilings, drain, memory, steady })
+    })?;
+    let markdown = render(&results);
+    std::fs::write(args.out_dir.join("results.md"), &markdown)?;
+    std::fs::write(args.out_dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
+    print!("{markdown}");
+    Ok(())
+}
+
+fn render(r: &Results) -> String {
+    let c = &r.ceilings;
+    let d = &r.drain;
+    let slowest_consumer = d.consume_per_sec.iter().copied().fold(f64::INFINITY, f64::min);
+    let consume_ceiling = c.consume_per_sec.min(c.insert_per_sec);
+    let pipeline_ceiling = c.produce_per_sec.min(consume_ceiling);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### Drain: {} messages of 256 B over 1,000 keys, fanned out to two inboxes\n",
+        d.messages
+    );
+    let _ = writeln!(out, "| stage | relay (msg/s) | ceiling (msg/s) | relay / ceiling |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let row = |out: &mut String, stage: &str, relay: f64, ceiling: f64| {
+        let _ = writeln!(out, "| {stage} | {relay:.0} | {ceiling:.0} | {:.0}% |", 100.0 * relay / ceiling);
+    };
+    row(&mut out, "outbox → broker (poller vs raw produce)", d.publish_per_sec, c.produce_per_sec);
+    row(
+        &mut out,
+        "broker → inbox, slower inbox (consumer vs min(raw consume, raw insert))",
+        slowest_consumer,
+        consume_ceiling,
+    );
+    row(&mut out, "end to end, both inboxes complete", d.end_to_end_per_sec, pipeline_ceiling);
+    let _ = writeln!(
+        out,
+        "\nCeilings: raw produce {:.0}/s, raw consume {:.0}/s, raw batched insert {:.0}/s ({} records).\n",
+        c.produce_per_sec, c.consume_per_sec, c.insert_per_sec, c.messages
+    );
+    let _ = writeln!(out, "### Steady offered rate: latency from enqueue (ms)\n");
+    let _ = writeln!(
+        out,
+        "| offered (msg/s) | achieved (msg/s) | publish p50 | p99 | p99.9 | inbox p50 | p99 | p99.9 |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for s in &r.steady {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            s.offered_per_sec,
+            s.achieved_per_sec,
+            s.publish_ms[0],
+            s.publish_ms[1],
+            s.publish_ms[2],
+            s.inbox_ms[0],
+            s.inbox_ms[1],
+            s.inbox_ms[2]
+        );
+    }
+    let m = &r.memory;
+    let _ = writeln!(out, "\n### Memory: peak RSS while draining {} messages\n", m.messages);
+    let _ = writeln!(out, "| service | peak RSS (MiB) |\n|---|---:|");
+    let _ = writeln!(out, "| outbox-poller | {:.1} |", m.poller_peak_rss_mib);
+    for (i, rss) in m.consumer_peak_rss_mib.iter().enumerate() {
+        let _ = writeln!(out, "| inbox-consumer {} | {rss:.1} |", ["a", "b"][i.min(1)]);
+    }
+    let _ = writeln!(out, "\n(1M drain: {:.0} msg/s end to end.)", m.end_to_end_per_sec);
+    out
+}

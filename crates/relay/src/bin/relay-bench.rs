@@ -1,0 +1,4 @@
+//! relay-bench: throughput, latency and memory beside the machine's ceilings. See `relay_bench`.
+fn main() -> anyhow::Result<()> {
+    relay_bench::main()
+}
