@@ -14,8 +14,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## make bench: benchmarks (for now: the reconciler over 1,000,000 messages and two inboxes).
-bench: bench-reconcile
+## make bench: throughput, latency and memory beside the machine's ceilings, then the reconciler.
+bench:
+	bash scripts/bench.sh
 
 bench-reconcile:
 	bash scripts/bench-reconcile.sh

@@ -79,5 +79,7 @@ pub async fn measure(stack: &Stack, n: usize) -> anyhow::Result<Ceilings> {
         db.execute(&insert, &[&ids, &keys, &payloads, &chunk]).await?;
     }
     let insert_per_sec = n as f64 / started.elapsed().as_secs_f64();
+    drop(db);
+    stack.drop_databases(&["relay_bench_ceiling"]).await?;
     Ok(Ceilings { messages: n, produce_per_sec, consume_per_sec, insert_per_sec })
 }

@@ -60,15 +60,16 @@ pub fn main() -> anyhow::Result<()> {
     let results = runtime.block_on(async {
         eprintln!("ceilings ({} records)", args.ceiling_messages);
         let ceilings = ceilings::measure(&stack, args.ceiling_messages).await?;
-        eprintln!("drain ({} messages, two inboxes)", args.drain_messages);
-        let drain = scenarios::drain(&stack, "drain", args.drain_messages).await?;
-        eprintln!("memory (draining {} messages)", args.memory_messages);
-        let memory = scenarios::drain(&stack, "memory", args.memory_messages).await?;
+        // Steady first, on a quiet database server; the big drains leave vacuum work behind.
         let mut steady = Vec::new();
         for rate in &args.steady_rates {
             eprintln!("steady {rate} msg/s for {} s", args.steady_secs);
             steady.push(scenarios::steady(&stack, *rate, Duration::from_secs(args.steady_secs)).await?);
         }
+        eprintln!("drain ({} messages, two inboxes)", args.drain_messages);
+        let drain = scenarios::drain(&stack, "drain", args.drain_messages).await?;
+        eprintln!("memory (draining {} messages)", args.memory_messages);
+        let memory = scenarios::drain(&stack, "memory", args.memory_messages).await?;
         anyhow::Ok(Results { ceilings, drain, memory, steady })
     })?;
     let markdown = render(&results);

@@ -80,6 +80,8 @@ pub async fn drain(stack: &Stack, name: &str, n: i64) -> anyhow::Result<Drain> {
     for consumer in consumers {
         consumer.stop().await?;
     }
+    drop(clients);
+    stack.drop_databases(&[&origin_db, &inboxes[0], &inboxes[1]]).await?;
     Ok(result)
 }
 
@@ -182,6 +184,8 @@ pub async fn steady(stack: &Stack, rate: u64, duration: Duration) -> anyhow::Res
     for consumer in consumers {
         consumer.stop().await?;
     }
+    drop(clients);
+    stack.drop_databases(&[&origin_db, &inboxes[0], &inboxes[1]]).await?;
     Ok(Steady {
         offered_per_sec: rate,
         achieved_per_sec: sent as f64 / elapsed,

@@ -41,6 +41,15 @@ impl Stack {
         connect(&self.url(db)).await
     }
 
+    /// Drops databases a scenario made, so their vacuuming does not disturb the next scenario.
+    pub async fn drop_databases(&self, dbs: &[&str]) -> anyhow::Result<()> {
+        let admin = connect(&self.url("postgres")).await?;
+        for db in dbs {
+            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await?;
+        }
+        Ok(())
+    }
+
     pub async fn topic(&self, name: &str, partitions: i32) -> anyhow::Result<String> {
         let topic = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         relay_kafka::create_topics(
@@ -78,7 +87,10 @@ impl Stack {
                 ("DATABASE_URL", self.url(db)),
                 ("OUTBOX_SOURCE", "bench".into()),
                 ("OUTBOX_TOPICS", topic.into()),
-                ("OUTBOX_BATCH_SIZE", "5000".into()),
+                (
+                    "OUTBOX_BATCH_SIZE",
+                    std::env::var("BENCH_OUTBOX_BATCH_SIZE").unwrap_or_else(|_| "5000".into()),
+                ),
             ],
         )
     }
