@@ -3,7 +3,40 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::stack::{backlog, wait_for_count, Stack};
+use crate::stack::{backlog, wait_for_count, Service, Stack};
+
+/// An origin database with its poller and two inbox databases with their consumers, on a fresh
+/// topic, with both consumer groups joined (a warm-up message reached both inboxes).
+struct Fanout {
+    origin_db: String,
+    inboxes: [String; 2],
+    origin: tokio_postgres::Client,
+    clients: Vec<tokio_postgres::Client>,
+    topic: String,
+    consumers: [Service; 2],
+    poller: Service,
+}
+
+impl Fanout {
+    async fn start(stack: &Stack, name: &str) -> anyhow::Result<Self> {
+        let origin_db = format!("relay_bench_{name}_origin");
+        let inboxes = [format!("relay_bench_{name}_a"), format!("relay_bench_{name}_b")];
+        let origin = stack.database(&origin_db, relay_db::Schema::Outbox).await?;
+        let mut clients = Vec::new();
+        for db in &inboxes {
+            clients.push(stack.database(db, relay_db::Schema::Inbox).await?);
+        }
+        let topic = stack.topic(name, 6).await?;
+        let consumers =
+            [stack.consumer(&inboxes[0], "a", &topic)?, stack.consumer(&inboxes[1], "b", &topic)?];
+        let poller = stack.poller(&origin_db, &topic)?;
+        origin.execute("SELECT relay.enqueue($1, 'warm-up', 'x'::bytea)", &[&topic]).await?;
+        for client in &clients {
+            wait_for_count(client, "SELECT count(*) FROM relay.inbox", 1, Duration::from_secs(120)).await?;
+        }
+        Ok(Self { origin_db, inboxes, origin, clients, topic, consumers, poller })
+    }
+}
 
 /// A backlog drained into two inboxes.
 #[derive(Debug, Clone, Serialize)]
@@ -25,21 +58,8 @@ fn secs(from: SystemTime, to: SystemTime) -> f64 {
 
 /// Fills the outbox with `n` messages while no poller runs, then measures the drain.
 pub async fn drain(stack: &Stack, name: &str, n: i64) -> anyhow::Result<Drain> {
-    let origin_db = format!("relay_bench_{name}_origin");
-    let inboxes = [format!("relay_bench_{name}_a"), format!("relay_bench_{name}_b")];
-    let origin = stack.database(&origin_db, relay_db::Schema::Outbox).await?;
-    let mut clients = Vec::new();
-    for db in &inboxes {
-        clients.push(stack.database(db, relay_db::Schema::Inbox).await?);
-    }
-    let topic = stack.topic(name, 6).await?;
-    let consumers = [stack.consumer(&inboxes[0], "a", &topic)?, stack.consumer(&inboxes[1], "b", &topic)?];
-    // One warm-up message proves both consumer groups joined before the clock starts.
-    let poller = stack.poller(&origin_db, &topic)?;
-    origin.execute("SELECT relay.enqueue($1, 'warm-up', 'x'::bytea)", &[&topic]).await?;
-    for client in &clients {
-        wait_for_count(client, "SELECT count(*) FROM relay.inbox", 1, Duration::from_secs(120)).await?;
-    }
+    let Fanout { origin_db, inboxes, origin, clients, topic, consumers, poller } =
+        Fanout::start(stack, name).await?;
     poller.stop().await?;
     backlog(&origin, &topic, n).await?;
 
@@ -109,20 +129,8 @@ fn percentiles(mut v: Vec<f64>) -> [f64; 3] {
 /// with the poller and two consumers running, then reads the latencies from the databases.
 pub async fn steady(stack: &Stack, rate: u64, duration: Duration) -> anyhow::Result<Steady> {
     let name = format!("steady{rate}");
-    let origin_db = format!("relay_bench_{name}_origin");
-    let inboxes = [format!("relay_bench_{name}_a"), format!("relay_bench_{name}_b")];
-    let origin = stack.database(&origin_db, relay_db::Schema::Outbox).await?;
-    let mut clients = Vec::new();
-    for db in &inboxes {
-        clients.push(stack.database(db, relay_db::Schema::Inbox).await?);
-    }
-    let topic = stack.topic(&name, 6).await?;
-    let consumers = [stack.consumer(&inboxes[0], "a", &topic)?, stack.consumer(&inboxes[1], "b", &topic)?];
-    let poller = stack.poller(&origin_db, &topic)?;
-    origin.execute("SELECT relay.enqueue($1, 'warm-up', 'x'::bytea)", &[&topic]).await?;
-    for client in &clients {
-        wait_for_count(client, "SELECT count(*) FROM relay.inbox", 1, Duration::from_secs(120)).await?;
-    }
+    let Fanout { origin_db, inboxes, origin, clients, topic, consumers, poller } =
+        Fanout::start(stack, &name).await?;
 
     const WRITERS: u64 = 4;
     const TICK: Duration = Duration::from_millis(10);

@@ -81,3 +81,40 @@ async fn same_key_writers_are_published_in_commit_order() {
     assert_eq!(payloads, vec![b"debit".to_vec(), b"credit".to_vec()]);
     assert_eq!(inbox_equals_outbox(origin, inbox, "ledger", &topic).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_commit_is_found_while_the_poller_is_busy_with_full_batches() {
+    let test = "late_commit_busy";
+    let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
+    let topic = topic(1).await;
+    let url = relay_config::DatabaseUrl::parse(origin.url.clone().into()).expect("url");
+    relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("schema");
+
+    // A takes id 1 and stays open while 2,000 later rows commit.
+    let mut a = origin.client().await;
+    let tx_a = a.transaction().await.expect("begin A");
+    let id_a = relay_outbox::enqueue(&tx_a, &relay_outbox::Message::new(&topic, "late", b"committed last"))
+        .await
+        .expect("enqueue A");
+    enqueue_many(&origin, &topic, 2_000, 20, 100).await;
+
+    // Batches of 10: the poller works through 200 full batches, sending past a cursor.
+    let mut env = poller_env(&origin, &topic);
+    env.insert("OUTBOX_BATCH_SIZE".into(), "10".into());
+    let _poller = spawn(test, "poller", POLLER, &env);
+    let _consumer = spawn(test, "consumer", CONSUMER, &consumer_env(&inbox, "ledger", &topic));
+    let db = origin.client().await;
+    let published = "SELECT count(*) FROM relay.outbox WHERE published_at IS NOT NULL";
+    eventually(Duration::from_secs(60), "the poller well into the backlog", || async {
+        (count(&db, published, &[]).await >= 200).then_some(())
+    })
+    .await;
+    assert!(count(&db, published, &[]).await < 2_000, "the backlog drained before A committed");
+    tx_a.commit().await.expect("commit A");
+
+    await_inbox(&inbox, "ledger", &topic, 2_001, Duration::from_secs(120)).await;
+    let check = inbox.client().await;
+    let stored = count(&check, "SELECT count(*) FROM relay.inbox WHERE message_id = $1", &[&id_a]).await;
+    assert_eq!(stored, 1, "the late commit was skipped");
+    assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, 2_001);
+}
