@@ -109,6 +109,8 @@ async fn lead(config: &PollerConfig, shutdown: &CancellationToken) -> Result<Lea
         tracing::debug!(lock = %object, "another poller is the leader; standing by");
         return Ok(Leadership::Standby);
     }
+    // Plan each fetch with its own values, so the in-flight id list is hashed, not scanned.
+    client.batch_execute("SET plan_cache_mode = force_custom_plan").await?;
     let producer: FutureProducer = producer_client_config(config).create().map_err(PollerError::Producer)?;
     tracing::info!(database = config.database_url.database_name(), topics = ?config.topics, "leading: publishing the outbox");
     let result = publish::publish_until_shutdown(&client, &producer, config, shutdown).await;

@@ -16,17 +16,14 @@ use crate::{
     PollerConfig, PollerError,
 };
 
-/// At most this many batches are sent past a cursor before the next scan starts from the lowest
-/// pending id again, so a late-committing lower id waits at most this many batches.
-const BATCHES_PER_FULL_SCAN: u32 = 8;
-
 /// Publishes batches until shutdown. Returns an error when the leader's session breaks, the
 /// producer turns fatal, or a batch makes no progress (so the caller backs off).
 ///
-/// Pipelined: while batch N's acknowledgements arrive and its rows are marked, batch N+1 is
-/// fetched (past N's highest id, which is still unmarked) and sent. The cursor exists only
-/// while a batch is in flight; when the poller catches up, and at least every
-/// [`BATCHES_PER_FULL_SCAN`] batches, it waits for the batch in flight and scans from the start.
+/// Pipelined, without giving up order: while batch N's acknowledgements arrive, batch N+1 is
+/// fetched (every pending row except N's) and encoded; N+1 is sent only once N settled with
+/// every row acknowledged or parked, and N is marked while N+1 is in flight. If N left rows
+/// unacknowledged, N+1 is dropped unsent and the next scan starts over from the lowest pending
+/// id, so no later row of a key overtakes an earlier one.
 pub(crate) async fn publish_until_shutdown(
     client: &Client,
     producer: &FutureProducer,
@@ -41,37 +38,39 @@ pub(crate) async fn publish_until_shutdown(
     let leader = Leader { client, producer, config, shutdown, marks };
     let mut wakeups = listen(config).await;
     let mut in_flight: Option<Dispatched> = None;
-    let mut batches_past_cursor = 0;
     while !shutdown.is_cancelled() {
-        let cursor = in_flight.as_ref().map_or(0, |d| d.last_id);
-        let rows = client.query(&fetch, &[&config.topics, &config.batch_size, &cursor]).await?;
+        let (highest, ids) = in_flight.as_ref().map_or((0, Vec::new()), Dispatched::ids);
+        let rows = client.query(&fetch, &[&config.topics, &config.batch_size, &highest, &ids]).await?;
+        let previous = match in_flight.take() {
+            Some(batch) => Some(leader.settle(batch).await?),
+            None => None,
+        };
         if rows.is_empty() {
-            match in_flight.take() {
-                Some(batch) => leader.complete(batch).await?,
-                None => {
-                    if wakeups.is_none() {
-                        wakeups = listen(config).await;
-                    }
-                    wait_for_work(&mut wakeups, config, shutdown).await;
-                }
+            if let Some(outcome) = previous {
+                leader.mark(outcome).await?;
+                continue;
             }
+            if wakeups.is_none() {
+                wakeups = listen(config).await;
+            }
+            wait_for_work(&mut wakeups, config, shutdown).await;
             continue;
         }
-        let full = rows.len() as i64 == config.batch_size;
-        let next = dispatch(producer, config, rows, shutdown).await;
-        if let Some(batch) = in_flight.take() {
-            leader.complete(batch).await?;
+        let (prepared, parked) = prepare(config, &rows);
+        if previous.as_ref().is_some_and(|o| o.unacknowledged > 0) || shutdown.is_cancelled() {
+            // Rows of the batch before are to be sent again: send nothing after them.
+            leader.mark(previous.unwrap_or_default()).await?;
+            continue;
         }
-        batches_past_cursor += 1;
-        if full && batches_past_cursor < BATCHES_PER_FULL_SCAN {
-            in_flight = Some(next);
-        } else {
-            leader.complete(next).await?;
-            batches_past_cursor = 0;
+        let next = dispatch(producer, prepared, parked, shutdown).await;
+        if let Some(outcome) = previous {
+            leader.mark(outcome).await?;
         }
+        in_flight = Some(next);
     }
     if let Some(batch) = in_flight.take() {
-        leader.complete(batch).await?;
+        let outcome = leader.settle(batch).await?;
+        leader.mark(outcome).await?;
     }
     Ok(())
 }
@@ -92,9 +91,18 @@ struct Leader<'a> {
 }
 
 impl Leader<'_> {
-    /// Waits for a dispatched batch's acknowledgements and records them.
-    async fn complete(&self, batch: Dispatched) -> Result<(), PollerError> {
+    /// Waits for a dispatched batch's acknowledgements; fails if the producer turned fatal.
+    async fn settle(&self, batch: Dispatched) -> Result<Outcome, PollerError> {
         let outcome = settle(self.producer, self.config, self.shutdown, batch).await;
+        if let Some(fatal) = self.producer.client().fatal_error() {
+            self.mark(outcome).await?;
+            return Err(PollerError::ProducerFatal(format!("{:?}: {}", fatal.0, fatal.1)));
+        }
+        Ok(outcome)
+    }
+
+    /// Records a settled batch: published rows with their position, parked rows with the reason.
+    async fn mark(&self, outcome: Outcome) -> Result<(), PollerError> {
         if !outcome.published_ids.is_empty() {
             self.client
                 .execute(
@@ -111,15 +119,14 @@ impl Leader<'_> {
             parked = outcome.parked_ids.len(),
             "batch done"
         );
-        if let Some(fatal) = self.producer.client().fatal_error() {
-            return Err(PollerError::ProducerFatal(format!("{:?}: {}", fatal.0, fatal.1)));
-        }
-        if outcome.published_ids.is_empty() && outcome.parked_ids.is_empty() && !self.shutdown.is_cancelled()
-        {
-            let why = outcome.last_error.unwrap_or_else(|| "no record was acknowledged".into());
-            return Err(PollerError::Stalled(why));
-        }
         if outcome.unacknowledged > 0 {
+            if outcome.published_ids.is_empty()
+                && outcome.parked_ids.is_empty()
+                && !self.shutdown.is_cancelled()
+            {
+                let why = outcome.last_error.unwrap_or_else(|| "no record was acknowledged".into());
+                return Err(PollerError::Stalled(why));
+            }
             tracing::warn!(rows = outcome.unacknowledged, "rows not acknowledged; they will be sent again");
         }
         Ok(())
@@ -240,26 +247,27 @@ struct Dispatched {
     prepared: Vec<Prepared>,
     in_flight: Vec<(i64, DeliveryFuture)>,
     outcome: Outcome,
-    /// The highest outbox id fetched: the next fetch starts after it.
-    last_id: i64,
 }
 
-/// Sends every row, in id order, without waiting for acknowledgements.
-async fn dispatch(
-    producer: &FutureProducer,
-    config: &PollerConfig,
-    rows: Vec<Row>,
-    shutdown: &CancellationToken,
-) -> Dispatched {
-    let mut outcome = Outcome::default();
-    let last_id = rows.last().map_or(0, |r| r.get("id"));
+impl Dispatched {
+    /// The highest id and all ids of this batch, which the next fetch leaves out.
+    fn ids(&self) -> (i64, Vec<i64>) {
+        let ids: Vec<i64> =
+            self.prepared.iter().map(|p| p.id).chain(self.outcome.parked_ids.iter().copied()).collect();
+        (ids.iter().copied().max().unwrap_or(0), ids)
+    }
+}
+
+/// Encodes rows into records; rows over their topic's payload limit are parked instead.
+fn prepare(config: &PollerConfig, rows: &[Row]) -> (Vec<Prepared>, Outcome) {
+    let mut parked = Outcome::default();
     let mut prepared = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let id: i64 = row.get("id");
         let (topic, key, envelope) = envelope_of(row, &config.source);
         let limit = config.max_payload.for_topic(topic);
         if envelope.payload.len() > limit {
-            outcome.park(
+            parked.park(
                 id,
                 format!("payload of {} bytes exceeds the limit of {limit} bytes", envelope.payload.len()),
             );
@@ -269,8 +277,19 @@ async fn dispatch(
         let value = relay_envelope::encode(&envelope);
         prepared.push(Prepared { id, topic: topic.to_string(), key: key.to_string(), value, headers });
     }
+    (prepared, parked)
+}
+
+/// Sends every row, in id order, without waiting for acknowledgements. A row the producer will
+/// not take (other than for good) stops the batch: the rest stay pending, behind it.
+async fn dispatch(
+    producer: &FutureProducer,
+    mut prepared: Vec<Prepared>,
+    mut outcome: Outcome,
+    shutdown: &CancellationToken,
+) -> Dispatched {
     let mut in_flight = Vec::with_capacity(prepared.len());
-    let mut last_id = last_id;
+    let mut sent = 0;
     for row in &prepared {
         match send(producer, row, shutdown).await {
             Sent::InFlight(delivery) => in_flight.push((row.id, delivery)),
@@ -278,19 +297,18 @@ async fn dispatch(
                 outcome.park(row.id, error.to_string())
             }
             Sent::Refused(error) => {
-                // Not sent: stop here, and let the next fetch start at this row, so that later
-                // rows of its key cannot overtake it.
                 outcome.not_acknowledged(row.id, error.to_string());
-                last_id = row.id - 1;
                 break;
             }
             Sent::Abandoned => {
-                last_id = row.id - 1;
+                outcome.unacknowledged += 1;
                 break;
             }
         }
+        sent += 1;
     }
-    Dispatched { prepared, in_flight, outcome, last_id }
+    prepared.truncate(sent + 1);
+    Dispatched { prepared, in_flight, outcome }
 }
 
 /// Waits for a batch's delivery reports. A permanent failure shared by several rows (a broker
@@ -301,7 +319,7 @@ async fn settle(
     shutdown: &CancellationToken,
     batch: Dispatched,
 ) -> Outcome {
-    let Dispatched { prepared, in_flight, mut outcome, .. } = batch;
+    let Dispatched { prepared, in_flight, mut outcome } = batch;
     let refused = await_deliveries(in_flight, &mut outcome, config, shutdown).await;
     if refused.len() == 1 {
         let (id, error) = refused.into_iter().next().unwrap_or_default();
@@ -312,11 +330,18 @@ async fn settle(
         let Some(row) = prepared.iter().find(|p| p.id == id) else { continue };
         let alone = match send(producer, row, shutdown).await {
             Sent::InFlight(delivery) => vec![(id, delivery)],
-            Sent::Refused(e) => {
+            Sent::Refused(e) if relay_kafka::classify(&e) == ErrorClass::Permanent => {
                 outcome.park(id, e.to_string());
                 continue;
             }
-            Sent::Abandoned => break,
+            Sent::Refused(e) => {
+                outcome.not_acknowledged(id, e.to_string());
+                continue;
+            }
+            Sent::Abandoned => {
+                outcome.unacknowledged += 1;
+                break;
+            }
         };
         for (id, _) in await_deliveries(alone, &mut outcome, config, shutdown).await {
             outcome.park(id, error.clone());

@@ -74,15 +74,9 @@ pub(crate) async fn compare(
     let rows = outbox
         .query(include_str!("sql/outbox_buckets.sql"), &[&scope.topics, &scope.cutoff, &from, &b])
         .await?;
-    meter.add(rows.len(), 8 + 8 + 24 + 8);
-    let mut newest: HashMap<i64, SystemTime> = HashMap::new();
-    let origin_buckets: HashMap<i64, Bucket> = rows
-        .iter()
-        .map(|r| {
-            newest.insert(r.get(0), r.get(3));
-            (r.get(0), (r.get(1), r.get(2)))
-        })
-        .collect();
+    meter.add(rows.len(), 8 + 8 + 24);
+    let origin_buckets: HashMap<i64, Bucket> =
+        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
     let rows = inbox
         .query(
             include_str!("sql/inbox_buckets.sql"),
@@ -132,13 +126,15 @@ pub(crate) async fn compare(
     purges(outbox, inbox, scope, origin_below, inbox_below, &mut report, meter).await?;
     lag(outbox, inbox, scope, &mut report, meter).await?;
 
-    // The next cycle may start after the leading run of clean buckets that have settled.
+    // The next cycle may start after the leading run of clean buckets lying wholly below every
+    // pending or recent outbox row (anything at or above that can still change).
     let mut watermark = from;
     if let Some(settled_before) = scope.settled_before {
+        let settled_below: i64 =
+            outbox.query_one(include_str!("sql/settled_below.sql"), &[&settled_before]).await?.get(0);
+        meter.add(1, 8);
         for bucket in &all {
-            let clean = !differing.contains(bucket);
-            let settled = newest.get(bucket).is_some_and(|t| *t < settled_before);
-            if !(clean && settled) {
+            if differing.contains(bucket) || (bucket + 1) * b > settled_below {
                 break;
             }
             watermark = (bucket + 1) * b;

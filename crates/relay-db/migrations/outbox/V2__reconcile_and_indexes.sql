@@ -20,3 +20,6 @@ CREATE INDEX outbox_pending_topic ON relay.outbox (topic, id) WHERE published_at
 
 -- Every publish updates a row, so vacuum early to keep the pending indexes lean.
 ALTER TABLE relay.outbox SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
+
+-- The reconciler's service mode finds the first recent row without scanning the table.
+CREATE INDEX outbox_created_brin ON relay.outbox USING brin (created_at);

@@ -111,10 +111,23 @@ async fn a_late_commit_is_found_while_the_poller_is_busy_with_full_batches() {
     .await;
     assert!(count(&db, published, &[]).await < 2_000, "the backlog drained before A committed");
     tx_a.commit().await.expect("commit A");
+    // B, same key, right behind A: a poller sending past a cursor would let B overtake A.
+    let b = origin.client().await;
+    b.query_one("SELECT relay.enqueue($1, 'late', 'committed after A'::bytea)", &[&topic])
+        .await
+        .expect("enqueue B");
 
-    await_inbox(&inbox, "ledger", &topic, 2_001, Duration::from_secs(120)).await;
+    await_inbox(&inbox, "ledger", &topic, 2_002, Duration::from_secs(120)).await;
     let check = inbox.client().await;
     let stored = count(&check, "SELECT count(*) FROM relay.inbox WHERE message_id = $1", &[&id_a]).await;
     assert_eq!(stored, 1, "the late commit was skipped");
-    assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, 2_001);
+    let late: Vec<Vec<u8>> = check
+        .query("SELECT payload FROM relay.inbox WHERE key = 'late' ORDER BY seq", &[])
+        .await
+        .expect("late key")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(late, vec![b"committed last".to_vec(), b"committed after A".to_vec()]);
+    assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, 2_002);
 }

@@ -1,0 +1,7 @@
+-- Service mode may skip ids below this next cycle: nothing below it is pending or recent.
+-- $1 settled before.
+SELECT least(
+    (SELECT min(id) FROM relay.outbox WHERE published_at IS NULL AND parked_at IS NULL),
+    (SELECT min(id) FROM relay.outbox WHERE created_at >= $1),
+    (SELECT coalesce(max(id), 0) + 1 FROM relay.outbox)
+)
