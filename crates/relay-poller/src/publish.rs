@@ -56,12 +56,12 @@ pub(crate) async fn publish_until_shutdown(
             wait_for_work(&mut wakeups, config, shutdown).await;
             continue;
         }
-        let (prepared, parked) = prepare(config, &rows);
         if previous.as_ref().is_some_and(|o| o.unacknowledged > 0) || shutdown.is_cancelled() {
             // Rows of the batch before are to be sent again: send nothing after them.
             leader.mark(previous.unwrap_or_default()).await?;
             continue;
         }
+        let (prepared, parked) = prepare(config, &rows);
         let next = dispatch(producer, prepared, parked, shutdown).await;
         if let Some(outcome) = previous {
             leader.mark(outcome).await?;
