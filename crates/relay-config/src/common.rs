@@ -1,5 +1,5 @@
 //! Settings every Relay service shares: the database, the brokers, logging, migrations.
-use std::{fmt, str::FromStr};
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -12,6 +12,8 @@ pub mod names {
     pub const KAFKA_PROPERTY_PREFIX: &str = "KAFKA_PROPERTY_";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const RELAY_MIGRATE: &str = "RELAY_MIGRATE";
+    pub const RELAY_HTTP_ADDR: &str = "RELAY_HTTP_ADDR";
+    pub const RELAY_PROBE_INTERVAL_MS: &str = "RELAY_PROBE_INTERVAL_MS";
 }
 
 /// A PostgreSQL connection string, validated at start-up and kept secret (it may hold a password).
@@ -85,6 +87,10 @@ pub struct Common {
     pub kafka_properties: KafkaProperties,
     pub log_format: LogFormat,
     pub migrate: bool,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; none when unset.
+    pub http_addr: Option<SocketAddr>,
+    /// How often the database and the brokers are checked for `/readyz` and the gauges.
+    pub probe_interval: Duration,
 }
 
 impl Common {
@@ -121,6 +127,22 @@ impl Common {
         let kafka_properties = KafkaProperties::read(reader, role);
         let log_format = reader.parsed(names::LOG_FORMAT, LogFormat::Text, "text or json");
         let migrate = reader.flag(names::RELAY_MIGRATE, true);
-        Self { database_url, kafka_brokers: brokers.join(","), kafka_properties, log_format, migrate }
+        let http_addr = reader.optional(names::RELAY_HTTP_ADDR).and_then(|raw| match raw.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                reader.problem(names::RELAY_HTTP_ADDR, format!("{raw:?} is not an ip:port address"));
+                None
+            }
+        });
+        let probe_interval = reader.millis(names::RELAY_PROBE_INTERVAL_MS, 5000, 100, 600_000);
+        Self {
+            database_url,
+            kafka_brokers: brokers.join(","),
+            kafka_properties,
+            log_format,
+            migrate,
+            http_addr,
+            probe_interval,
+        }
     }
 }

@@ -46,6 +46,63 @@ pub enum DbError {
     SchemaMissing { table: &'static str, schema: &'static str },
 }
 
+impl DbError {
+    /// Whether the error may go away by itself (the server is down, restarting or unreachable),
+    /// as opposed to a missing schema or a statement the server will always refuse.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Connect { .. } | DbError::Checkout(_) => true,
+            DbError::Query(e) => match e.code() {
+                // No SQLSTATE: the connection itself failed.
+                None => true,
+                // Connection exceptions, insufficient resources, operator intervention (restart).
+                Some(code) => matches!(&code.code()[..2], "08" | "53" | "57"),
+            },
+            DbError::Pool(_) | DbError::Migration(_) | DbError::SchemaMissing { .. } => false,
+        }
+    }
+}
+
+/// [`prepare_schema`], retried with capped, jittered backoff while the database is unreachable,
+/// so a service started before its database waits instead of exiting. `on_retry` sees each
+/// transient failure (for readiness). Returns `Ok(false)` when `shutdown` came first.
+pub async fn prepare_schema_patiently(
+    url: &DatabaseUrl,
+    schema: Schema,
+    migrate: bool,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut on_retry: impl FnMut(&DbError),
+) -> Result<bool, DbError> {
+    let mut backoff = backoff();
+    loop {
+        match prepare_schema(url, schema, migrate).await {
+            Ok(()) => return Ok(true),
+            Err(e) if e.is_transient() => {
+                let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not available; retrying");
+                on_retry(&e);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The retry policy for transient failures everywhere in Relay: exponential from 100 ms, capped
+/// at 10 s, with jitter so replicas do not retry in step, and no limit on attempts.
+pub fn backoff() -> impl Iterator<Item = Duration> + Send {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Which of Relay's schemas a service needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schema {

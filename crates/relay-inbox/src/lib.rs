@@ -12,10 +12,10 @@
 mod config;
 mod records;
 mod store;
+mod watch;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use backon::BackoffBuilder;
 pub use config::{names, ConsumerConfig};
 use rdkafka::{
     consumer::{CommitMode, Consumer, StreamConsumer},
@@ -23,6 +23,7 @@ use rdkafka::{
     Offset, TopicPartitionList,
 };
 use records::Record;
+use relay_health::Health;
 use store::Written;
 use tokio_util::sync::CancellationToken;
 
@@ -33,11 +34,31 @@ pub enum InboxError {
     Db(#[from] relay_db::DbError),
     #[error("cannot set up the Kafka consumer: {0}")]
     Consumer(#[source] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Health(#[from] relay_health::HealthError),
 }
 
+/// The readiness part the write loop owns: degraded while a batch waits to be stored.
+const STORING: &str = "storing";
+
 /// Runs the consumer until `shutdown` is cancelled; the batch in hand is finished first.
+/// Outages of the database or the brokers are waited out with backoff (and reported by
+/// `/readyz`); only a schema that cannot be prepared or a client that cannot be built stops it.
 pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), InboxError> {
-    relay_db::prepare_schema(&config.database_url, relay_db::Schema::Inbox, config.common.migrate).await?;
+    let health = Health::new(&[watch::DATABASE, watch::KAFKA, STORING]);
+    let served = relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
+    let schema = relay_db::Schema::Inbox;
+    let ready = relay_db::prepare_schema_patiently(
+        &config.database_url,
+        schema,
+        config.common.migrate,
+        &shutdown,
+        |e| health.degraded(STORING, e),
+    )
+    .await?;
+    if !ready {
+        return Ok(());
+    }
     let pool = relay_db::pool(&config.database_url, config.pool_size)?;
     let consumer: StreamConsumer = relay_kafka::consumer_config(
         &config.common.kafka_brokers,
@@ -49,6 +70,12 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     .map_err(InboxError::Consumer)?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(InboxError::Consumer)?;
+    let consumer = Arc::new(consumer);
+    if served.is_some() {
+        let watched = (pool.clone(), Arc::clone(&consumer), health.clone(), shutdown.clone());
+        tokio::spawn(watch::watch(config.clone(), watched.0, watched.1, watched.2, watched.3));
+    }
+    health.ok(STORING);
     tracing::info!(inbox = %config.inbox, group = %config.group_id, topics = ?config.topics, "consuming");
 
     let mut totals = Written::default();
@@ -67,13 +94,17 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
                 (m, record)
             })
             .collect();
-        let Some(written) = write_with_retry(&pool, &config.inbox, &records, &shutdown).await else {
+        let Some(written) = write_with_retry(&pool, &config.inbox, &records, &health, &shutdown).await else {
             // Shut down before the batch was durable: its offsets stay unstored, so it is redelivered.
             break;
         };
         totals.inserted += written.inserted;
         totals.duplicates += written.duplicates;
         totals.dead_lettered += written.dead_lettered;
+        let labels = [("inbox", config.inbox.clone())];
+        metrics::counter!("relay_inbox_inserted_total", &labels).increment(written.inserted);
+        metrics::counter!("relay_inbox_duplicates_total", &labels).increment(written.duplicates);
+        metrics::counter!("relay_inbox_dead_letters_total", &labels).increment(written.dead_lettered);
         tracing::debug!(?written, "batch stored");
         store_offsets(&consumer, &records);
     }
@@ -129,19 +160,20 @@ async fn write_with_retry(
     pool: &deadpool_postgres::Pool,
     inbox: &str,
     records: &[(OwnedMessage, Record)],
+    health: &Health,
     shutdown: &CancellationToken,
 ) -> Option<Written> {
-    let mut backoff = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut backoff = relay_db::backoff();
     loop {
         match write_once(pool, inbox, records).await {
-            Ok(written) => return Some(written),
+            Ok(written) => {
+                health.ok(STORING);
+                return Some(written);
+            }
             Err(e) => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                health.degraded(STORING, &e);
+                metrics::counter!("relay_inbox_write_errors_total").increment(1);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "inbox write failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,

@@ -7,7 +7,11 @@
 //! are permanent, so a permanent one is parked instead of retried forever.
 #![forbid(unsafe_code)]
 
+mod probe;
+
 use std::time::Duration;
+
+pub use probe::Probe;
 
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},

@@ -12,11 +12,12 @@
 mod config;
 mod envelope;
 mod publish;
+mod watch;
 
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 pub use config::{names, PollerConfig};
+use relay_health::Health;
 use rdkafka::{producer::FutureProducer, producer::Producer, ClientConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,8 @@ pub enum PollerError {
     ProducerFatal(String),
     #[error("a batch made no progress: {0}")]
     Stalled(String),
+    #[error(transparent)]
+    Health(#[from] relay_health::HealthError),
 }
 
 impl From<tokio_postgres::Error> for PollerError {
@@ -44,21 +47,46 @@ impl From<tokio_postgres::Error> for PollerError {
 /// migration lock (1380273219), so no message key can collide with leadership.
 const LEADER_LOCK_CLASS: i32 = 1_380_273_218;
 
-/// Runs the poller until `shutdown` is cancelled, then flushes and returns.
+/// The readiness part the publishing loop owns: degraded while it backs off after a failure.
+const PUBLISHING: &str = "publishing";
+
+/// Runs the poller until `shutdown` is cancelled, then flushes and returns. Outages of the
+/// database or the brokers are waited out with backoff (and reported by `/readyz`); only a
+/// schema that cannot be prepared, or an endpoint that cannot be served, stops it.
 pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<(), PollerError> {
-    relay_db::prepare_schema(&config.database_url, relay_db::Schema::Outbox, config.common.migrate).await?;
-    let mut backoff = new_backoff();
+    let health = Health::new(&[watch::DATABASE, watch::KAFKA, PUBLISHING]);
+    if relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?.is_some() {
+        tokio::spawn(watch::watch(config.clone(), health.clone(), shutdown.clone()));
+    }
+    let schema = relay_db::Schema::Outbox;
+    let ready = relay_db::prepare_schema_patiently(
+        &config.database_url,
+        schema,
+        config.common.migrate,
+        &shutdown,
+        |e| health.degraded(PUBLISHING, e),
+    )
+    .await?;
+    if !ready {
+        return Ok(());
+    }
+    let mut backoff = relay_db::backoff();
     while !shutdown.is_cancelled() {
-        match lead(&config, &shutdown).await {
-            Ok(Leadership::Ended) => backoff = new_backoff(),
+        let led = lead(&config, &health, &shutdown).await;
+        metrics::gauge!("relay_outbox_leader").set(0.0);
+        match led {
+            Ok(Leadership::Ended) => backoff = relay_db::backoff(),
             Ok(Leadership::Standby) => {
+                health.ok(PUBLISHING);
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(config.leader_retry) => {}
                 }
             }
             Err(e) => {
-                let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                health.degraded(PUBLISHING, &e);
+                metrics::counter!("relay_outbox_interruptions_total").increment(1);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "outbox poller interrupted; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
@@ -79,16 +107,6 @@ fn producer_client_config(config: &PollerConfig) -> ClientConfig {
     )
 }
 
-/// Capped exponential backoff with jitter, without a limit on attempts.
-fn new_backoff() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 enum Leadership {
     /// Another instance holds the lock.
     Standby,
@@ -99,7 +117,11 @@ enum Leadership {
 /// Takes the leader lock on a dedicated session and publishes while holding it, with a producer
 /// of its own. Losing the session ends leadership (the server releases the lock), and so does a
 /// fatal producer error; either way [`run`] starts over.
-async fn lead(config: &PollerConfig, shutdown: &CancellationToken) -> Result<Leadership, PollerError> {
+async fn lead(
+    config: &PollerConfig,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> Result<Leadership, PollerError> {
     let client = relay_db::connect(&config.database_url).await?;
     let object = config.leader_lock_object();
     let row = client
@@ -113,7 +135,10 @@ async fn lead(config: &PollerConfig, shutdown: &CancellationToken) -> Result<Lea
     client.batch_execute("SET plan_cache_mode = force_custom_plan").await?;
     let producer: FutureProducer = producer_client_config(config).create().map_err(PollerError::Producer)?;
     tracing::info!(database = config.database_url.database_name(), topics = ?config.topics, "leading: publishing the outbox");
-    let result = publish::publish_until_shutdown(&client, &producer, config, shutdown).await;
+    metrics::gauge!("relay_outbox_leader").set(1.0);
+    metrics::counter!("relay_outbox_leader_terms_total").increment(1);
+    health.ok(PUBLISHING);
+    let result = publish::publish_until_shutdown(&client, &producer, config, health, shutdown).await;
     // Dropping a producer purges what it still holds: wait for acknowledgements first. Rows
     // whose acknowledgement never came stay unpublished and are sent again.
     let grace = config.shutdown_grace;

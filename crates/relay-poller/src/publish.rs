@@ -28,6 +28,7 @@ pub(crate) async fn publish_until_shutdown(
     client: &Client,
     producer: &FutureProducer,
     config: &PollerConfig,
+    health: &relay_health::Health,
     shutdown: &CancellationToken,
 ) -> Result<(), PollerError> {
     let fetch = client.prepare(include_str!("fetch_pending.sql")).await?;
@@ -35,7 +36,7 @@ pub(crate) async fn publish_until_shutdown(
         published: client.prepare(include_str!("mark_published.sql")).await?,
         parked: client.prepare(include_str!("mark_parked.sql")).await?,
     };
-    let leader = Leader { client, producer, config, shutdown, marks };
+    let leader = Leader { client, producer, config, health, shutdown, marks };
     let mut wakeups = listen(config).await;
     let mut in_flight: Option<Dispatched> = None;
     while !shutdown.is_cancelled() {
@@ -86,6 +87,7 @@ struct Leader<'a> {
     client: &'a Client,
     producer: &'a FutureProducer,
     config: &'a PollerConfig,
+    health: &'a relay_health::Health,
     shutdown: &'a CancellationToken,
     marks: Marks,
 }
@@ -113,6 +115,12 @@ impl Leader<'_> {
         }
         if !outcome.parked_ids.is_empty() {
             self.client.execute(&self.marks.parked, &[&outcome.parked_ids, &outcome.park_reasons]).await?;
+        }
+        metrics::counter!("relay_outbox_published_total").increment(outcome.published_ids.len() as u64);
+        metrics::counter!("relay_outbox_parked_total").increment(outcome.parked_ids.len() as u64);
+        metrics::counter!("relay_outbox_publish_errors_total").increment(outcome.unacknowledged as u64);
+        if !outcome.published_ids.is_empty() || !outcome.parked_ids.is_empty() {
+            self.health.ok(crate::PUBLISHING);
         }
         tracing::debug!(
             published = outcome.published_ids.len(),

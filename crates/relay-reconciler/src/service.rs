@@ -7,17 +7,21 @@ use tokio_util::sync::CancellationToken;
 use crate::{Config, ReconcileError, Report};
 
 pub(crate) async fn serve(config: &Config, shutdown: CancellationToken) -> Result<(), ReconcileError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(config.metrics_addr)
-        .install()
+    let health = relay_health::Health::new(&["reconcile"]);
+    relay_health::serve(Some(config.metrics_addr), health.clone(), shutdown.clone())
+        .await
         .map_err(|e| ReconcileError::Metrics(e.to_string()))?;
     tracing::info!(metrics = %config.metrics_addr, interval_s = config.interval.as_secs(), "reconciler serving");
     let mut watermarks = HashMap::new();
     loop {
         let settled_before = SystemTime::now() - config.settle.max(config.grace);
         match crate::reconcile(config, &mut watermarks, Some(settled_before), None).await {
-            Ok(report) => record(&report),
+            Ok(report) => {
+                health.ok("reconcile");
+                record(&report)
+            }
             Err(e) => {
+                health.degraded("reconcile", &e);
                 gauge!("relay_reconcile_up").set(0.0);
                 tracing::error!(error = %e, "reconciliation failed; retrying next interval");
             }

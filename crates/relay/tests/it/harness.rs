@@ -255,3 +255,37 @@ impl Pipeline {
         await_inbox(&self.inbox, "ledger", &self.topic, n, Duration::from_secs(120)).await;
     }
 }
+
+/// A free address on loopback for a service's HTTP endpoint.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    format!("127.0.0.1:{}", listener.local_addr().expect("local addr").port())
+}
+
+/// `GET path` on `addr`: the status code and the body, or None while nothing answers.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The Prometheus text from `addr`.
+pub async fn scrape(addr: &str) -> Option<String> {
+    http_get(addr, "/metrics").await.map(|(_, body)| body)
+}
+
+/// The value of the first sample of `metric` whose line contains every one of `labels`.
+pub fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric).is_some_and(|rest| rest.starts_with([' ', '{']))
+                && labels.iter().all(|want| l.contains(want))
+        })
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}

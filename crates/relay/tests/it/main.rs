@@ -6,6 +6,8 @@ mod verify;
 mod config;
 mod crashes;
 mod delivery;
+mod failover;
+mod health;
 mod ordering;
 mod poison;
 mod reconcile;

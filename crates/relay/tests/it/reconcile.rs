@@ -182,23 +182,6 @@ async fn bad_arguments_are_all_reported_with_exit_code_2() {
     }
 }
 
-/// Fetches the Prometheus text from `addr`.
-async fn scrape(addr: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.ok()?;
-    Some(body)
-}
-
-/// The value of the first sample of `metric` whose line contains every one of `labels`.
-fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && labels.iter().all(|want| l.contains(want)))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 fn serve(relay: &Pipeline, name: &str, settle_secs: &str) -> (Service, String) {
     let addr = format!(
         "127.0.0.1:{}",
