@@ -94,9 +94,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<Option<SocketAddr>, HealthError> {
     let Some(addr) = addr else { return Ok(None) };
-    let recorder = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| HealthError::Recorder(e.to_string()))?;
+    let recorder =
+        PrometheusBuilder::new().install_recorder().map_err(|e| HealthError::Recorder(e.to_string()))?;
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|source| HealthError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| HealthError::Bind { addr, source })?;
@@ -122,8 +121,7 @@ struct Endpoints {
 }
 
 async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
-    let status =
-        if endpoints.health.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if endpoints.health.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, endpoints.health.describe())
 }
 

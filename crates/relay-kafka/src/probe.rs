@@ -21,7 +21,11 @@ impl std::fmt::Debug for Probe {
 
 impl Probe {
     /// A metadata-only client with the operator's properties (security settings included).
-    pub fn new(brokers: &str, client_id: &str, properties: &KafkaProperties) -> Result<Self, KafkaSetupError> {
+    pub fn new(
+        brokers: &str,
+        client_id: &str,
+        properties: &KafkaProperties,
+    ) -> Result<Self, KafkaSetupError> {
         let mut config = crate::base(brokers, properties);
         config.set("client.id", client_id);
         let client: BaseConsumer = config.create().map_err(KafkaSetupError::Client)?;

@@ -17,8 +17,8 @@ mod watch;
 use std::time::Duration;
 
 pub use config::{names, PollerConfig};
-use relay_health::Health;
 use rdkafka::{producer::FutureProducer, producer::Producer, ClientConfig};
+use relay_health::Health;
 use tokio_util::sync::CancellationToken;
 
 /// Errors of the poller. Only a failed schema check stops it; the others end one leadership

@@ -22,6 +22,19 @@ async fn leader_of(addrs: &[&str]) -> usize {
     .await
 }
 
+/// Two replicas of one poller, each with its endpoint; standbys retry every 250 ms.
+fn two_pollers(test: &str, origin: &TestDb, topic: &str) -> (Vec<Service>, Vec<String>) {
+    let mut pollers = Vec::new();
+    let mut addrs = Vec::new();
+    for name in ["poller-a", "poller-b"] {
+        let mut env = poller_env(origin, topic);
+        env.insert("OUTBOX_LEADER_RETRY_MS".into(), "250".into());
+        addrs.push(with_endpoint(&mut env));
+        pollers.push(spawn(test, name, POLLER, &env));
+    }
+    (pollers, addrs)
+}
+
 /// Enqueues `batches` of 20 messages, one batch every 50 ms, in the background.
 fn trickle(origin: &TestDb, topic: &str, batches: usize) -> tokio::task::JoinHandle<()> {
     let (url, topic) = (origin.url.clone(), topic.to_string());
@@ -40,14 +53,7 @@ async fn a_standby_poller_takes_over_within_seconds_when_the_leader_is_killed() 
     let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
     let topic = topic(3).await;
     let _consumer = spawn(test, "consumer", CONSUMER, &consumer_env(&inbox, "ledger", &topic));
-    let mut pollers = Vec::new();
-    let mut addrs = Vec::new();
-    for name in ["poller-a", "poller-b"] {
-        let mut env = poller_env(&origin, &topic);
-        env.insert("OUTBOX_LEADER_RETRY_MS".into(), "250".into());
-        addrs.push(with_endpoint(&mut env));
-        pollers.push(spawn(test, name, POLLER, &env));
-    }
+    let (mut pollers, addrs) = two_pollers(test, &origin, &topic);
     let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let leader = leader_of(&addr_refs).await;
     let standby = 1 - leader;
@@ -88,14 +94,7 @@ async fn a_leader_whose_database_session_breaks_stops_publishing_and_one_leader_
     let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
     let topic = topic(3).await;
     let _consumer = spawn(test, "consumer", CONSUMER, &consumer_env(&inbox, "ledger", &topic));
-    let mut addrs = Vec::new();
-    let mut pollers = Vec::new();
-    for name in ["poller-a", "poller-b"] {
-        let mut env = poller_env(&origin, &topic);
-        env.insert("OUTBOX_LEADER_RETRY_MS".into(), "250".into());
-        addrs.push(with_endpoint(&mut env));
-        pollers.push(spawn(test, name, POLLER, &env));
-    }
+    let (pollers, addrs) = two_pollers(test, &origin, &topic);
     let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let first = leader_of(&addr_refs).await;
     let writer = trickle(&origin, &topic, 100);
@@ -103,7 +102,8 @@ async fn a_leader_whose_database_session_breaks_stops_publishing_and_one_leader_
 
     // The server ends the leader's session (as when its connection breaks): the lock is released.
     let db = origin.client().await;
-    let lock_holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1380273218 AND granted";
+    let lock_holder =
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1380273218 AND granted";
     let old_pid: i32 = db.query_one(lock_holder, &[]).await.expect("a leader holds the lock").get(0);
     db.execute("SELECT pg_terminate_backend($1)", &[&old_pid]).await.expect("terminate leader session");
 

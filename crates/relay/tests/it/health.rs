@@ -46,7 +46,10 @@ async fn endpoints_serve_readiness_and_the_metrics_that_count_the_flow() {
 
     let ready = await_readiness(&poller_addr, 200, "poller").await;
     assert_eq!(ready, "database: ok\nkafka: ok\npublishing: ok\n");
-    assert_eq!(await_readiness(&consumer_addr, 200, "consumer").await, "database: ok\nkafka: ok\nstoring: ok\n");
+    assert_eq!(
+        await_readiness(&consumer_addr, 200, "consumer").await,
+        "database: ok\nkafka: ok\nstoring: ok\n"
+    );
     assert_eq!(http_get(&poller_addr, "/healthz").await, Some((200, "ok\n".into())));
     assert_eq!(http_get(&consumer_addr, "/healthz").await, Some((200, "ok\n".into())));
 
@@ -71,10 +74,51 @@ async fn endpoints_serve_readiness_and_the_metrics_that_count_the_flow() {
     await_metric(&consumer_addr, "relay_inbox_duplicates_total", &ledger, 0.0).await;
     await_metric(&consumer_addr, "relay_inbox_dead_letters_total", &ledger, 0.0).await;
     for partition in 0..3 {
-        let labels = ["inbox=\"ledger\"", &format!("topic=\"{topic}\""), &format!("partition=\"{partition}\"")];
+        let labels =
+            ["inbox=\"ledger\"", &format!("topic=\"{topic}\""), &format!("partition=\"{partition}\"")];
         await_metric(&consumer_addr, "relay_inbox_consumer_lag", &labels, 0.0).await;
     }
     assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, 300);
+}
+
+/// A poller and a consumer with endpoints, both ready, and 100 messages already delivered.
+struct Watched {
+    origin: TestDb,
+    inbox: TestDb,
+    topic: String,
+    poller: Service,
+    consumer: Service,
+    poller_addr: String,
+    consumer_addr: String,
+}
+
+impl Watched {
+    async fn start(test: &str, topic: String, brokers: Option<String>) -> Self {
+        let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
+        let mut poller_vars = poller_env(&origin, &topic);
+        let mut consumer_vars = consumer_env(&inbox, "ledger", &topic);
+        if let Some(brokers) = brokers {
+            poller_vars.insert("KAFKA_BROKERS".into(), brokers.clone());
+            consumer_vars.insert("KAFKA_BROKERS".into(), brokers);
+        }
+        let poller_addr = with_endpoint(&mut poller_vars);
+        let consumer_addr = with_endpoint(&mut consumer_vars);
+        let poller = spawn(test, "poller", POLLER, &poller_vars);
+        let consumer = spawn(test, "consumer", CONSUMER, &consumer_vars);
+        await_readiness(&poller_addr, 200, "poller").await;
+        await_readiness(&consumer_addr, 200, "consumer").await;
+        enqueue_many(&origin, &topic, 100, 5, 20).await;
+        await_inbox(&inbox, "ledger", &topic, 100, Duration::from_secs(60)).await;
+        Self { origin, inbox, topic, poller, consumer, poller_addr, consumer_addr }
+    }
+}
+
+/// Asserts that none of `services` exited.
+fn still_running(services: [&mut Service; 2]) {
+    for service in services {
+        let status = service.child.try_wait().expect("child status");
+        assert!(status.is_none(), "{} exited: {status:?}", service.log.display());
+    }
 }
 
 /// Refuses new connections to `db` and ends the existing ones: the database is unreachable.
@@ -96,19 +140,9 @@ async fn reconnect(db: &TestDb) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn database_outages_make_services_not_ready_and_they_recover_by_themselves() {
-    let test = "db_outage";
-    let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
     let topic = topic(2).await;
-    let mut poller_vars = poller_env(&origin, &topic);
-    let poller_addr = with_endpoint(&mut poller_vars);
-    let mut consumer_vars = consumer_env(&inbox, "ledger", &topic);
-    let consumer_addr = with_endpoint(&mut consumer_vars);
-    let mut poller = spawn(test, "poller", POLLER, &poller_vars);
-    let mut consumer = spawn(test, "consumer", CONSUMER, &consumer_vars);
-    await_readiness(&poller_addr, 200, "poller").await;
-    await_readiness(&consumer_addr, 200, "consumer").await;
-    enqueue_many(&origin, &topic, 100, 5, 20).await;
-    await_inbox(&inbox, "ledger", &topic, 100, Duration::from_secs(60)).await;
+    let Watched { origin, inbox, topic, mut poller, mut consumer, poller_addr, consumer_addr } =
+        Watched::start("db_outage", topic, None).await;
 
     // The inbox database goes away while messages keep coming.
     cut_off(&inbox).await;
@@ -129,8 +163,7 @@ async fn database_outages_make_services_not_ready_and_they_recover_by_themselves
     enqueue_many(&origin, &topic, 100, 5, 20).await;
     await_inbox(&inbox, "ledger", &topic, 400, Duration::from_secs(60)).await;
 
-    assert!(poller.child.try_wait().expect("poller status").is_none(), "the poller exited");
-    assert!(consumer.child.try_wait().expect("consumer status").is_none(), "the consumer exited");
+    still_running([&mut poller, &mut consumer]);
     assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, 400);
 }
 
@@ -192,23 +225,12 @@ impl OwnBroker {
 async fn a_broker_outage_makes_services_not_ready_and_they_recover_by_themselves() {
     let test = "broker_outage";
     let mut broker = OwnBroker::start().await;
-    let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
     let topic = format!("it-{}", unique());
     relay_kafka::create_topics(&broker.brokers(), &Default::default(), std::slice::from_ref(&topic), 2)
         .await
         .expect("create topic");
-    let mut poller_vars = poller_env(&origin, &topic);
-    poller_vars.insert("KAFKA_BROKERS".into(), broker.brokers());
-    let poller_addr = with_endpoint(&mut poller_vars);
-    let mut consumer_vars = consumer_env(&inbox, "ledger", &topic);
-    consumer_vars.insert("KAFKA_BROKERS".into(), broker.brokers());
-    let consumer_addr = with_endpoint(&mut consumer_vars);
-    let mut poller = spawn(test, "poller", POLLER, &poller_vars);
-    let mut consumer = spawn(test, "consumer", CONSUMER, &consumer_vars);
-    await_readiness(&poller_addr, 200, "poller").await;
-    await_readiness(&consumer_addr, 200, "consumer").await;
-    enqueue_many(&origin, &topic, 100, 5, 20).await;
-    await_inbox(&inbox, "ledger", &topic, 100, Duration::from_secs(60)).await;
+    let Watched { origin, inbox, topic, mut poller, mut consumer, poller_addr, consumer_addr } =
+        Watched::start(test, topic, Some(broker.brokers())).await;
 
     broker.kill().await;
     enqueue_many(&origin, &topic, 100, 5, 20).await;
@@ -223,7 +245,6 @@ async fn a_broker_outage_makes_services_not_ready_and_they_recover_by_themselves
     enqueue_many(&origin, &topic, 100, 5, 20).await;
     await_inbox(&inbox, "ledger", &topic, 300, Duration::from_secs(120)).await;
 
-    assert!(poller.child.try_wait().expect("poller status").is_none(), "the poller exited");
-    assert!(consumer.child.try_wait().expect("consumer status").is_none(), "the consumer exited");
+    still_running([&mut poller, &mut consumer]);
     assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, 300);
 }
