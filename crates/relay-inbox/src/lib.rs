@@ -11,6 +11,7 @@
 
 mod config;
 mod records;
+mod retention;
 mod store;
 
 use std::{collections::BTreeMap, time::Duration};
@@ -38,6 +39,7 @@ pub enum InboxError {
 /// Runs the consumer until `shutdown` is cancelled; the batch in hand is finished first.
 pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), InboxError> {
     relay_db::prepare_schema(&config.database_url, relay_db::Schema::Inbox, config.common.migrate).await?;
+    let _retention = retention::spawn(&config, &shutdown);
     let pool = relay_db::pool(&config.database_url, config.pool_size)?;
     let consumer: StreamConsumer = relay_kafka::consumer_config(
         &config.common.kafka_brokers,

@@ -9,4 +9,5 @@ mod delivery;
 mod ordering;
 mod poison;
 mod reconcile;
+mod retention;
 mod schema;
