@@ -12,12 +12,14 @@ mod environment;
 mod kafka;
 mod limits;
 mod reader;
+mod retention;
 
 pub use common::{names, Common, DatabaseUrl, LogFormat};
 pub use environment::{Environment, MapEnv, ProcessEnv};
 pub use kafka::{KafkaProperties, KafkaRole};
 pub use limits::PayloadLimits;
 pub use reader::{topic_env_name, Problem, Reader};
+pub use retention::Retention;
 
 /// Every problem found in one pass over the environment.
 #[derive(Debug, thiserror::Error)]

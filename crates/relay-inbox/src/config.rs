@@ -1,7 +1,9 @@
 //! The consumer's settings, read from the environment with every problem reported at once.
 use std::time::Duration;
 
-use relay_config::{Common, ConfigError, DatabaseUrl, Environment, KafkaRole, PayloadLimits, Reader};
+use relay_config::{
+    Common, ConfigError, DatabaseUrl, Environment, KafkaRole, PayloadLimits, Reader, Retention,
+};
 
 /// Variable names the consumer reads (besides the shared ones in `relay_config::names`).
 pub mod names {
@@ -12,6 +14,9 @@ pub mod names {
     pub const INBOX_BATCH_WAIT_MS: &str = "INBOX_BATCH_WAIT_MS";
     pub const INBOX_MAX_PAYLOAD_BYTES: &str = "INBOX_MAX_PAYLOAD_BYTES";
     pub const INBOX_POOL_SIZE: &str = "INBOX_POOL_SIZE";
+    pub const INBOX_RETENTION_HOURS: &str = "INBOX_RETENTION_HOURS";
+    pub const INBOX_RETENTION_BATCH: &str = "INBOX_RETENTION_BATCH";
+    pub const INBOX_RETENTION_INTERVAL_MS: &str = "INBOX_RETENTION_INTERVAL_MS";
     /// Per-topic limits: `INBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
     pub const PREFIX: &str = "INBOX_";
     pub const ALL: &[&str] = &[
@@ -22,6 +27,9 @@ pub mod names {
         INBOX_BATCH_WAIT_MS,
         INBOX_MAX_PAYLOAD_BYTES,
         INBOX_POOL_SIZE,
+        INBOX_RETENTION_HOURS,
+        INBOX_RETENTION_BATCH,
+        INBOX_RETENTION_INTERVAL_MS,
     ];
 }
 
@@ -40,6 +48,8 @@ pub struct ConsumerConfig {
     /// Larger payloads are dead-lettered.
     pub max_payload: PayloadLimits,
     pub pool_size: usize,
+    /// Deletion of old dedup entries (inbox rows); `None` keeps them forever.
+    pub retention: Option<Retention>,
 }
 
 impl ConsumerConfig {
@@ -62,6 +72,7 @@ impl ConsumerConfig {
         let batch_wait = r.millis(INBOX_BATCH_WAIT_MS, 1, 0, 60_000);
         let pool_size = r.number(INBOX_POOL_SIZE, 2, 1, 64) as usize;
         let max_payload = PayloadLimits::read(&mut r, PREFIX);
+        let retention = Retention::read(&mut r, PREFIX);
         r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
         let database_url = r.finish_with_database(common.database_url.clone())?;
         Ok(Self {
@@ -74,6 +85,7 @@ impl ConsumerConfig {
             batch_wait,
             max_payload,
             pool_size,
+            retention,
         })
     }
 }
@@ -113,6 +125,54 @@ mod tests {
             "INBOX_BATCH_WAIT_MS",
         ] {
             assert!(vars.contains(&expected), "{expected} missing from {vars:?}");
+        }
+    }
+
+    fn valid_with(extra: &[(&'static str, &'static str)]) -> MapEnv {
+        let mut vars = vec![
+            ("DATABASE_URL", "postgres://postgres@localhost/ledger"),
+            ("KAFKA_BROKERS", "localhost:9092"),
+            ("INBOX_NAME", "ledger"),
+            ("INBOX_TOPICS", "payments.v1"),
+        ];
+        vars.extend_from_slice(extra);
+        MapEnv::new(vars)
+    }
+
+    #[test]
+    fn retention_is_off_unless_hours_are_set() {
+        let config = ConsumerConfig::from_env(&valid_with(&[])).expect("valid");
+        assert_eq!(config.retention, None);
+        let config = ConsumerConfig::from_env(&valid_with(&[("INBOX_RETENTION_HOURS", "0")])).expect("valid");
+        assert_eq!(config.retention, None, "0 keeps forever");
+        let config = ConsumerConfig::from_env(&valid_with(&[
+            ("INBOX_RETENTION_HOURS", "720"),
+            ("INBOX_RETENTION_BATCH", "50"),
+        ]))
+        .expect("valid");
+        let retention = config.retention.expect("on");
+        assert_eq!((retention.hours, retention.batch), (720, 50));
+        assert_eq!(retention.interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_retention_values_are_all_reported() {
+        let err = ConsumerConfig::from_env(&valid_with(&[
+            ("INBOX_RETENTION_HOURS", "a week"),
+            ("INBOX_RETENTION_BATCH", "0"),
+            ("INBOX_RETENTION_INTERVAL_MS", "86400001"),
+            ("INBOX_RETENTION_BATCH_SIZE", "10"),
+        ]))
+        .expect_err("invalid");
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 4, "{text}");
+        for expected in [
+            "INBOX_RETENTION_HOURS: \"a week\" is not a whole number",
+            "INBOX_RETENTION_BATCH: 0 is outside 1..=100000",
+            "INBOX_RETENTION_INTERVAL_MS: 86400001 is outside 1..=86400000",
+            "INBOX_RETENTION_BATCH_SIZE: is not a setting",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
         }
     }
 }

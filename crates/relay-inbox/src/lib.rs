@@ -11,6 +11,7 @@
 
 mod config;
 mod records;
+mod retention;
 mod store;
 mod watch;
 
@@ -59,6 +60,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     if !ready {
         return Ok(());
     }
+    let _retention = retention::spawn(&config, &shutdown);
     let pool = relay_db::pool(&config.database_url, config.pool_size)?;
     let consumer: StreamConsumer = relay_kafka::consumer_config(
         &config.common.kafka_brokers,

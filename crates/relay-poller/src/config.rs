@@ -1,7 +1,9 @@
 //! The poller's settings, read from the environment with every problem reported at once.
 use std::time::Duration;
 
-use relay_config::{Common, ConfigError, DatabaseUrl, Environment, KafkaRole, PayloadLimits, Reader};
+use relay_config::{
+    Common, ConfigError, DatabaseUrl, Environment, KafkaRole, PayloadLimits, Reader, Retention,
+};
 
 /// Variable names the poller reads (besides the shared ones in `relay_config::names`).
 pub mod names {
@@ -12,6 +14,9 @@ pub mod names {
     pub const OUTBOX_LEADER_RETRY_MS: &str = "OUTBOX_LEADER_RETRY_MS";
     pub const OUTBOX_SHUTDOWN_GRACE_MS: &str = "OUTBOX_SHUTDOWN_GRACE_MS";
     pub const OUTBOX_MAX_PAYLOAD_BYTES: &str = "OUTBOX_MAX_PAYLOAD_BYTES";
+    pub const OUTBOX_RETENTION_HOURS: &str = "OUTBOX_RETENTION_HOURS";
+    pub const OUTBOX_RETENTION_BATCH: &str = "OUTBOX_RETENTION_BATCH";
+    pub const OUTBOX_RETENTION_INTERVAL_MS: &str = "OUTBOX_RETENTION_INTERVAL_MS";
     /// Per-topic limits: `OUTBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
     pub const PREFIX: &str = "OUTBOX_";
     pub const ALL: &[&str] = &[
@@ -22,6 +27,9 @@ pub mod names {
         OUTBOX_LEADER_RETRY_MS,
         OUTBOX_SHUTDOWN_GRACE_MS,
         OUTBOX_MAX_PAYLOAD_BYTES,
+        OUTBOX_RETENTION_HOURS,
+        OUTBOX_RETENTION_BATCH,
+        OUTBOX_RETENTION_INTERVAL_MS,
     ];
 }
 
@@ -43,6 +51,8 @@ pub struct PollerConfig {
     pub shutdown_grace: Duration,
     /// Larger payloads are parked instead of sent.
     pub max_payload: PayloadLimits,
+    /// Deletion of long-published rows while leading; `None` keeps them forever.
+    pub retention: Option<Retention>,
 }
 
 impl PollerConfig {
@@ -59,6 +69,7 @@ impl PollerConfig {
         let leader_retry = r.millis(OUTBOX_LEADER_RETRY_MS, 1000, 10, 600_000);
         let shutdown_grace = r.millis(OUTBOX_SHUTDOWN_GRACE_MS, 10_000, 0, 600_000);
         let max_payload = PayloadLimits::read(&mut r, PREFIX);
+        let retention = Retention::read(&mut r, PREFIX);
         r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
         let database_url = r.finish_with_database(common.database_url.clone())?;
         Ok(Self {
@@ -71,6 +82,7 @@ impl PollerConfig {
             leader_retry,
             shutdown_grace,
             max_payload,
+            retention,
         })
     }
 
@@ -125,5 +137,62 @@ mod tests {
         ] {
             assert!(vars.contains(&expected), "{expected} missing from {vars:?}");
         }
+    }
+
+    fn valid_with(extra: &[(&'static str, &'static str)]) -> MapEnv {
+        let mut vars = vec![
+            ("DATABASE_URL", "postgres://postgres@localhost/origin"),
+            ("KAFKA_BROKERS", "localhost:9092"),
+            ("OUTBOX_SOURCE", "payments"),
+        ];
+        vars.extend_from_slice(extra);
+        MapEnv::new(vars)
+    }
+
+    #[test]
+    fn retention_is_off_unless_hours_are_set() {
+        let config = PollerConfig::from_env(&valid_with(&[])).expect("valid");
+        assert_eq!(config.retention, None);
+        let config = PollerConfig::from_env(&valid_with(&[("OUTBOX_RETENTION_HOURS", "0")])).expect("valid");
+        assert_eq!(config.retention, None, "0 keeps forever");
+        let config =
+            PollerConfig::from_env(&valid_with(&[("OUTBOX_RETENTION_HOURS", "168")])).expect("valid");
+        let retention = config.retention.expect("on");
+        assert_eq!((retention.hours, retention.batch), (168, 1000));
+        assert_eq!(retention.interval, Duration::from_secs(60));
+        let config = PollerConfig::from_env(&valid_with(&[
+            ("OUTBOX_RETENTION_HOURS", "24"),
+            ("OUTBOX_RETENTION_BATCH", "100000"),
+            ("OUTBOX_RETENTION_INTERVAL_MS", "250"),
+        ]))
+        .expect("valid");
+        let retention = config.retention.expect("on");
+        assert_eq!((retention.hours, retention.batch), (24, 100_000));
+        assert_eq!(retention.interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_retention_values_are_all_reported() {
+        let err = PollerConfig::from_env(&valid_with(&[
+            ("OUTBOX_RETENTION_HOURS", "-1"),
+            ("OUTBOX_RETENTION_BATCH", "100001"),
+            ("OUTBOX_RETENTION_INTERVAL_MS", "0"),
+            ("OUTBOX_RETENTION_HOUR", "24"),
+        ]))
+        .expect_err("invalid");
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 4, "{text}");
+        for expected in [
+            "OUTBOX_RETENTION_HOURS: \"-1\" is not a whole number",
+            "OUTBOX_RETENTION_BATCH: 100001 is outside 1..=100000",
+            "OUTBOX_RETENTION_INTERVAL_MS: 0 is outside 1..=86400000",
+            "OUTBOX_RETENTION_HOUR: is not a setting",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+        // Batch and interval are checked even while retention is off.
+        let err =
+            PollerConfig::from_env(&valid_with(&[("OUTBOX_RETENTION_BATCH", "0")])).expect_err("invalid");
+        assert_eq!(err.0[0].variable, "OUTBOX_RETENTION_BATCH");
     }
 }

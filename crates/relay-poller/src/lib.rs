@@ -12,6 +12,7 @@
 mod config;
 mod envelope;
 mod publish;
+mod retention;
 mod watch;
 
 use std::time::Duration;
@@ -133,6 +134,7 @@ async fn lead(
     }
     // Plan each fetch with its own values, so the in-flight id list is hashed, not scanned.
     client.batch_execute("SET plan_cache_mode = force_custom_plan").await?;
+    let _retention = retention::spawn(config, shutdown);
     let producer: FutureProducer = producer_client_config(config).create().map_err(PollerError::Producer)?;
     tracing::info!(database = config.database_url.database_name(), topics = ?config.topics, "leading: publishing the outbox");
     metrics::gauge!("relay_outbox_leader").set(1.0);

@@ -11,4 +11,5 @@ mod health;
 mod ordering;
 mod poison;
 mod reconcile;
+mod retention;
 mod schema;
