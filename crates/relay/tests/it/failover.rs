@@ -102,8 +102,8 @@ async fn a_leader_whose_database_session_breaks_stops_publishing_and_one_leader_
 
     // The server ends the leader's session (as when its connection breaks): the lock is released.
     let db = origin.client().await;
-    let lock_holder =
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1380273218 AND granted";
+    let lock_holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1380273218 \
+                       AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     let old_pid: i32 = db.query_one(lock_holder, &[]).await.expect("a leader holds the lock").get(0);
     db.execute("SELECT pg_terminate_backend($1)", &[&old_pid]).await.expect("terminate leader session");
 
@@ -113,12 +113,7 @@ async fn a_leader_whose_database_session_breaks_stops_publishing_and_one_leader_
         (row.get::<_, i32>(0) != old_pid).then_some(())
     })
     .await;
-    let holders = count(
-        &db,
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1380273218 AND granted",
-        &[],
-    )
-    .await;
+    let holders = count(&db, &lock_holder.replace("SELECT pid", "SELECT count(*)"), &[]).await;
     assert_eq!(holders, 1);
     leader_of(&addr_refs).await;
     let log = pollers[first].log_text();
@@ -137,6 +132,7 @@ async fn consumers_joining_leaving_and_killed_in_one_group_lose_and_double_nothi
     let _poller = spawn(test, "poller", POLLER, &poller_env(&origin, &topic));
     let env = consumer_env(&inbox, "ledger", &topic);
     let mut first = spawn(test, "consumer-1", CONSUMER, &env);
+    await_table(&origin, "relay.outbox").await;
     let writer = trickle(&origin, &topic, 250);
     await_inbox(&inbox, "ledger", &topic, 300, Duration::from_secs(60)).await;
 

@@ -21,7 +21,8 @@ pub async fn inbox_holds_outbox(
     let origin = origin.client().await;
     let inbox = inbox_db.client().await;
     // A consumer may store a message before the poller's mark for it commits.
-    let pending = "SELECT count(*) FROM relay.outbox WHERE topic = $1 AND published_at IS NULL";
+    let pending =
+        "SELECT count(*) FROM relay.outbox WHERE topic = $1 AND published_at IS NULL AND parked_at IS NULL";
     crate::harness::eventually(
         std::time::Duration::from_secs(10),
         "every outbox row marked published",
