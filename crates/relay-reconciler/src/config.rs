@@ -58,6 +58,9 @@ pub struct Args {
     /// With --repair: really re-publish.
     #[arg(long, requires = "repair")]
     pub execute: bool,
+    /// `RECONCILE_*` variables that name no flag (typos); filled by [`Args::from_env`].
+    #[arg(skip)]
+    pub unknown_variables: Vec<String>,
 }
 
 /// One inbox to check.
@@ -179,6 +182,12 @@ impl Config {
             });
             SocketAddr::from(([0, 0, 0, 0], 9464))
         });
+        for variable in &args.unknown_variables {
+            problems.push(Problem {
+                variable: variable.clone(),
+                message: "is not a setting this service knows (a typo?)".into(),
+            });
+        }
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }

@@ -9,6 +9,7 @@
 
 mod compare;
 mod config;
+mod env_args;
 mod report;
 mod service;
 
@@ -18,6 +19,7 @@ use std::{
 };
 
 pub use config::{Args, Config, Format};
+pub use env_args::ENV_PREFIX;
 pub use report::Report;
 use report::{InboxReport, OutboxReport, ParkedRow, Stats};
 use tokio_postgres::Client;

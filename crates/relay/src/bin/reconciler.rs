@@ -1,9 +1,10 @@
 //! reconciler: compares every outbox with every inbox. See `relay_reconciler`.
-use clap::Parser;
+use relay_config::ProcessEnv;
 
 #[tokio::main]
 async fn main() {
-    let args = relay_reconciler::Args::parse();
+    let args =
+        relay_reconciler::Args::from_env(&ProcessEnv, std::env::args_os()).unwrap_or_else(|e| e.exit());
     let config = relay_reconciler::Config::from_args(args)
         .unwrap_or_else(|e| relay::exit_on_config_error("reconciler", e));
     relay::init_logging(relay_config::LogFormat::Text);
