@@ -6,6 +6,8 @@ mod verify;
 mod config;
 mod crashes;
 mod delivery;
+mod deploy;
+mod deploy_files;
 mod failover;
 mod health;
 mod ordering;
