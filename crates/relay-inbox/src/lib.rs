@@ -11,6 +11,7 @@
 
 mod config;
 mod records;
+mod redrive;
 mod store;
 
 use std::{collections::BTreeMap, time::Duration};
@@ -19,10 +20,11 @@ use backon::BackoffBuilder;
 pub use config::{names, ConsumerConfig};
 use rdkafka::{
     consumer::{CommitMode, Consumer, StreamConsumer},
-    message::OwnedMessage,
+    message::{Message, OwnedMessage},
     Offset, TopicPartitionList,
 };
-use records::Record;
+use records::{RawRecord, Record};
+pub use redrive::{redrive_dead_letters, RedriveReport, Selection};
 use store::Written;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +65,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         let records: Vec<(OwnedMessage, Record)> = batch
             .into_iter()
             .map(|m| {
-                let record = records::classify(&m, &config);
+                let record = records::classify(&RawRecord::from(&m), config.max_payload.for_topic(m.topic()));
                 (m, record)
             })
             .collect();
