@@ -80,9 +80,13 @@ pub(crate) async fn write_each(
     Ok(written)
 }
 
-/// The dead-letter reason for a row the database refused.
+/// The dead-letter reason for a row the database refused: the server's message and SQLSTATE.
+/// Its DETAIL is left out: it can quote the whole row, payload included.
 pub(crate) fn refused_reason(error: &tokio_postgres::Error) -> String {
-    format!("database refused the message: {error}")
+    match error.as_db_error() {
+        Some(db) => format!("database refused the message: {} (SQLSTATE {})", db.message(), db.code().code()),
+        None => format!("database refused the message: {error}"),
+    }
 }
 
 /// Inserts decoded messages; returns how many were new (the rest were already in the inbox).

@@ -162,6 +162,13 @@ async fn dead_letters_are_redriven_after_raising_the_limit_and_garbage_is_discar
     let (origin, inbox, topic) = (&relay.origin, &relay.inbox, relay.topic.clone());
     enqueue_many(origin, &topic, 10, 2, 5).await;
     let big = enqueue_one(origin, &topic, "key-0", &[0x77; 1000]).await;
+    // Dead-lettered first, so the dead letters' ids follow this order.
+    let client = inbox.client().await;
+    eventually(Duration::from_secs(60), "the oversized message dead-lettered", || {
+        let client = &client;
+        async move { (count(client, "SELECT count(*) FROM relay.dead_letter", &[]).await == 1).then_some(()) }
+    })
+    .await;
     produce_raw(&topic, b"k-garbage", b"\x00\x01 not an envelope").await;
     enqueue_many(origin, &topic, 10, 2, 5).await;
     relay.await_ledger(20).await;

@@ -180,8 +180,11 @@ async fn a_message_larger_than_the_producer_accepts_is_parked_and_every_other_ro
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_for_a_topic_that_does_not_exist_is_parked_and_every_other_row_arrives() {
-    // The poller publishes every topic of its outbox. The producer must not ask the broker to
-    // create topics (Tansu would), so the missing topic stays missing, as with auto-creation off.
+    // The poller publishes every topic of its outbox (OUTBOX_TOPICS empty). Tansu does not
+    // create topics on a producer's request, and the producer is told not to ask either, so the
+    // topic stays missing on Apache Kafka with auto.create.topics.enable too. librdkafka fails
+    // the record once the topic has stayed unknown for topic.metadata.propagation.max.ms
+    // (30 s by default; its batch waits that long, later batches wait for it): 2 s here.
     let poller = [
         ("OUTBOX_TOPICS", ""),
         ("KAFKA_PROPERTY_ALLOW_AUTO_CREATE_TOPICS", "false"),
