@@ -12,6 +12,7 @@
 mod config;
 mod records;
 mod retention;
+mod redrive;
 mod store;
 mod watch;
 
@@ -20,10 +21,11 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 pub use config::{names, ConsumerConfig};
 use rdkafka::{
     consumer::{CommitMode, Consumer, StreamConsumer},
-    message::OwnedMessage,
+    message::{Message, OwnedMessage},
     Offset, TopicPartitionList,
 };
-use records::Record;
+use records::{RawRecord, Record};
+pub use redrive::{redrive_dead_letters, RedriveReport, Selection};
 use relay_health::Health;
 use store::Written;
 use tokio_util::sync::CancellationToken;
@@ -92,7 +94,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         let records: Vec<(OwnedMessage, Record)> = batch
             .into_iter()
             .map(|m| {
-                let record = records::classify(&m, &config);
+                let record = records::classify(&RawRecord::from(&m), config.max_payload.for_topic(m.topic()));
                 (m, record)
             })
             .collect();

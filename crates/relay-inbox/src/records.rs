@@ -1,9 +1,32 @@
 //! Turns Kafka records into what the inbox stores: a message row, or a dead letter with a reason.
+//!
+//! [`classify`] works on a record's raw parts, so the consumer (records fresh from Kafka) and a
+//! re-drive (records kept raw in `relay.dead_letter`) apply exactly the same checks.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::{Message, OwnedMessage};
 
-use crate::ConsumerConfig;
+/// A Kafka record as it arrived: where it sits, its key and its value, undecoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawRecord<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+impl<'a> From<&'a OwnedMessage> for RawRecord<'a> {
+    fn from(message: &'a OwnedMessage) -> Self {
+        Self {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            value: message.payload(),
+        }
+    }
+}
 
 /// Where a record sits in Kafka; offsets are stored from these after the batch commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,36 +79,35 @@ impl Record {
 }
 
 impl DeadLetter {
-    /// The dead letter for a row the database refused, keeping the original bytes.
-    pub fn from_refused(message: &OwnedMessage, error: String) -> Self {
+    /// The dead letter for a record that cannot be stored, keeping the original bytes.
+    pub fn from_refused(raw: &RawRecord<'_>, error: String) -> Self {
         Self {
-            position: position_of(message),
-            raw_key: message.key().map(<[u8]>::to_vec),
-            raw_value: message.payload().map(<[u8]>::to_vec),
+            position: position_of(raw),
+            raw_key: raw.key.map(<[u8]>::to_vec),
+            raw_value: raw.value.map(<[u8]>::to_vec),
             error,
         }
     }
 }
 
-fn position_of(message: &OwnedMessage) -> Position {
-    Position { topic: message.topic().to_string(), partition: message.partition(), offset: message.offset() }
+fn position_of(raw: &RawRecord<'_>) -> Position {
+    Position { topic: raw.topic.to_string(), partition: raw.partition, offset: raw.offset }
 }
 
-/// Decodes and checks one record.
-pub(crate) fn classify(message: &OwnedMessage, config: &ConsumerConfig) -> Record {
-    let decoded = match relay_envelope::decode(message.payload()) {
+/// Decodes and checks one record; payloads over `limit` bytes (the topic's) are refused.
+pub(crate) fn classify(raw: &RawRecord<'_>, limit: usize) -> Record {
+    let decoded = match relay_envelope::decode(raw.value) {
         Ok(decoded) => decoded,
-        Err(e) => return Record::Dead(DeadLetter::from_refused(message, e.to_string())),
+        Err(e) => return Record::Dead(DeadLetter::from_refused(raw, e.to_string())),
     };
     let envelope = decoded.envelope;
-    let limit = config.max_payload.for_topic(message.topic());
     if envelope.payload.len() > limit {
         let error = format!("payload of {} bytes exceeds the limit of {limit} bytes", envelope.payload.len());
-        return Record::Dead(DeadLetter::from_refused(message, error));
+        return Record::Dead(DeadLetter::from_refused(raw, error));
     }
     let sequence = match i64::try_from(envelope.sequence) {
         Ok(sequence) => sequence,
-        Err(_) => return Record::Dead(DeadLetter::from_refused(message, "sequence out of range".into())),
+        Err(_) => return Record::Dead(DeadLetter::from_refused(raw, "sequence out of range".into())),
     };
     let micros = envelope.created_at_unix_micros;
     let created_at = if micros >= 0 {
@@ -99,7 +121,7 @@ pub(crate) fn classify(message: &OwnedMessage, config: &ConsumerConfig) -> Recor
         envelope.headers.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
     );
     Record::Store(Box::new(InboxRow {
-        position: position_of(message),
+        position: position_of(raw),
         message_id: decoded.message_id,
         source: envelope.source,
         topic: envelope.topic,
@@ -113,4 +135,66 @@ pub(crate) fn classify(message: &OwnedMessage, config: &ConsumerConfig) -> Recor
         sequence,
         created_at,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(payload: &[u8]) -> relay_envelope::Envelope {
+        relay_envelope::Envelope {
+            version: relay_envelope::ENVELOPE_VERSION,
+            message_id: "0b6f5c1e-8a0e-4c3e-9d37-5b0b0d3a1f10".into(),
+            source: "payments".into(),
+            topic: "payments.v1".into(),
+            key: "acct-1".into(),
+            payload: payload.to_vec(),
+            sequence: 7,
+            ..Default::default()
+        }
+    }
+
+    fn raw(value: &[u8]) -> RawRecord<'_> {
+        RawRecord { topic: "payments.v1", partition: 2, offset: 40, key: Some(b"acct-1"), value: Some(value) }
+    }
+
+    fn dead_reason(record: Record) -> String {
+        match record {
+            Record::Dead(dead) => dead.error,
+            Record::Store(row) => panic!("stored {}", row.message_id),
+        }
+    }
+
+    #[test]
+    fn stores_a_payload_at_the_limit_and_dead_letters_one_byte_over() {
+        let bytes = relay_envelope::encode(&envelope(&[7; 100]));
+        match classify(&raw(&bytes), 100) {
+            Record::Store(row) => {
+                assert_eq!(row.payload, vec![7; 100]);
+                assert_eq!(row.sequence, 7);
+                assert_eq!(row.position, Position { topic: "payments.v1".into(), partition: 2, offset: 40 });
+            }
+            Record::Dead(dead) => panic!("dead-lettered: {}", dead.error),
+        }
+        let reason = dead_reason(classify(&raw(&bytes), 99));
+        assert_eq!(reason, "payload of 100 bytes exceeds the limit of 99 bytes");
+    }
+
+    #[test]
+    fn dead_letters_garbage_and_future_versions_keeping_the_raw_bytes() {
+        let garbage = b"\xde\xad\xbe\xef";
+        match classify(&raw(garbage), 1000) {
+            Record::Dead(dead) => {
+                assert!(dead.error.contains("not a protobuf envelope"), "{}", dead.error);
+                assert_eq!(dead.raw_value.as_deref(), Some(&garbage[..]));
+                assert_eq!(dead.raw_key.as_deref(), Some(&b"acct-1"[..]));
+                assert_eq!(dead.position.offset, 40);
+            }
+            Record::Store(_) => panic!("garbage stored"),
+        }
+        let mut future = envelope(b"x");
+        future.version = 9;
+        let reason = dead_reason(classify(&raw(&relay_envelope::encode(&future)), 1000));
+        assert!(reason.contains("unsupported envelope version 9"), "{reason}");
+    }
 }

@@ -6,7 +6,7 @@
 use deadpool_postgres::Transaction;
 use rdkafka::message::OwnedMessage;
 
-use crate::records::{DeadLetter, InboxRow, Record};
+use crate::records::{DeadLetter, InboxRow, RawRecord, Record};
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub(crate) async fn write_each(
                     }
                     Err(e) if is_poison(&e) => {
                         savepoint.rollback().await?;
-                        DeadLetter::from_refused(message, format!("database refused the message: {e}"))
+                        DeadLetter::from_refused(&RawRecord::from(message), refused_reason(&e))
                     }
                     Err(e) => return Err(e),
                 }
@@ -80,7 +80,17 @@ pub(crate) async fn write_each(
     Ok(written)
 }
 
-async fn insert_rows(
+/// The dead-letter reason for a row the database refused: the server's message and SQLSTATE.
+/// Its DETAIL is left out: it can quote the whole row, payload included.
+pub(crate) fn refused_reason(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("database refused the message: {} (SQLSTATE {})", db.message(), db.code().code()),
+        None => format!("database refused the message: {error}"),
+    }
+}
+
+/// Inserts decoded messages; returns how many were new (the rest were already in the inbox).
+pub(crate) async fn insert_rows(
     tx: &Transaction<'_>,
     inbox: &str,
     rows: &[&InboxRow],

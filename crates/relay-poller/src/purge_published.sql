@@ -11,9 +11,10 @@
 WITH head AS (
     SELECT id,
            -- RETENTION PREDICATE: the one place that says which row may go. Published long
-           -- enough ago, and not parked (a parked row has no published_at and is kept until an
-           -- operator decides; when a discarded state exists, discarded rows go here too).
-           coalesce(published_at < now() - make_interval(hours => $1) AND parked_at IS NULL, false) AS expired
+           -- enough ago, or discarded by an operator long enough ago. A parked row nobody has
+           -- decided on yet has neither, and is kept.
+           coalesce(published_at < now() - make_interval(hours => $1) AND parked_at IS NULL, false)
+           OR coalesce(discarded_at < now() - make_interval(hours => $1), false) AS expired
     FROM relay.outbox
     ORDER BY id
     LIMIT $2

@@ -210,6 +210,16 @@ pub async fn enqueue_many(db: &TestDb, topic: &str, n: usize, keys: usize, per_t
     ids
 }
 
+/// Enqueues one message in its own transaction; returns its id.
+pub async fn enqueue_one(db: &TestDb, topic: &str, key: &str, payload: &[u8]) -> uuid::Uuid {
+    let client = db.client().await;
+    let row = client
+        .query_one("SELECT relay.enqueue($1, $2, $3)", &[&topic, &key, &payload])
+        .await
+        .expect("enqueue one");
+    row.get(0)
+}
+
 /// A deterministic payload of 1..=300 bytes that includes NUL and high bytes.
 pub fn payload_for(i: usize) -> Vec<u8> {
     let len = 1 + (i * 7919) % 300;
@@ -241,10 +251,24 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start(test: &str, partitions: i32) -> Self {
+        Self::start_with(test, partitions, &[], &[]).await
+    }
+
+    /// As [`Pipeline::start`], with extra (or replaced) variables for the poller and the consumer.
+    pub async fn start_with(
+        test: &str,
+        partitions: i32,
+        poller_extra: &[(&str, &str)],
+        consumer_extra: &[(&str, &str)],
+    ) -> Self {
         let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
         let topic = topic(partitions).await;
-        let poller = spawn(test, "poller", POLLER, &poller_env(&origin, &topic));
-        let consumer = spawn(test, "consumer", CONSUMER, &consumer_env(&inbox, "ledger", &topic));
+        let mut poller_vars = poller_env(&origin, &topic);
+        poller_vars.extend(poller_extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut consumer_vars = consumer_env(&inbox, "ledger", &topic);
+        consumer_vars.extend(consumer_extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let poller = spawn(test, "poller", POLLER, &poller_vars);
+        let consumer = spawn(test, "consumer", CONSUMER, &consumer_vars);
         await_table(&origin, "relay.outbox").await;
         await_table(&inbox, "relay.inbox").await;
         Self { origin, inbox, topic, poller, consumer }

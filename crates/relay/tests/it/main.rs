@@ -3,6 +3,7 @@
 mod harness;
 mod verify;
 
+mod admin;
 mod config;
 mod crashes;
 mod delivery;

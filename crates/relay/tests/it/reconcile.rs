@@ -11,7 +11,7 @@ use crate::{
 const RECONCILER: &str = env!("CARGO_BIN_EXE_reconciler");
 
 /// Runs the reconciler once with JSON output; returns the exit code, the report and stdout.
-async fn reconcile(relay: &Pipeline, extra_args: &[&str]) -> (i32, Value, String) {
+pub(crate) async fn reconcile(relay: &Pipeline, extra_args: &[&str]) -> (i32, Value, String) {
     // Outboxes and subscriptions through the environment, inboxes as flags: both paths in use.
     let output = tokio::process::Command::new(RECONCILER)
         .env_clear()
@@ -31,7 +31,7 @@ async fn reconcile(relay: &Pipeline, extra_args: &[&str]) -> (i32, Value, String
     (code, report, stdout)
 }
 
-fn ids(value: &Value) -> BTreeSet<String> {
+pub(crate) fn ids(value: &Value) -> BTreeSet<String> {
     value["ids"].as_array().expect("ids").iter().map(|v| v.as_str().expect("id").to_string()).collect()
 }
 

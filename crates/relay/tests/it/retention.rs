@@ -170,6 +170,19 @@ async fn outbox_retention_deletes_only_the_old_published_prefix_in_batches_with_
     assert_eq!(report["outboxes"][0]["stuck"]["count"], 0);
     assert_eq!(report["pairs"][0]["purged_at_origin"]["below"], 61);
     no_pair_findings(&report);
+
+    // An operator discards the parked row; once the discard is old, it goes with the rest.
+    origin
+        .execute(
+            "UPDATE relay.outbox SET discarded_at = now() - interval '2 hours', discard_reason = 'test'
+             WHERE id = 61",
+            &[],
+        )
+        .await
+        .unwrap();
+    await_summary(&setup.poller, "outbox retention pass", &["deleted=6", "batches=1", "below_id=67"]).await;
+    assert_eq!(count(&origin, "SELECT count(*) FROM relay.outbox", &[]).await, 0);
+    assert_eq!(outbox_marker(&origin).await, 67);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,188 @@
+//! The `relay-admin` command line (clap derive). The database URL is taken as a secret and only
+//! parsed afterwards, so no error message can quote it.
+use std::fmt;
+
+use secrecy::SecretString;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// A command-line value that is never printed (`--database-url`).
+#[derive(Clone)]
+pub struct Secret(pub(crate) SecretString);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+fn secret(raw: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret(SecretString::from(raw)))
+}
+
+fn reason(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        Err("a reason is required: say why, for the audit trail".into())
+    } else {
+        Ok(trimmed.to_string())
+    }
+}
+
+/// `relay-admin` command line.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "relay-admin",
+    about = "Operator commands for parked outbox rows and dead letters",
+    after_help = "Exit codes: 0 done; 1 a named id did not match or a re-drive still fails; 2 could not run."
+)]
+pub struct Args {
+    /// PostgreSQL URL of the origin database (parked) or the receiving one (dead-letters);
+    /// secret. Without it, DATABASE_URL or the file named by DATABASE_URL_FILE.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret, global = true)]
+    pub database_url: Option<Secret>,
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Outbox rows the broker refused for good (relay.outbox.parked_at).
+    #[command(subcommand)]
+    Parked(Parked),
+    /// Records an inbox-consumer could not store (relay.dead_letter).
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+/// Which rows a command acts on: the listed ids, or every one that qualifies.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Selection {
+    /// Row ids (repeat the flag or list several after it).
+    #[arg(long = "id", value_name = "ID", num_args = 1..)]
+    pub ids: Vec<i64>,
+    /// Every row that qualifies.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Parked {
+    /// Lists parked rows, oldest first; discarded ones only with --include-discarded.
+    List {
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+        limit: i64,
+        #[arg(long)]
+        include_discarded: bool,
+    },
+    /// Un-parks rows so the outbox-poller sends them again (after rows already sent of their key).
+    Retry {
+        #[command(flatten)]
+        selection: Selection,
+        /// Only rows of this topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Gives up on rows for good; they stay in the outbox, parked, with the reason.
+    Discard {
+        #[command(flatten)]
+        selection: Selection,
+        /// Only rows of this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Why, for the audit trail.
+        #[arg(long, value_parser = reason)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DeadLetters {
+    /// Lists unresolved dead letters of an inbox, oldest first (all with --include-resolved).
+    List {
+        /// The inbox (its INBOX_NAME).
+        #[arg(long)]
+        inbox: String,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+        limit: i64,
+        #[arg(long)]
+        include_resolved: bool,
+    },
+    /// Runs dead letters through the consumer's checks again and stores those that pass.
+    Redrive {
+        /// The inbox (its INBOX_NAME).
+        #[arg(long)]
+        inbox: String,
+        #[command(flatten)]
+        selection: Selection,
+        /// The payload limit to check against (one for every topic).
+        #[arg(
+            long,
+            env = "INBOX_MAX_PAYLOAD_BYTES",
+            default_value_t = 1 << 20,
+            value_parser = clap::value_parser!(u64).range(1..=100 << 20)
+        )]
+        max_payload_bytes: u64,
+    },
+    /// Resolves dead letters as discarded; they stay in the table with the reason.
+    Discard {
+        /// The inbox (its INBOX_NAME).
+        #[arg(long)]
+        inbox: String,
+        #[command(flatten)]
+        selection: Selection,
+        /// Why, for the audit trail.
+        #[arg(long, value_parser = reason)]
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("relay-admin").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn takes_ids_repeated_or_listed_and_requires_exactly_one_selection() {
+        let args = parse(&["parked", "retry", "--id", "3", "4", "--id", "9"]).expect("valid");
+        let Command::Parked(Parked::Retry { selection, .. }) = args.command else { panic!("retry") };
+        assert_eq!(selection.ids, vec![3, 4, 9]);
+        assert!(!selection.all);
+        assert!(parse(&["parked", "retry"]).is_err(), "no selection");
+        assert!(parse(&["parked", "retry", "--id", "1", "--all"]).is_err(), "both selections");
+    }
+
+    #[test]
+    fn discarding_needs_a_reason_that_is_not_blank() {
+        assert!(parse(&["parked", "discard", "--all"]).is_err());
+        assert!(parse(&["dead-letters", "discard", "--inbox", "l", "--all", "--reason", "  "]).is_err());
+        let args = parse(&["dead-letters", "discard", "--inbox", "l", "--id", "2", "--reason", " test "])
+            .expect("valid");
+        let Command::DeadLetters(DeadLetters::Discard { reason, .. }) = args.command else { panic!() };
+        assert_eq!(reason, "test");
+    }
+
+    #[test]
+    fn never_shows_the_database_url() {
+        let url = "postgres://app:s3cr3t@db/ledger";
+        let args = parse(&["--database-url", url, "--format", "json", "parked", "list"]).expect("valid");
+        assert!(!format!("{args:?}").contains("s3cr3t"));
+        let err = parse(&["--database-url", url, "parked", "list", "--limit", "0"]).expect_err("limit");
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+}

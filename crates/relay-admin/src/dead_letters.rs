@@ -1,0 +1,199 @@
+//! `relay-admin dead-letters`: records an inbox-consumer could not store, and their resolution.
+//!
+//! A re-drive runs each raw record through the consumer's own checks and insert
+//! (`relay_inbox::redrive_dead_letters`), useful once a payload limit was raised or a database
+//! constraint fixed. Discarding resolves a dead letter without storing it. Nothing is deleted.
+use relay_config::DatabaseUrl;
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::{
+    cli::{DeadLetters, Format, Selection},
+    db,
+    output::{bytes_text, count_line, id_list, Shown, Table},
+    unmatched, AdminError, Changed, EXIT_INCOMPLETE, EXIT_OK,
+};
+
+#[derive(Debug, Serialize)]
+struct DeadLetterRow {
+    id: i64,
+    kafka_topic: String,
+    kafka_partition: i32,
+    kafka_offset: i64,
+    /// The record key as text, or `0x…` hex when it is not printable.
+    key: Option<String>,
+    value_bytes: Option<i32>,
+    created_at: String,
+    error: String,
+    resolved_at: Option<String>,
+    resolution: Option<String>,
+    resolution_note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Listing {
+    total: i64,
+    rows: Vec<DeadLetterRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct StillFailing {
+    id: i64,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Redriven {
+    redriven: Vec<i64>,
+    already_present: Vec<i64>,
+    still_failing: Vec<StillFailing>,
+    unmatched: Vec<i64>,
+}
+
+/// Runs one `dead-letters` command; returns the exit code.
+pub(crate) async fn run(
+    client: &Client,
+    url: &DatabaseUrl,
+    command: DeadLetters,
+    format: Format,
+) -> Result<i32, AdminError> {
+    match command {
+        DeadLetters::List { inbox, limit, include_resolved } => {
+            list(client, &inbox, limit, include_resolved, format).await
+        }
+        DeadLetters::Redrive { inbox, selection, max_payload_bytes } => {
+            redrive(url, &inbox, &selection, max_payload_bytes, format).await
+        }
+        DeadLetters::Discard { inbox, selection, reason } => {
+            let rows = client
+                .query(
+                    include_str!("sql/dead_letters_discard.sql"),
+                    &[&inbox, &selection.all, &selection.ids, &reason],
+                )
+                .await
+                .map_err(db)?;
+            let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            ids.sort_unstable();
+            let missed = unmatched(&selection, &ids);
+            let mut lines = vec![format!("discarded {} dead letter(s): {}", ids.len(), id_list(&ids))];
+            if !missed.is_empty() {
+                lines.push(format!(
+                    "not discarded (no unresolved dead letter of inbox {inbox}): {}",
+                    id_list(&missed)
+                ));
+            }
+            let code = Changed::exit_code(&missed);
+            let json = Changed { verb: "discarded", count: ids.len(), ids, unmatched: missed };
+            Shown { table: None, lines, json }.print(format);
+            Ok(code)
+        }
+    }
+}
+
+async fn list(
+    client: &Client,
+    inbox: &str,
+    limit: i64,
+    include_resolved: bool,
+    format: Format,
+) -> Result<i32, AdminError> {
+    let rows = client
+        .query(include_str!("sql/dead_letters_list.sql"), &[&inbox, &include_resolved, &limit])
+        .await
+        .map_err(db)?;
+    let total = rows.first().map_or(0, |r| r.get::<_, i64>("total"));
+    let rows: Vec<DeadLetterRow> = rows
+        .iter()
+        .map(|r| DeadLetterRow {
+            id: r.get("id"),
+            kafka_topic: r.get("kafka_topic"),
+            kafka_partition: r.get("kafka_partition"),
+            kafka_offset: r.get("kafka_offset"),
+            key: bytes_text(r.get::<_, Option<&[u8]>>("raw_key")),
+            value_bytes: r.get("value_bytes"),
+            created_at: r.get("created_at"),
+            error: r.get("error"),
+            resolved_at: r.get("resolved_at"),
+            resolution: r.get("resolution"),
+            resolution_note: r.get("resolution_note"),
+        })
+        .collect();
+    let mut headers = vec!["ID", "TOPIC", "PARTITION", "OFFSET", "KEY", "BYTES", "CREATED_AT", "ERROR"];
+    if include_resolved {
+        headers.extend(["RESOLVED_AT", "RESOLUTION", "NOTE"]);
+    }
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let table_rows = rows
+        .iter()
+        .map(|r| {
+            let mut cells = vec![
+                r.id.to_string(),
+                r.kafka_topic.clone(),
+                r.kafka_partition.to_string(),
+                r.kafka_offset.to_string(),
+                dash(&r.key),
+                r.value_bytes.map_or_else(|| "-".into(), |n| n.to_string()),
+                r.created_at.clone(),
+                r.error.clone(),
+            ];
+            if include_resolved {
+                cells.extend([dash(&r.resolved_at), dash(&r.resolution), dash(&r.resolution_note)]);
+            }
+            cells
+        })
+        .collect();
+    let what = if include_resolved { "dead letters (resolved included)" } else { "unresolved dead letters" };
+    let lines = vec![format!("{} in inbox {inbox}", count_line(what, rows.len(), total))];
+    Shown { table: Some(Table { headers, rows: table_rows }), lines, json: Listing { total, rows } }
+        .print(format);
+    Ok(EXIT_OK)
+}
+
+async fn redrive(
+    url: &DatabaseUrl,
+    inbox: &str,
+    selection: &Selection,
+    max_payload_bytes: u64,
+    format: Format,
+) -> Result<i32, AdminError> {
+    let chosen = if selection.all {
+        relay_inbox::Selection::All
+    } else {
+        relay_inbox::Selection::Ids(selection.ids.clone())
+    };
+    let limit = usize::try_from(max_payload_bytes).unwrap_or(usize::MAX);
+    let report = relay_inbox::redrive_dead_letters(url, inbox, &chosen, limit).await?;
+    let mut acted: Vec<i64> = report
+        .redriven
+        .iter()
+        .chain(&report.already_present)
+        .copied()
+        .chain(report.still_failing.iter().map(|(id, _)| *id))
+        .collect();
+    acted.sort_unstable();
+    let missed = unmatched(selection, &acted);
+    let mut lines = vec![
+        format!("redriven: {} ({})", report.redriven.len(), id_list(&report.redriven)),
+        format!("already present: {} ({})", report.already_present.len(), id_list(&report.already_present)),
+        format!("still failing: {}", report.still_failing.len()),
+    ];
+    for (id, reason) in &report.still_failing {
+        lines.push(format!("  {id}: {reason}"));
+    }
+    if !missed.is_empty() {
+        lines.push(format!("not found (no unresolved dead letter of inbox {inbox}): {}", id_list(&missed)));
+    }
+    let code = if report.still_failing.is_empty() && missed.is_empty() { EXIT_OK } else { EXIT_INCOMPLETE };
+    let json = Redriven {
+        redriven: report.redriven,
+        already_present: report.already_present,
+        still_failing: report
+            .still_failing
+            .into_iter()
+            .map(|(id, reason)| StillFailing { id, reason })
+            .collect(),
+        unmatched: missed,
+    };
+    Shown { table: None, lines, json }.print(format);
+    Ok(code)
+}

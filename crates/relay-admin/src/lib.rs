@@ -1,0 +1,139 @@
+//! relay-admin: what an operator does about messages Relay could not deliver by itself.
+//!
+//! - `parked`: outbox rows the broker refused for good (too large, unknown topic, not
+//!   authorised). List them, retry them once the cause is fixed, or discard them with a reason.
+//! - `dead-letters`: records an inbox-consumer could not store (undecodable, unknown envelope
+//!   version, oversized, refused by the database). List them, re-drive them through the
+//!   consumer's own checks, or discard them with a reason.
+//!
+//! Nothing is deleted: discarded rows and resolved dead letters stay, with when and why.
+//! Exit codes: [`EXIT_OK`], [`EXIT_INCOMPLETE`] (a named id was not acted on, or a re-drive still
+//! fails), [`EXIT_COULD_NOT_RUN`] (bad arguments or configuration, database unreachable).
+#![forbid(unsafe_code)]
+
+mod cli;
+mod dead_letters;
+mod output;
+mod parked;
+
+pub use cli::{Args, Command, DeadLetters, Format, Parked, Secret, Selection};
+use relay_config::{ConfigError, DatabaseUrl, Problem, ProcessEnv, Reader};
+use serde::Serialize;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_INCOMPLETE: i32 = 1;
+pub const EXIT_COULD_NOT_RUN: i32 = 2;
+
+/// Why a command could not run. Nothing was changed when one of these is returned, except by
+/// dead letters already re-driven (each in its own transaction) before a database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Db(#[from] relay_db::DbError),
+    #[error("re-drive failed: {0}")]
+    Redrive(#[from] relay_inbox::InboxError),
+    #[error(
+        "relay.{table} has no column {column}: run this version's {service} once (it upgrades the \
+         schema) or apply crates/relay-db/migrations/{schema}/V3__operator.sql"
+    )]
+    SchemaOutdated { table: &'static str, column: &'static str, service: &'static str, schema: &'static str },
+}
+
+pub(crate) fn db(error: tokio_postgres::Error) -> AdminError {
+    AdminError::Db(error.into())
+}
+
+/// What a retry or discard changed, for JSON output.
+#[derive(Debug, Serialize)]
+pub(crate) struct Changed {
+    #[serde(rename = "action")]
+    pub verb: &'static str,
+    pub count: usize,
+    pub ids: Vec<i64>,
+    /// Ids named with --id that were not acted on.
+    pub unmatched: Vec<i64>,
+}
+
+impl Changed {
+    pub fn exit_code(unmatched: &[i64]) -> i32 {
+        if unmatched.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_INCOMPLETE
+        }
+    }
+}
+
+/// The ids named with `--id` that are not in `acted` (sorted); none for `--all`.
+pub(crate) fn unmatched(selection: &Selection, acted: &[i64]) -> Vec<i64> {
+    if selection.all {
+        return Vec::new();
+    }
+    let mut missed: Vec<i64> =
+        selection.ids.iter().copied().filter(|id| acted.binary_search(id).is_err()).collect();
+    missed.sort_unstable();
+    missed.dedup();
+    missed
+}
+
+/// The database from `--database-url` / `DATABASE_URL`, else from `DATABASE_URL_FILE`.
+fn database_url(arg: Option<Secret>) -> Result<DatabaseUrl, ConfigError> {
+    const VARIABLE: &str = "--database-url / DATABASE_URL";
+    let secret = match arg {
+        Some(Secret(secret)) => secret,
+        None => {
+            let mut reader = Reader::new(&ProcessEnv);
+            let secret = reader.secret(relay_config::names::DATABASE_URL);
+            reader.finish()?;
+            secret.ok_or_else(|| {
+                ConfigError(vec![Problem {
+                    variable: VARIABLE.into(),
+                    message: "is required (or DATABASE_URL_FILE)".into(),
+                }])
+            })?
+        }
+    };
+    DatabaseUrl::parse(secret)
+        .map_err(|message| ConfigError(vec![Problem { variable: VARIABLE.into(), message }]))
+}
+
+/// Fails with a clear message when the schema predates the operator columns.
+async fn check_schema(
+    client: &tokio_postgres::Client,
+    table: &'static str,
+    column: &'static str,
+) -> Result<(), AdminError> {
+    let row =
+        client.query_one(include_str!("sql/column_exists.sql"), &[&table, &column]).await.map_err(db)?;
+    if row.get::<_, bool>(0) {
+        return Ok(());
+    }
+    let (service, schema) =
+        if table == "outbox" { ("outbox-poller", "outbox") } else { ("inbox-consumer", "inbox") };
+    Err(AdminError::SchemaOutdated { table, column, service, schema })
+}
+
+/// Runs one command, printing its result to stdout; returns the exit code.
+pub async fn run(args: Args) -> Result<i32, AdminError> {
+    let url = database_url(args.database_url)?;
+    let mut client = relay_db::connect(&url).await?;
+    match args.command {
+        Command::Parked(command) => {
+            check_schema(&client, "outbox", "discarded_at").await?;
+            parked::run(&mut client, command, args.format).await
+        }
+        Command::DeadLetters(command) => {
+            check_schema(&client, "dead_letter", "resolved_at").await?;
+            dead_letters::run(&client, &url, command, args.format).await
+        }
+    }
+}
+
+impl AdminError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        EXIT_COULD_NOT_RUN
+    }
+}

@@ -1,0 +1,135 @@
+//! Re-drives dead letters: each one's raw record goes through the consumer's own checks again.
+//!
+//! A dead letter keeps the record's raw key and value. After an operator raised a payload limit
+//! or fixed what made the database refuse a row, [`redrive_dead_letters`] classifies the record
+//! with the same code the consumer runs ([`crate::records::classify`]) and stores it with the
+//! same insert (`ON CONFLICT (inbox, message_id) DO NOTHING`). Each dead letter is handled in a
+//! transaction of its own, under a row lock: the message goes in and the dead letter is resolved
+//! together, or neither happens. A record that still fails stays unresolved with the new reason.
+use relay_config::DatabaseUrl;
+
+use crate::{
+    records::{self, RawRecord, Record},
+    store, InboxError,
+};
+
+/// Which unresolved dead letters of an inbox to re-drive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    All,
+    Ids(Vec<i64>),
+}
+
+/// What a re-drive did, by dead-letter id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RedriveReport {
+    /// Stored in the inbox now; resolved as `redriven`.
+    pub redriven: Vec<i64>,
+    /// The message was already in the inbox (it arrived again another way); resolved as `redriven`.
+    pub already_present: Vec<i64>,
+    /// Still refused, with the reason; left unresolved.
+    pub still_failing: Vec<(i64, String)>,
+}
+
+enum Outcome {
+    Stored,
+    AlreadyPresent,
+    StillFailing(String),
+}
+
+fn db(error: tokio_postgres::Error) -> InboxError {
+    InboxError::Db(error.into())
+}
+
+/// Re-drives the selected unresolved dead letters of `inbox`, oldest first, each against a
+/// payload limit of `max_payload_bytes`. Dead letters resolved meanwhile are skipped.
+pub async fn redrive_dead_letters(
+    url: &DatabaseUrl,
+    inbox: &str,
+    selection: &Selection,
+    max_payload_bytes: usize,
+) -> Result<RedriveReport, InboxError> {
+    let pool = relay_db::pool(url, 1)?;
+    let mut client = pool.get().await.map_err(relay_db::DbError::from)?;
+    let (all, ids) = match selection {
+        Selection::All => (true, Vec::new()),
+        Selection::Ids(ids) => (false, ids.clone()),
+    };
+    let candidates: Vec<i64> = client
+        .query(include_str!("redrive_candidates.sql"), &[&inbox, &all, &ids])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut report = RedriveReport::default();
+    for id in candidates {
+        match redrive_one(&mut client, inbox, id, max_payload_bytes).await.map_err(db)? {
+            None => tracing::info!(dead_letter = id, "resolved meanwhile; skipped"),
+            Some(Outcome::Stored) => report.redriven.push(id),
+            Some(Outcome::AlreadyPresent) => report.already_present.push(id),
+            Some(Outcome::StillFailing(reason)) => report.still_failing.push((id, reason)),
+        }
+    }
+    Ok(report)
+}
+
+/// One dead letter in one transaction: `None` when it is no longer unresolved.
+async fn redrive_one(
+    client: &mut deadpool_postgres::Object,
+    inbox: &str,
+    id: i64,
+    limit: usize,
+) -> Result<Option<Outcome>, tokio_postgres::Error> {
+    let mut tx = client.transaction().await?;
+    let Some(row) = tx.query_opt(include_str!("redrive_lock.sql"), &[&id, &inbox]).await? else {
+        return Ok(None);
+    };
+    let (topic, key, value, previous): (String, Option<Vec<u8>>, Option<Vec<u8>>, String) =
+        (row.get(0), row.get(3), row.get(4), row.get(5));
+    let raw = RawRecord {
+        topic: &topic,
+        partition: row.get(1),
+        offset: row.get(2),
+        key: key.as_deref(),
+        value: value.as_deref(),
+    };
+    let outcome = match records::classify(&raw, limit) {
+        Record::Dead(dead) => Outcome::StillFailing(dead.error),
+        Record::Store(message) => {
+            // Under a savepoint, so a refusal leaves the transaction usable to record the reason.
+            let savepoint = tx.savepoint("relay_redrive").await?;
+            match store::insert_rows(&savepoint, inbox, &[message.as_ref()]).await {
+                Ok(inserted) => {
+                    savepoint.commit().await?;
+                    if inserted == 1 {
+                        Outcome::Stored
+                    } else {
+                        Outcome::AlreadyPresent
+                    }
+                }
+                Err(e) if store::is_poison(&e) => {
+                    savepoint.rollback().await?;
+                    Outcome::StillFailing(store::refused_reason(&e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    match &outcome {
+        Outcome::Stored | Outcome::AlreadyPresent => {
+            let note = match outcome {
+                Outcome::Stored => format!("stored in the inbox; was: {previous}"),
+                _ => format!("already in the inbox; was: {previous}"),
+            };
+            tx.execute(include_str!("redrive_resolve.sql"), &[&id, &note]).await?;
+            tracing::info!(dead_letter = id, note = %note, "dead letter re-driven");
+        }
+        Outcome::StillFailing(reason) => {
+            tx.execute(include_str!("redrive_still_failing.sql"), &[&id, reason]).await?;
+            tracing::warn!(dead_letter = id, reason = %reason, "dead letter still cannot be stored");
+        }
+    }
+    tx.commit().await?;
+    Ok(Some(outcome))
+}

@@ -1,0 +1,16 @@
+//! relay-admin: operator commands for parked outbox rows and dead letters. See `relay_admin`.
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let args = relay_admin::Args::parse();
+    relay::init_logging(relay_config::LogFormat::Text);
+    let code = match relay_admin::run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("relay-admin: {e}");
+            e.exit_code()
+        }
+    };
+    std::process::exit(code)
+}
