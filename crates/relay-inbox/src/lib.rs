@@ -11,8 +11,8 @@
 
 mod config;
 mod records;
-mod retention;
 mod redrive;
+mod retention;
 mod store;
 mod watch;
 
@@ -29,6 +29,7 @@ pub use redrive::{redrive_dead_letters, RedriveReport, Selection};
 use relay_health::Health;
 use store::Written;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Errors that stop the consumer. Transient trouble is retried inside [`run`] instead.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,13 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
                 (m, record)
             })
             .collect();
-        let Some(written) = write_with_retry(&pool, &config.inbox, &records, &health, &shutdown).await else {
+        let consume = tracing::info_span!("inbox.consume", inbox = %config.inbox, records = records.len());
+        let delivered: Vec<tracing::Span> =
+            records.iter().filter_map(|(_, record)| delivery_span(&config.inbox, record)).collect();
+        let insert = tracing::info_span!(parent: &consume, "inbox.insert", inbox = %config.inbox);
+        let written =
+            write_with_retry(&pool, &config.inbox, &records, &health, &shutdown).instrument(insert).await;
+        let Some(written) = written else {
             // Shut down before the batch was durable: its offsets stay unstored, so it is redelivered.
             break;
         };
@@ -111,6 +118,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         metrics::counter!("relay_inbox_dead_letters_total", &labels).increment(written.dead_lettered);
         tracing::debug!(?written, "batch stored");
         store_offsets(&consumer, &records);
+        drop((delivered, consume));
     }
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => {}
@@ -125,6 +133,23 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         "inbox consumer stopped"
     );
     Ok(())
+}
+
+/// `relay.consume` for a message that carries a trace context: a child of the span its
+/// application enqueued it in, open until the message is stored.
+fn delivery_span(inbox: &str, record: &Record) -> Option<tracing::Span> {
+    let Record::Store(row) = record else { return None };
+    let traceparent = row.traceparent.as_deref()?;
+    let span = tracing::info_span!(
+        "relay.consume",
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = %row.position.topic,
+        messaging.message.id = %row.message_id,
+        inbox,
+    );
+    relay_telemetry::follow_remote_parent(&span, traceparent, row.tracestate.as_deref().unwrap_or(""));
+    Some(span)
 }
 
 /// Waits for a first record, then gathers more until the batch is full or `batch_wait` passed.

@@ -10,6 +10,7 @@ use rdkafka::{
 use relay_kafka::ErrorClass;
 use tokio_postgres::{Client, Row};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     envelope::{envelope_of, headers_of},
@@ -41,7 +42,13 @@ pub(crate) async fn publish_until_shutdown(
     let mut in_flight: Option<Dispatched> = None;
     while !shutdown.is_cancelled() {
         let (highest, ids) = in_flight.as_ref().map_or((0, Vec::new()), Dispatched::ids);
-        let rows = client.query(&fetch, &[&config.topics, &config.batch_size, &highest, &ids]).await?;
+        let scan = tracing::info_span!("outbox.scan", in_flight = ids.len(), rows = tracing::field::Empty);
+        let rows = client
+            .query(&fetch, &[&config.topics, &config.batch_size, &highest, &ids])
+            .instrument(scan.clone())
+            .await?;
+        scan.record("rows", rows.len());
+        drop(scan);
         let previous = match in_flight.take() {
             Some(batch) => Some(leader.settle(batch).await?),
             None => None,
@@ -211,6 +218,8 @@ impl Outcome {
 
 /// One row ready to send.
 struct Prepared {
+    /// `relay.publish`, open from encoding until the acknowledgement, for traced messages only.
+    _span: Option<tracing::Span>,
     id: i64,
     topic: String,
     key: String,
@@ -283,7 +292,26 @@ fn prepare(config: &PollerConfig, rows: &[Row]) -> (Vec<Prepared>, Outcome) {
         }
         let headers = headers_of(&envelope);
         let value = relay_envelope::encode(&envelope);
-        prepared.push(Prepared { id, topic: topic.to_string(), key: key.to_string(), value, headers });
+        let span = envelope.trace.as_ref().filter(|t| !t.traceparent.is_empty()).map(|trace| {
+            let span = tracing::info_span!(
+                "relay.publish",
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.destination.name = %topic,
+                messaging.message.id = %envelope.message_id,
+                outbox.id = id,
+            );
+            relay_telemetry::follow_remote_parent(&span, &trace.traceparent, &trace.tracestate);
+            span
+        });
+        prepared.push(Prepared {
+            _span: span,
+            id,
+            topic: topic.to_string(),
+            key: key.to_string(),
+            value,
+            headers,
+        });
     }
     (prepared, parked)
 }

@@ -7,7 +7,6 @@
 
 use relay_config::{ConfigError, LogFormat};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Exit code for configuration errors.
 pub const EXIT_CONFIG: i32 = 2;
@@ -18,16 +17,10 @@ pub fn exit_on_config_error(service: &str, error: ConfigError) -> ! {
     std::process::exit(EXIT_CONFIG)
 }
 
-/// Logs to stderr as text or JSON; `RUST_LOG` filters (default `info`).
-pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+/// Logs to stderr as text or JSON (`RUST_LOG` filters, default `info`), and exports spans over
+/// OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Keep the guard until the service returned.
+pub fn init_logging(format: LogFormat, service: &'static str) -> relay_telemetry::Telemetry {
+    relay_telemetry::init(format, service)
 }
 
 /// A token cancelled by the first SIGTERM or SIGINT.

@@ -5,7 +5,7 @@ use relay_config::ProcessEnv;
 async fn main() -> anyhow::Result<()> {
     let config = relay_inbox::ConsumerConfig::from_env(&ProcessEnv)
         .unwrap_or_else(|e| relay::exit_on_config_error("inbox-consumer", e));
-    relay::init_logging(config.common.log_format);
+    let _telemetry = relay::init_logging(config.common.log_format, "inbox-consumer");
     relay_inbox::run(config, relay::shutdown_on_signal()).await?;
     Ok(())
 }

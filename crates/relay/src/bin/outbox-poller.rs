@@ -5,7 +5,7 @@ use relay_config::ProcessEnv;
 async fn main() -> anyhow::Result<()> {
     let config = relay_poller::PollerConfig::from_env(&ProcessEnv)
         .unwrap_or_else(|e| relay::exit_on_config_error("outbox-poller", e));
-    relay::init_logging(config.common.log_format);
+    let _telemetry = relay::init_logging(config.common.log_format, "outbox-poller");
     relay_poller::run(config, relay::shutdown_on_signal()).await?;
     Ok(())
 }

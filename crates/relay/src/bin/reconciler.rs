@@ -7,7 +7,7 @@ async fn main() {
         relay_reconciler::Args::from_env(&ProcessEnv, std::env::args_os()).unwrap_or_else(|e| e.exit());
     let config = relay_reconciler::Config::from_args(args)
         .unwrap_or_else(|e| relay::exit_on_config_error("reconciler", e));
-    relay::init_logging(relay_config::LogFormat::Text);
+    let _telemetry = relay::init_logging(relay_config::LogFormat::Text, "reconciler");
     let code = match relay_reconciler::run(config, relay::shutdown_on_signal()).await {
         Ok(code) => code,
         Err(e) => {

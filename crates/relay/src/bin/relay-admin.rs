@@ -4,7 +4,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let args = relay_admin::Args::parse();
-    relay::init_logging(relay_config::LogFormat::Text);
+    let _telemetry = relay::init_logging(relay_config::LogFormat::Text, "relay-admin");
     let code = match relay_admin::run(args).await {
         Ok(code) => code,
         Err(e) => {

@@ -248,6 +248,8 @@ async fn a_broker_outage_makes_services_not_ready_and_they_recover_by_themselves
         await_degraded(addr, "kafka", &format!("{what} without a broker")).await;
         assert_eq!(http_get(addr, "/healthz").await, Some((200, "ok\n".into())), "{what} is alive");
     }
+    let log = poller.log_text();
+    assert!(log.contains("librdkafka"), "librdkafka's own log lines reach the service log:\n{log}");
     broker.resume().await;
     await_readiness(&poller_addr, 200, "poller after the outage").await;
     await_readiness(&consumer_addr, 200, "consumer after the outage").await;
