@@ -1,9 +1,7 @@
 //! Settings every Relay service shares: the database, the brokers, logging, migrations.
-use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+use std::{net::SocketAddr, str::FromStr, time::Duration};
 
-use secrecy::{ExposeSecret, SecretString};
-
-use crate::{KafkaProperties, KafkaRole, Reader};
+use crate::{DatabaseUrl, KafkaProperties, KafkaRole, Reader};
 
 /// Variable names shared by every service; one place so the README table and the code agree.
 pub mod names {
@@ -14,51 +12,6 @@ pub mod names {
     pub const RELAY_MIGRATE: &str = "RELAY_MIGRATE";
     pub const RELAY_HTTP_ADDR: &str = "RELAY_HTTP_ADDR";
     pub const RELAY_PROBE_INTERVAL_MS: &str = "RELAY_PROBE_INTERVAL_MS";
-}
-
-/// A PostgreSQL connection string, validated at start-up and kept secret (it may hold a password).
-#[derive(Clone)]
-pub struct DatabaseUrl {
-    url: SecretString,
-    config: tokio_postgres::Config,
-}
-
-impl DatabaseUrl {
-    /// Parses a `postgres://` URL or a `key=value` connection string.
-    pub fn parse(url: SecretString) -> Result<Self, String> {
-        let raw = url.expose_secret();
-        if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://") || raw.contains('=')) {
-            return Err("must be a postgres:// URL or a key=value connection string".into());
-        }
-        // The parser's message can quote the input, so report only its kind.
-        let config = tokio_postgres::Config::from_str(raw)
-            .map_err(|_| "is not a valid PostgreSQL connection string".to_string())?;
-        if config.get_hosts().is_empty() {
-            return Err("names no host".into());
-        }
-        Ok(Self { url, config })
-    }
-
-    /// The parsed connection settings (the password stays inside).
-    pub fn config(&self) -> &tokio_postgres::Config {
-        &self.config
-    }
-
-    /// The database name, for logs.
-    pub fn database_name(&self) -> &str {
-        self.config.get_dbname().unwrap_or("(default)")
-    }
-
-    /// The URL itself, for tools that need to hand it on. Treat the result as a secret.
-    pub fn expose(&self) -> &str {
-        self.url.expose_secret()
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DatabaseUrl(database={}, [redacted])", self.database_name())
-    }
 }
 
 /// How logs are written.

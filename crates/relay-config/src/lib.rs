@@ -8,13 +8,15 @@
 #![forbid(unsafe_code)]
 
 mod common;
+mod database;
 mod environment;
 mod kafka;
 mod limits;
 mod reader;
 mod retention;
 
-pub use common::{names, Common, DatabaseUrl, LogFormat};
+pub use common::{names, Common, LogFormat};
+pub use database::{DatabaseTls, DatabaseUrl};
 pub use environment::{Environment, MapEnv, ProcessEnv};
 pub use kafka::{KafkaProperties, KafkaRole};
 pub use limits::PayloadLimits;

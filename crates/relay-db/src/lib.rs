@@ -12,6 +12,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use relay_config::DatabaseUrl;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
+mod tls;
+
 mod migrations {
     pub mod outbox {
         refinery::embed_migrations!("migrations/outbox");
@@ -30,8 +32,10 @@ const MIGRATION_LOCK: (i32, i32) = (1_380_273_219, 1);
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot connect to PostgreSQL database {database}: {source}")]
+    #[error("cannot connect to PostgreSQL database {database}: {}", with_causes(.source))]
     Connect { database: String, source: tokio_postgres::Error },
+    #[error("cannot set up TLS for the database connection: {0}")]
+    Tls(String),
     #[error("cannot build the connection pool: {0}")]
     Pool(String),
     #[error("no connection from the pool: {0}")]
@@ -46,6 +50,17 @@ pub enum DbError {
     SchemaMissing { table: &'static str, schema: &'static str },
 }
 
+/// An error and its causes on one line: a TLS failure says why the certificate was refused.
+fn with_causes(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
+}
+
 impl DbError {
     /// Whether the error may go away by itself (the server is down, restarting or unreachable),
     /// as opposed to a missing schema or a statement the server will always refuse.
@@ -58,7 +73,9 @@ impl DbError {
                 // Connection exceptions, insufficient resources, operator intervention (restart).
                 Some(code) => matches!(&code.code()[..2], "08" | "53" | "57"),
             },
-            DbError::Pool(_) | DbError::Migration(_) | DbError::SchemaMissing { .. } => false,
+            DbError::Pool(_) | DbError::Tls(_) | DbError::Migration(_) | DbError::SchemaMissing { .. } => {
+                false
+            }
         }
     }
 }
@@ -135,11 +152,11 @@ impl Schema {
 
 /// A pool of connections; `size` bounds concurrent use.
 pub fn pool(url: &DatabaseUrl, size: usize) -> Result<Pool, DbError> {
-    let manager = Manager::from_config(
-        with_timeouts(url),
-        NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
-    );
+    let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+    let manager = match tls::connector(url)? {
+        None => Manager::from_config(with_timeouts(url), NoTls, recycling),
+        Some(tls) => Manager::from_config(with_timeouts(url), tls, recycling),
+    };
     Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -149,8 +166,6 @@ pub fn pool(url: &DatabaseUrl, size: usize) -> Result<Pool, DbError> {
         .build()
         .map_err(|e| DbError::Pool(e.to_string()))
 }
-
-type Connection = tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>;
 
 /// Connection settings with timeouts, so a silent database host cannot hang a service: connecting
 /// gives up after 10 s and a connection whose peer stops answering is dropped after 30 s.
@@ -166,22 +181,82 @@ fn with_timeouts(url: &DatabaseUrl) -> tokio_postgres::Config {
     config
 }
 
-async fn open(url: &DatabaseUrl) -> Result<(Client, Connection), DbError> {
-    with_timeouts(url)
-        .connect(NoTls)
-        .await
-        .map_err(|source| DbError::Connect { database: url.database_name().into(), source })
+/// Opens one connection, plain or TLS as the URL says, and hands its connection half to `drive`
+/// (which must poll it for the client to work).
+async fn open(url: &DatabaseUrl, drive: impl Driver) -> Result<Client, DbError> {
+    let config = with_timeouts(url);
+    let failed = |source| DbError::Connect { database: url.database_name().into(), source };
+    match tls::connector(url)? {
+        None => {
+            let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
+            drive.drive(connection);
+            Ok(client)
+        }
+        Some(tls) => {
+            let (client, connection) = config.connect(tls).await.map_err(failed)?;
+            drive.drive(connection);
+            Ok(client)
+        }
+    }
+}
+
+/// What to do with a connection's half that talks to the server, whatever its stream type.
+trait Driver {
+    fn drive<T>(self, connection: tokio_postgres::Connection<tokio_postgres::Socket, T>)
+    where
+        T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static;
+}
+
+/// Polls the connection in the background until it closes.
+struct Background;
+
+impl Driver for Background {
+    fn drive<T>(self, connection: tokio_postgres::Connection<tokio_postgres::Socket, T>)
+    where
+        T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+    {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "database connection closed");
+            }
+        });
+    }
+}
+
+/// Polls the connection in the background and forwards each notification.
+struct Notifications(tokio::sync::mpsc::Sender<()>);
+
+impl Driver for Notifications {
+    fn drive<T>(self, mut connection: tokio_postgres::Connection<tokio_postgres::Socket, T>)
+    where
+        T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+    {
+        use futures::StreamExt;
+        let tx = self.0;
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        // A full channel already holds a wake-up; one is enough.
+                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost");
+                        return;
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// One connection outside any pool, for work that owns its session (locks, migrations).
 pub async fn connect(url: &DatabaseUrl) -> Result<Client, DbError> {
-    let (client, connection) = open(url).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection closed");
-        }
-    });
-    Ok(client)
+    open(url, Background).await
 }
 
 /// A connection that `LISTEN`s on `channel`; each notification is sent on the returned channel.
@@ -190,27 +265,8 @@ pub async fn listen(
     url: &DatabaseUrl,
     channel: &str,
 ) -> Result<(Client, tokio::sync::mpsc::Receiver<()>), DbError> {
-    use futures::StreamExt;
-    let (client, mut connection) = open(url).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(_)) => {
-                    // A full channel already holds a wake-up; one is enough.
-                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN connection lost");
-                    return;
-                }
-            }
-        }
-    });
+    let client = open(url, Notifications(tx)).await?;
     client.batch_execute(&format!("LISTEN {channel}")).await?;
     Ok((client, rx))
 }

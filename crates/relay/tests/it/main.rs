@@ -17,3 +17,4 @@ mod reconcile;
 mod retention;
 mod schema;
 mod telemetry;
+mod tls;
