@@ -15,4 +15,5 @@ mod ordering;
 mod poison;
 mod reconcile;
 mod retention;
+mod roles;
 mod schema;
