@@ -19,14 +19,15 @@ struct Users {
 
 impl Users {
     /// Creates one LOGIN user per `(label, group role)`; returns their names in that order.
-    async fn create(roles: &[(&str, &str)]) -> (Self, Vec<String>) {
+    async fn create(roles: &[(&str, Option<&str>)]) -> (Self, Vec<String>) {
         let admin = connect(&format!("{}/postgres", pg_base())).await;
         let suffix = unique();
         let mut users = Users { names: Vec::new() };
         for (label, role) in roles {
             let name = format!("relay_it_{label}_{suffix}");
+            let member_of = role.map(|role| format!(" IN ROLE {role}")).unwrap_or_default();
             admin
-                .batch_execute(&format!("CREATE ROLE {name} LOGIN PASSWORD '{PASSWORD}' IN ROLE {role}"))
+                .batch_execute(&format!("CREATE ROLE {name} LOGIN PASSWORD '{PASSWORD}'{member_of}"))
                 .await
                 .expect("create login user");
             users.names.push(name);
@@ -93,11 +94,11 @@ async fn services_deliver_with_least_privilege_roles_and_are_refused_everything_
         relay_db::prepare_schema(&url, schema, true).await.expect("migrate as postgres");
     }
     let (_users, names) = Users::create(&[
-        ("app", "relay_outbox_writer"),
-        ("poller", "relay_outbox_poller"),
-        ("consumer", "relay_inbox_consumer"),
-        ("reconciler", "relay_reconciler"),
-        ("operator", "relay_operator"),
+        ("app", Some("relay_outbox_writer")),
+        ("poller", Some("relay_outbox_poller")),
+        ("consumer", Some("relay_inbox_consumer")),
+        ("reconciler", Some("relay_reconciler")),
+        ("operator", Some("relay_operator")),
     ])
     .await;
     let login = |db: &TestDb, i: usize| TestDb { url: as_user(&db.url, &names[i]) };
@@ -246,4 +247,49 @@ async fn services_deliver_with_least_privilege_roles_and_are_refused_everything_
         let log = service.log_text();
         assert!(!log.contains("permission denied"), "{}: {log}", service.log.display());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_owner_without_createrole_migrates_once_the_roles_exist() {
+    // The roles exist once any database of the cluster was migrated by a user allowed to make them.
+    let first = TestDb::new().await;
+    let url = relay_config::DatabaseUrl::parse(first.url.clone().into()).expect("url");
+    relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("migrate as postgres");
+
+    let (_users, names) = Users::create(&[("owner", None), ("app", Some("relay_outbox_writer"))]).await;
+    let (owner, app) = (&names[0], &names[1]);
+    let admin = connect(&format!("{}/postgres", pg_base())).await;
+    let row = admin
+        .query_one("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = $1", &[owner])
+        .await
+        .expect("owner's attributes");
+    assert!(!row.get::<_, bool>(0), "the owner may not create roles");
+    let database = format!("relay_it_{}", unique());
+    admin.batch_execute(&format!("CREATE DATABASE {database} OWNER {owner}")).await.expect("create database");
+    let db = TestDb { url: format!("{}/{database}", pg_base()) };
+
+    for schema in [relay_db::Schema::Outbox, relay_db::Schema::Inbox] {
+        let url = relay_config::DatabaseUrl::parse(as_user(&db.url, owner).into()).expect("url");
+        relay_db::prepare_schema(&url, schema, true).await.expect("the owner migrates");
+    }
+    // relay.enqueue runs with the owner's rights, not a superuser's, and writes the row.
+    let app_client = connect(&as_user(&db.url, app)).await;
+    let id: uuid::Uuid = app_client
+        .query_one("SELECT relay.enqueue('t', 'k', 'x'::bytea)", &[])
+        .await
+        .expect("enqueue")
+        .get(0);
+    refused(&app_client, "the writer", "SELECT count(*) FROM relay.outbox").await;
+    let postgres = db.client().await;
+    let row = postgres
+        .query_one(
+            "SELECT p.proowner::regrole::text, (SELECT count(*) FROM relay.outbox WHERE message_id = $1)
+             FROM pg_proc AS p WHERE p.oid = 'relay.enqueue'::regproc",
+            &[&id],
+        )
+        .await
+        .expect("owner and row");
+    assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1)), (owner.clone(), 1));
+    drop((app_client, postgres));
+    admin.batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)")).await.expect("drop database");
 }
