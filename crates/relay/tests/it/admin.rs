@@ -27,7 +27,7 @@ async fn admin_raw(db: &TestDb, args: &[&str]) -> (i32, String, String) {
 }
 
 /// Runs relay-admin with `--format json`; returns the exit code and the parsed output.
-async fn admin(db: &TestDb, args: &[&str]) -> (i32, Value) {
+pub(crate) async fn admin(db: &TestDb, args: &[&str]) -> (i32, Value) {
     let mut all = vec!["--format", "json"];
     all.extend_from_slice(args);
     let (code, stdout, stderr) = admin_raw(db, &all).await;

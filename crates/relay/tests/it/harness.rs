@@ -21,7 +21,7 @@ pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").expect("KAFKA_BROKERS must name a broker; run the suite with `make test`")
 }
 
-fn pg_base() -> String {
+pub fn pg_base() -> String {
     std::env::var("RELAY_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 

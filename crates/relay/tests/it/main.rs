@@ -15,6 +15,7 @@ mod ordering;
 mod poison;
 mod reconcile;
 mod retention;
+mod roles;
 mod schema;
 mod telemetry;
 mod tls;
