@@ -11,8 +11,8 @@
 
 mod config;
 mod records;
-mod retention;
 mod redrive;
+mod retention;
 mod store;
 mod watch;
 
