@@ -266,7 +266,8 @@ impl Dispatched {
     }
 }
 
-/// Encodes rows into records; rows over their topic's payload limit are parked instead.
+/// Encodes (and, with a key, signs) rows into records; rows over their topic's payload limit are
+/// parked instead.
 fn prepare(config: &PollerConfig, rows: &[Row]) -> (Vec<Prepared>, Outcome) {
     let mut parked = Outcome::default();
     let mut prepared = Vec::with_capacity(rows.len());
@@ -281,8 +282,8 @@ fn prepare(config: &PollerConfig, rows: &[Row]) -> (Vec<Prepared>, Outcome) {
             );
             continue;
         }
-        let headers = headers_of(&envelope);
         let value = relay_envelope::encode(&envelope);
+        let headers = headers_of(&envelope, config.signing.as_ref(), &value);
         prepared.push(Prepared { id, topic: topic.to_string(), key: key.to_string(), value, headers });
     }
     (prepared, parked)
