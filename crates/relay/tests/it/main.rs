@@ -16,3 +16,4 @@ mod poison;
 mod reconcile;
 mod retention;
 mod schema;
+mod signing;
