@@ -82,6 +82,16 @@ fn foreign_envelope(topic: &str) -> Vec<u8> {
     })
 }
 
+/// A dead letter's raw record and reason.
+#[derive(Debug)]
+struct DeadLetter {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    error: String,
+    key_id: Option<Vec<u8>>,
+    signature: Option<Vec<u8>>,
+}
+
 /// Runs relay-admin with `--format json` and exactly `env` (plus the database); returns the exit
 /// code and the parsed output.
 async fn admin(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (i32, Value, String) {
@@ -141,17 +151,26 @@ async fn forged_and_unsigned_records_become_counted_dead_letters_and_later_messa
         )
         .await
         .expect("dead letters");
-    let dead: Vec<(Vec<u8>, Vec<u8>, String, Option<Vec<u8>>)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let dead: Vec<DeadLetter> = rows
+        .iter()
+        .map(|r| DeadLetter {
+            key: r.get(0),
+            value: r.get(1),
+            error: r.get(2),
+            key_id: r.get(3),
+            signature: r.get(4),
+        })
+        .collect();
     assert_eq!(dead.len(), 3, "{dead:?}");
-    assert_eq!((dead[0].0.as_slice(), &dead[0].1), (&b"k-forged"[..], &forged));
-    assert_eq!(dead[0].2, "signature does not match the record value (key id \"k1\")");
-    assert_eq!(dead[0].3.as_deref(), Some(&b"k1"[..]));
-    assert_eq!(rows[0].get::<_, Option<Vec<u8>>>(4), Some(forged_signature.clone().into_bytes()));
-    assert_eq!((dead[1].0.as_slice(), &dead[1].1), (&b"k-unsigned"[..], &unsigned));
-    assert!(dead[1].2.starts_with("signature missing"), "{}", dead[1].2);
-    assert_eq!(dead[1].3, None);
-    assert_eq!(dead[2].2, "signature key id \"k9\" is not one this consumer accepts");
+    assert_eq!((dead[0].key.as_slice(), &dead[0].value), (&b"k-forged"[..], &forged));
+    assert_eq!(dead[0].error, "signature does not match the record value (key id \"k1\")");
+    assert_eq!(dead[0].key_id.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(dead[0].signature.as_deref(), Some(forged_signature.as_bytes()));
+    assert_eq!((dead[1].key.as_slice(), &dead[1].value), (&b"k-unsigned"[..], &unsigned));
+    assert!(dead[1].error.starts_with("signature missing"), "{}", dead[1].error);
+    assert_eq!((&dead[1].key_id, &dead[1].signature), (&None, &None));
+    assert_eq!(dead[2].error, "signature key id \"k9\" is not one this consumer accepts");
+    assert_eq!(dead[2].value, unknown);
 
     let text = eventually(Duration::from_secs(30), "signature failure counters", || {
         let addr = metrics_addr.clone();
