@@ -2,8 +2,9 @@
 //!
 //! A re-drive runs each raw record through the consumer's own checks and insert
 //! (`relay_inbox::redrive_dead_letters`), useful once a payload limit was raised or a database
-//! constraint fixed. Discarding resolves a dead letter without storing it. Nothing is deleted.
-use relay_config::DatabaseUrl;
+//! constraint fixed. Signatures are checked with `INBOX_VERIFY_KEYS` from the environment, as the
+//! consumer checks them; without keys, signature failures are not re-driven. Discarding resolves a dead letter without storing it. Nothing is deleted.
+use relay_config::{DatabaseUrl, ProcessEnv, Reader};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -149,6 +150,19 @@ async fn list(
     Ok(EXIT_OK)
 }
 
+/// Says how signatures were checked, so an operator sees why signature failures stay.
+fn signature_line(verification: &relay_inbox::Verification) -> String {
+    if !verification.is_on() {
+        return "signatures: not checked (INBOX_VERIFY_KEYS not set); signature failures are not re-driven"
+            .into();
+    }
+    let unsigned = if verification.requires_signature() { "refused" } else { "accepted" };
+    format!(
+        "signatures: checked with key ids {}; unsigned records {unsigned}",
+        verification.key_ids().join(", ")
+    )
+}
+
 async fn redrive(
     url: &DatabaseUrl,
     inbox: &str,
@@ -162,7 +176,11 @@ async fn redrive(
         relay_inbox::Selection::Ids(selection.ids.clone())
     };
     let limit = usize::try_from(max_payload_bytes).unwrap_or(usize::MAX);
-    let report = relay_inbox::redrive_dead_letters(url, inbox, &chosen, limit).await?;
+    // The consumer's own signature settings, from this process's environment.
+    let mut reader = Reader::new(&ProcessEnv);
+    let verification = relay_inbox::Verification::read(&mut reader);
+    reader.finish()?;
+    let report = relay_inbox::redrive_dead_letters(url, inbox, &chosen, limit, &verification).await?;
     let mut acted: Vec<i64> = report
         .redriven
         .iter()
@@ -177,6 +195,7 @@ async fn redrive(
         format!("already present: {} ({})", report.already_present.len(), id_list(&report.already_present)),
         format!("still failing: {}", report.still_failing.len()),
     ];
+    lines.insert(0, signature_line(&verification));
     for (id, reason) in &report.still_failing {
         lines.push(format!("  {id}: {reason}"));
     }

@@ -2,10 +2,17 @@
 //!
 //! A Kafka record's value is a protobuf [`Envelope`] (see `proto/relay/envelope/v1`). This crate
 //! owns encoding, strict decoding (so a bad record is rejected with a reason rather than stored
-//! half-understood) and the names of the Kafka headers that duplicate the id and trace context.
+//! half-understood), the names of the Kafka headers that duplicate the id and trace context, and
+//! the opt-in record signatures (HMAC-SHA256 with key ids, see `signing`).
 #![forbid(unsafe_code)]
 
 use prost::Message as _;
+
+mod signing;
+
+pub use signing::{
+    check_key_id, SigningKey, VerifyKeys, HEADER_KEY_ID, HEADER_SIGNATURE, MAX_KEY_ID_CHARS, MIN_KEY_BYTES,
+};
 
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
 mod generated {
@@ -40,7 +47,37 @@ pub enum DecodeError {
     MissingField(&'static str),
     #[error("field {0} contains a NUL character")]
     NulCharacter(&'static str),
+    #[error("signature missing: the record has no {HEADER_SIGNATURE} and {HEADER_KEY_ID} headers")]
+    Unsigned,
+    #[error("signature key id {0} is not one this consumer accepts")]
+    UnknownKeyId(String),
+    #[error("signature header is not a hex HMAC-SHA256 (key id {0})")]
+    MalformedSignature(String),
+    #[error("signature does not match the record value (key id {0})")]
+    BadSignature(String),
 }
+
+impl DecodeError {
+    /// For a signature failure, its kind as a metric label (`missing`, `unknown_key`,
+    /// `malformed`, `mismatch`); `None` for every other reason.
+    pub fn signature_failure(&self) -> Option<&'static str> {
+        match self {
+            Self::Unsigned => Some("missing"),
+            Self::UnknownKeyId(_) => Some("unknown_key"),
+            Self::MalformedSignature(_) => Some("malformed"),
+            Self::BadSignature(_) => Some("mismatch"),
+            _ => None,
+        }
+    }
+}
+
+/// True when a stored dead-letter reason is a signature failure (they all begin this way).
+pub fn is_signature_failure_reason(reason: &str) -> bool {
+    reason.starts_with(SIGNATURE_REASON_PREFIX)
+}
+
+/// How every signature failure's reason begins.
+pub const SIGNATURE_REASON_PREFIX: &str = "signature ";
 
 /// An envelope that passed validation, with its id parsed.
 #[derive(Debug, Clone, PartialEq)]

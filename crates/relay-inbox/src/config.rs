@@ -5,6 +5,8 @@ use relay_config::{
     Common, ConfigError, DatabaseUrl, Environment, KafkaRole, PayloadLimits, Reader, Retention,
 };
 
+use crate::Verification;
+
 /// Variable names the consumer reads (besides the shared ones in `relay_config::names`).
 pub mod names {
     pub const INBOX_NAME: &str = "INBOX_NAME";
@@ -17,6 +19,10 @@ pub mod names {
     pub const INBOX_RETENTION_HOURS: &str = "INBOX_RETENTION_HOURS";
     pub const INBOX_RETENTION_BATCH: &str = "INBOX_RETENTION_BATCH";
     pub const INBOX_RETENTION_INTERVAL_MS: &str = "INBOX_RETENTION_INTERVAL_MS";
+    /// Secret: `keyid=secret,...`; or `INBOX_VERIFY_KEYS_FILE`.
+    pub const INBOX_VERIFY_KEYS: &str = "INBOX_VERIFY_KEYS";
+    pub const INBOX_VERIFY_KEYS_FILE: &str = "INBOX_VERIFY_KEYS_FILE";
+    pub const INBOX_REQUIRE_SIGNATURE: &str = "INBOX_REQUIRE_SIGNATURE";
     /// Per-topic limits: `INBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
     pub const PREFIX: &str = "INBOX_";
     pub const ALL: &[&str] = &[
@@ -30,6 +36,9 @@ pub mod names {
         INBOX_RETENTION_HOURS,
         INBOX_RETENTION_BATCH,
         INBOX_RETENTION_INTERVAL_MS,
+        INBOX_VERIFY_KEYS,
+        INBOX_VERIFY_KEYS_FILE,
+        INBOX_REQUIRE_SIGNATURE,
     ];
 }
 
@@ -50,6 +59,8 @@ pub struct ConsumerConfig {
     pub pool_size: usize,
     /// Deletion of old dedup entries (inbox rows); `None` keeps them forever.
     pub retention: Option<Retention>,
+    /// The signature check on every record (off without `INBOX_VERIFY_KEYS`).
+    pub verification: Verification,
 }
 
 impl ConsumerConfig {
@@ -73,6 +84,7 @@ impl ConsumerConfig {
         let pool_size = r.number(INBOX_POOL_SIZE, 2, 1, 64) as usize;
         let max_payload = PayloadLimits::read(&mut r, PREFIX);
         let retention = Retention::read(&mut r, PREFIX);
+        let verification = Verification::read(&mut r);
         r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
         let database_url = r.finish_with_database(common.database_url.clone())?;
         Ok(Self {
@@ -86,6 +98,7 @@ impl ConsumerConfig {
             max_payload,
             pool_size,
             retention,
+            verification,
         })
     }
 }

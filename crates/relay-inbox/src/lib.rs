@@ -2,7 +2,8 @@
 //!
 //! Order of operations per batch, which is what makes it lossless and duplicate-free:
 //! 1. collect up to `INBOX_BATCH_SIZE` records (waiting at most `INBOX_BATCH_WAIT_MS`);
-//! 2. decode each; what cannot be decoded or stored becomes a dead letter with its reason;
+//! 2. check each record's signature (when `INBOX_VERIFY_KEYS` is set) and decode it; what fails
+//!    or cannot be stored becomes a dead letter with its reason;
 //! 3. insert messages (`ON CONFLICT DO NOTHING` on `(inbox, message_id)`) and dead letters in one
 //!    transaction, retrying transient database errors with backoff;
 //! 4. only after COMMIT, store the next offsets; librdkafka commits them. A crash before step 4
@@ -13,6 +14,7 @@ mod config;
 mod records;
 mod redrive;
 mod retention;
+mod signatures;
 mod store;
 mod watch;
 
@@ -27,6 +29,7 @@ use rdkafka::{
 use records::{RawRecord, Record};
 pub use redrive::{redrive_dead_letters, RedriveReport, Selection};
 use relay_health::Health;
+pub use signatures::Verification;
 use store::Written;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -82,6 +85,13 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     }
     health.ok(STORING);
     tracing::info!(inbox = %config.inbox, group = %config.group_id, topics = ?config.topics, "consuming");
+    if config.verification.is_on() {
+        tracing::info!(
+            key_ids = ?config.verification.key_ids(),
+            unsigned_refused = config.verification.requires_signature(),
+            "checking record signatures"
+        );
+    }
 
     let mut totals = Written::default();
     loop {
@@ -95,7 +105,8 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         let records: Vec<(OwnedMessage, Record)> = batch
             .into_iter()
             .map(|m| {
-                let record = records::classify(&RawRecord::from(&m), config.max_payload.for_topic(m.topic()));
+                let limit = config.max_payload.for_topic(m.topic());
+                let record = records::classify(&RawRecord::from(&m), limit, &config.verification);
                 (m, record)
             })
             .collect();
@@ -116,6 +127,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         metrics::counter!("relay_inbox_inserted_total", &labels).increment(written.inserted);
         metrics::counter!("relay_inbox_duplicates_total", &labels).increment(written.duplicates);
         metrics::counter!("relay_inbox_dead_letters_total", &labels).increment(written.dead_lettered);
+        count_signature_failures(&config.inbox, &records);
         tracing::debug!(?written, "batch stored");
         store_offsets(&consumer, &records);
         drop((delivered, consume));
@@ -234,6 +246,16 @@ async fn write_once(
             Ok(written)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Counts the batch's signature failures by kind; each one is also a dead letter.
+fn count_signature_failures(inbox: &str, records: &[(OwnedMessage, Record)]) {
+    for (_, record) in records {
+        if let Record::Dead(records::DeadLetter { signature_failure: Some(reason), .. }) = record {
+            metrics::counter!("relay_inbox_signature_failures_total", "inbox" => inbox.to_string(), "reason" => *reason)
+                .increment(1);
+        }
     }
 }
 

@@ -1,10 +1,13 @@
 //! Turns Kafka records into what the inbox stores: a message row, or a dead letter with a reason.
 //!
 //! [`classify`] works on a record's raw parts, so the consumer (records fresh from Kafka) and a
-//! re-drive (records kept raw in `relay.dead_letter`) apply exactly the same checks.
+//! re-drive (records kept raw in `relay.dead_letter`, signature headers included) apply exactly
+//! the same checks. With signatures on, the signature is checked first, before any decoding.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+
+use crate::Verification;
 
 /// A Kafka record as it arrived: where it sits, its key and its value, undecoded.
 #[derive(Debug, Clone, Copy)]
@@ -14,16 +17,25 @@ pub(crate) struct RawRecord<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// The `relay-key-id` header, if any.
+    pub key_id: Option<&'a [u8]>,
+    /// The `relay-signature` header, if any.
+    pub signature: Option<&'a [u8]>,
 }
 
 impl<'a> From<&'a OwnedMessage> for RawRecord<'a> {
     fn from(message: &'a OwnedMessage) -> Self {
+        let header = |name: &str| {
+            message.headers().and_then(|headers| headers.iter().find(|h| h.key == name).and_then(|h| h.value))
+        };
         Self {
             topic: message.topic(),
             partition: message.partition(),
             offset: message.offset(),
             key: message.key(),
             value: message.payload(),
+            key_id: header(relay_envelope::HEADER_KEY_ID),
+            signature: header(relay_envelope::HEADER_SIGNATURE),
         }
     }
 }
@@ -60,7 +72,11 @@ pub(crate) struct DeadLetter {
     pub position: Position,
     pub raw_key: Option<Vec<u8>>,
     pub raw_value: Option<Vec<u8>>,
+    pub raw_key_id: Option<Vec<u8>>,
+    pub raw_signature: Option<Vec<u8>>,
     pub error: String,
+    /// For a signature failure, its kind (the `reason` label of the failure counter).
+    pub signature_failure: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,7 +101,10 @@ impl DeadLetter {
             position: position_of(raw),
             raw_key: raw.key.map(<[u8]>::to_vec),
             raw_value: raw.value.map(<[u8]>::to_vec),
+            raw_key_id: raw.key_id.map(<[u8]>::to_vec),
+            raw_signature: raw.signature.map(<[u8]>::to_vec),
             error,
+            signature_failure: None,
         }
     }
 }
@@ -94,8 +113,14 @@ fn position_of(raw: &RawRecord<'_>) -> Position {
     Position { topic: raw.topic.to_string(), partition: raw.partition, offset: raw.offset }
 }
 
-/// Decodes and checks one record; payloads over `limit` bytes (the topic's) are refused.
-pub(crate) fn classify(raw: &RawRecord<'_>, limit: usize) -> Record {
+/// Checks one record's signature (when `verification` is on), decodes and checks it; payloads
+/// over `limit` bytes (the topic's) are refused.
+pub(crate) fn classify(raw: &RawRecord<'_>, limit: usize, verification: &Verification) -> Record {
+    if let Err(e) = verification.check(raw.key_id, raw.signature, raw.value) {
+        let mut dead = DeadLetter::from_refused(raw, e.to_string());
+        dead.signature_failure = e.signature_failure();
+        return Record::Dead(dead);
+    }
     let decoded = match relay_envelope::decode(raw.value) {
         Ok(decoded) => decoded,
         Err(e) => return Record::Dead(DeadLetter::from_refused(raw, e.to_string())),
@@ -155,7 +180,15 @@ mod tests {
     }
 
     fn raw(value: &[u8]) -> RawRecord<'_> {
-        RawRecord { topic: "payments.v1", partition: 2, offset: 40, key: Some(b"acct-1"), value: Some(value) }
+        RawRecord {
+            topic: "payments.v1",
+            partition: 2,
+            offset: 40,
+            key: Some(b"acct-1"),
+            value: Some(value),
+            key_id: None,
+            signature: None,
+        }
     }
 
     fn dead_reason(record: Record) -> String {
@@ -168,7 +201,7 @@ mod tests {
     #[test]
     fn stores_a_payload_at_the_limit_and_dead_letters_one_byte_over() {
         let bytes = relay_envelope::encode(&envelope(&[7; 100]));
-        match classify(&raw(&bytes), 100) {
+        match classify(&raw(&bytes), 100, &Verification::off()) {
             Record::Store(row) => {
                 assert_eq!(row.payload, vec![7; 100]);
                 assert_eq!(row.sequence, 7);
@@ -176,14 +209,14 @@ mod tests {
             }
             Record::Dead(dead) => panic!("dead-lettered: {}", dead.error),
         }
-        let reason = dead_reason(classify(&raw(&bytes), 99));
+        let reason = dead_reason(classify(&raw(&bytes), 99, &Verification::off()));
         assert_eq!(reason, "payload of 100 bytes exceeds the limit of 99 bytes");
     }
 
     #[test]
     fn dead_letters_garbage_and_future_versions_keeping_the_raw_bytes() {
         let garbage = b"\xde\xad\xbe\xef";
-        match classify(&raw(garbage), 1000) {
+        match classify(&raw(garbage), 1000, &Verification::off()) {
             Record::Dead(dead) => {
                 assert!(dead.error.contains("not a protobuf envelope"), "{}", dead.error);
                 assert_eq!(dead.raw_value.as_deref(), Some(&garbage[..]));
@@ -194,7 +227,38 @@ mod tests {
         }
         let mut future = envelope(b"x");
         future.version = 9;
-        let reason = dead_reason(classify(&raw(&relay_envelope::encode(&future)), 1000));
+        let reason =
+            dead_reason(classify(&raw(&relay_envelope::encode(&future)), 1000, &Verification::off()));
         assert!(reason.contains("unsupported envelope version 9"), "{reason}");
+    }
+
+    #[test]
+    fn checks_the_signature_before_decoding_and_keeps_the_headers_of_a_failure() {
+        use relay_config::{MapEnv, Reader};
+        let secret = "k3y-0123456789abcdefghijklmnopqrstuv";
+        let env = MapEnv::new([("INBOX_VERIFY_KEYS", format!("k1={secret}"))]);
+        let mut reader = Reader::new(&env);
+        let verification = Verification::read(&mut reader);
+        reader.finish().expect("valid");
+        let signer = relay_envelope::SigningKey::new("k1", &secret.to_string().into()).expect("key");
+        let bytes = relay_envelope::encode(&envelope(b"x"));
+        let signature = signer.sign(&bytes);
+        let signed = RawRecord { key_id: Some(b"k1"), signature: Some(signature.as_bytes()), ..raw(&bytes) };
+        assert!(matches!(classify(&signed, 1000, &verification), Record::Store(_)));
+        let garbage = b"\xde\xad";
+        let forged = RawRecord { value: Some(garbage), ..signed };
+        match classify(&forged, 1000, &verification) {
+            Record::Dead(dead) => {
+                assert_eq!(dead.error, "signature does not match the record value (key id \"k1\")");
+                assert_eq!(dead.signature_failure, Some("mismatch"));
+                assert_eq!(dead.raw_key_id.as_deref(), Some(&b"k1"[..]));
+                assert_eq!(dead.raw_signature.as_deref(), Some(signature.as_bytes()));
+            }
+            Record::Store(_) => panic!("forged record stored"),
+        }
+        let reason = dead_reason(classify(&raw(&bytes), 1000, &verification));
+        assert!(reason.starts_with("signature missing"), "{reason}");
+        let Record::Dead(dead) = classify(&raw(garbage), 1000, &Verification::off()) else { panic!() };
+        assert_eq!(dead.signature_failure, None, "not a signature failure when the check is off");
     }
 }

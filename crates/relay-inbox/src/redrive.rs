@@ -6,12 +6,22 @@
 //! same insert (`ON CONFLICT (inbox, message_id) DO NOTHING`). Each dead letter is handled in a
 //! transaction of its own, under a row lock: the message goes in and the dead letter is resolved
 //! together, or neither happens. A record that still fails stays unresolved with the new reason.
+//!
+//! Signatures: given the consumer's keys ([`Verification`]), each record's signature is checked
+//! again from the headers kept with the dead letter, exactly as the consumer checks it. Without
+//! keys, a dead letter that failed its signature check is refused (it stays unresolved), since
+//! nothing could tell a forged record from a real one; others are re-driven unchecked.
 use relay_config::DatabaseUrl;
 
 use crate::{
     records::{self, RawRecord, Record},
-    store, InboxError,
+    store, InboxError, Verification,
 };
+
+/// Why a signature failure is not re-driven without keys. Begins as every signature failure does,
+/// so a later re-drive still recognises it.
+const NEEDS_KEYS: &str = "signature not checked: a signature failure is re-driven only with \
+                          INBOX_VERIFY_KEYS (or INBOX_VERIFY_KEYS_FILE) set to the consumer's keys";
 
 /// Which unresolved dead letters of an inbox to re-drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,12 +52,14 @@ fn db(error: tokio_postgres::Error) -> InboxError {
 }
 
 /// Re-drives the selected unresolved dead letters of `inbox`, oldest first, each against a
-/// payload limit of `max_payload_bytes`. Dead letters resolved meanwhile are skipped.
+/// payload limit of `max_payload_bytes` and the signature check `verification`. Dead letters
+/// resolved meanwhile are skipped.
 pub async fn redrive_dead_letters(
     url: &DatabaseUrl,
     inbox: &str,
     selection: &Selection,
     max_payload_bytes: usize,
+    verification: &Verification,
 ) -> Result<RedriveReport, InboxError> {
     let pool = relay_db::pool(url, 1)?;
     let mut client = pool.get().await.map_err(relay_db::DbError::from)?;
@@ -64,7 +76,7 @@ pub async fn redrive_dead_letters(
         .collect();
     let mut report = RedriveReport::default();
     for id in candidates {
-        match redrive_one(&mut client, inbox, id, max_payload_bytes).await.map_err(db)? {
+        match redrive_one(&mut client, inbox, id, max_payload_bytes, verification).await.map_err(db)? {
             None => tracing::info!(dead_letter = id, "resolved meanwhile; skipped"),
             Some(Outcome::Stored) => report.redriven.push(id),
             Some(Outcome::AlreadyPresent) => report.already_present.push(id),
@@ -80,6 +92,7 @@ async fn redrive_one(
     inbox: &str,
     id: i64,
     limit: usize,
+    verification: &Verification,
 ) -> Result<Option<Outcome>, tokio_postgres::Error> {
     let mut tx = client.transaction().await?;
     let Some(row) = tx.query_opt(include_str!("redrive_lock.sql"), &[&id, &inbox]).await? else {
@@ -87,14 +100,24 @@ async fn redrive_one(
     };
     let (topic, key, value, previous): (String, Option<Vec<u8>>, Option<Vec<u8>>, String) =
         (row.get(0), row.get(3), row.get(4), row.get(5));
+    let (key_id, signature): (Option<Vec<u8>>, Option<Vec<u8>>) = (row.get(6), row.get(7));
     let raw = RawRecord {
         topic: &topic,
         partition: row.get(1),
         offset: row.get(2),
         key: key.as_deref(),
         value: value.as_deref(),
+        key_id: key_id.as_deref(),
+        signature: signature.as_deref(),
     };
-    let outcome = match records::classify(&raw, limit) {
+    let unchecked_signature_failure =
+        !verification.is_on() && relay_envelope::is_signature_failure_reason(&previous);
+    let classified = if unchecked_signature_failure {
+        Record::Dead(records::DeadLetter::from_refused(&raw, NEEDS_KEYS.into()))
+    } else {
+        records::classify(&raw, limit, verification)
+    };
+    let outcome = match classified {
         Record::Dead(dead) => Outcome::StillFailing(dead.error),
         Record::Store(message) => {
             // Under a savepoint, so a refusal leaves the transaction usable to record the reason.

@@ -153,7 +153,13 @@ async fn insert_dead(
     let keys: Vec<Option<&[u8]>> = dead.iter().map(|d| d.raw_key.as_deref()).collect();
     let values: Vec<Option<&[u8]>> = dead.iter().map(|d| d.raw_value.as_deref()).collect();
     let errors: Vec<&str> = dead.iter().map(|d| d.error.as_str()).collect();
+    let key_ids: Vec<Option<&[u8]>> = dead.iter().map(|d| d.raw_key_id.as_deref()).collect();
+    let signatures: Vec<Option<&[u8]>> = dead.iter().map(|d| d.raw_signature.as_deref()).collect();
     let statement = tx.prepare_cached(include_str!("insert_dead_letter.sql")).await?;
-    tx.execute(&statement, &[&inbox, &topics, &partitions, &offsets, &keys, &values, &errors]).await?;
+    tx.execute(
+        &statement,
+        &[&inbox, &topics, &partitions, &offsets, &keys, &values, &errors, &key_ids, &signatures],
+    )
+    .await?;
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 use relay_config::{
     Common, ConfigError, DatabaseUrl, Environment, KafkaRole, PayloadLimits, Reader, Retention,
 };
+use relay_envelope::SigningKey;
 
 /// Variable names the poller reads (besides the shared ones in `relay_config::names`).
 pub mod names {
@@ -17,6 +18,10 @@ pub mod names {
     pub const OUTBOX_RETENTION_HOURS: &str = "OUTBOX_RETENTION_HOURS";
     pub const OUTBOX_RETENTION_BATCH: &str = "OUTBOX_RETENTION_BATCH";
     pub const OUTBOX_RETENTION_INTERVAL_MS: &str = "OUTBOX_RETENTION_INTERVAL_MS";
+    pub const OUTBOX_SIGNING_KEY_ID: &str = "OUTBOX_SIGNING_KEY_ID";
+    /// Secret; or `OUTBOX_SIGNING_KEY_FILE`.
+    pub const OUTBOX_SIGNING_KEY: &str = "OUTBOX_SIGNING_KEY";
+    pub const OUTBOX_SIGNING_KEY_FILE: &str = "OUTBOX_SIGNING_KEY_FILE";
     /// Per-topic limits: `OUTBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
     pub const PREFIX: &str = "OUTBOX_";
     pub const ALL: &[&str] = &[
@@ -30,6 +35,9 @@ pub mod names {
         OUTBOX_RETENTION_HOURS,
         OUTBOX_RETENTION_BATCH,
         OUTBOX_RETENTION_INTERVAL_MS,
+        OUTBOX_SIGNING_KEY_ID,
+        OUTBOX_SIGNING_KEY,
+        OUTBOX_SIGNING_KEY_FILE,
     ];
 }
 
@@ -53,6 +61,8 @@ pub struct PollerConfig {
     pub max_payload: PayloadLimits,
     /// Deletion of long-published rows while leading; `None` keeps them forever.
     pub retention: Option<Retention>,
+    /// Signs every record when set (`OUTBOX_SIGNING_KEY_ID` and `OUTBOX_SIGNING_KEY`).
+    pub signing: Option<SigningKey>,
 }
 
 impl PollerConfig {
@@ -70,6 +80,7 @@ impl PollerConfig {
         let shutdown_grace = r.millis(OUTBOX_SHUTDOWN_GRACE_MS, 10_000, 0, 600_000);
         let max_payload = PayloadLimits::read(&mut r, PREFIX);
         let retention = Retention::read(&mut r, PREFIX);
+        let signing = read_signing_key(&mut r);
         r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
         let database_url = r.finish_with_database(common.database_url.clone())?;
         Ok(Self {
@@ -83,6 +94,7 @@ impl PollerConfig {
             shutdown_grace,
             max_payload,
             retention,
+            signing,
         })
     }
 
@@ -91,6 +103,35 @@ impl PollerConfig {
         let mut topics = self.topics.clone();
         topics.sort();
         format!("outbox-poller:{}", topics.join(","))
+    }
+}
+
+/// The signing key: its id and its secret together, or neither.
+fn read_signing_key(r: &mut Reader<'_>) -> Option<SigningKey> {
+    use names::*;
+    let id = r.optional(OUTBOX_SIGNING_KEY_ID);
+    let secret = r.secret(OUTBOX_SIGNING_KEY);
+    let secret_named = secret.is_some() || r.optional(OUTBOX_SIGNING_KEY_FILE).is_some();
+    match (id, secret) {
+        (Some(id), Some(secret)) => match SigningKey::new(&id, &secret) {
+            Ok(key) => Some(key),
+            Err(why) => {
+                let variable =
+                    if why.starts_with("key id") { OUTBOX_SIGNING_KEY_ID } else { OUTBOX_SIGNING_KEY };
+                r.problem(variable, why);
+                None
+            }
+        },
+        (Some(_), None) if !secret_named => {
+            r.problem(OUTBOX_SIGNING_KEY, format!("is required when {OUTBOX_SIGNING_KEY_ID} is set"));
+            None
+        }
+        (None, _) if secret_named => {
+            r.problem(OUTBOX_SIGNING_KEY_ID, format!("is required when {OUTBOX_SIGNING_KEY} is set"));
+            None
+        }
+        // Neither, or a key file that could not be read (already reported).
+        _ => None,
     }
 }
 
@@ -194,5 +235,59 @@ mod tests {
         let err =
             PollerConfig::from_env(&valid_with(&[("OUTBOX_RETENTION_BATCH", "0")])).expect_err("invalid");
         assert_eq!(err.0[0].variable, "OUTBOX_RETENTION_BATCH");
+    }
+
+    const KEY: &str = "k3y-0123456789abcdefghijklmnopqrstuv";
+
+    #[test]
+    fn signs_only_with_both_an_id_and_a_key() {
+        assert!(PollerConfig::from_env(&valid_with(&[])).expect("valid").signing.is_none());
+        let config = PollerConfig::from_env(&valid_with(&[
+            ("OUTBOX_SIGNING_KEY_ID", "2025-06"),
+            ("OUTBOX_SIGNING_KEY", KEY),
+        ]))
+        .expect("valid");
+        let key = config.signing.as_ref().expect("signing");
+        assert_eq!(key.id(), "2025-06");
+        assert!(!format!("{config:?}").contains("k3y"), "{config:?}");
+    }
+
+    #[test]
+    fn signing_problems_are_reported_without_the_key() {
+        let err =
+            PollerConfig::from_env(&valid_with(&[("OUTBOX_SIGNING_KEY_ID", "k1")])).expect_err("no key");
+        assert_eq!(
+            err.to_string().lines().nth(1),
+            Some("  - OUTBOX_SIGNING_KEY: is required when OUTBOX_SIGNING_KEY_ID is set")
+        );
+        let err = PollerConfig::from_env(&valid_with(&[("OUTBOX_SIGNING_KEY", KEY)])).expect_err("no id");
+        assert_eq!(err.0[0].variable, "OUTBOX_SIGNING_KEY_ID");
+        assert!(!err.to_string().contains("k3y"), "{err}");
+        let short = "k3y-too-short";
+        let err = PollerConfig::from_env(&valid_with(&[
+            ("OUTBOX_SIGNING_KEY_ID", "k1"),
+            ("OUTBOX_SIGNING_KEY", short),
+        ]))
+        .expect_err("short");
+        let text = err.to_string();
+        assert!(
+            text.contains("OUTBOX_SIGNING_KEY: the key for id \"k1\" is shorter than 32 bytes"),
+            "{text}"
+        );
+        assert!(!text.contains("k3y"), "{text}");
+        let err = PollerConfig::from_env(&valid_with(&[
+            ("OUTBOX_SIGNING_KEY_ID", "k 1"),
+            ("OUTBOX_SIGNING_KEY", KEY),
+            ("OUTBOX_SIGNING_KEY_FILE", "/nonexistent"),
+        ]))
+        .expect_err("both forms");
+        let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(vars, vec!["OUTBOX_SIGNING_KEY"], "{err}");
+        let err = PollerConfig::from_env(&valid_with(&[
+            ("OUTBOX_SIGNING_KEY_ID", "k 1"),
+            ("OUTBOX_SIGNING_KEY", KEY),
+        ]))
+        .expect_err("bad id");
+        assert_eq!(err.0[0].variable, "OUTBOX_SIGNING_KEY_ID");
     }
 }

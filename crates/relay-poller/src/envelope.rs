@@ -1,9 +1,10 @@
-//! An outbox row as Kafka sees it: the protobuf envelope, and the headers that repeat its id and
-//! trace context for consumers that do not decode envelopes.
+//! An outbox row as Kafka sees it: the protobuf envelope, the headers that repeat its id and
+//! trace context for consumers that do not decode envelopes, and, when signing is on, the
+//! signature of the encoded envelope with the key's id.
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::{Header, OwnedHeaders};
-use relay_envelope::{Envelope, TraceContext};
+use relay_envelope::{Envelope, SigningKey, TraceContext};
 use tokio_postgres::Row;
 
 /// Builds the envelope for one outbox row; returns it with the row's topic and key.
@@ -46,10 +47,11 @@ pub(crate) fn envelope_of<'r>(row: &'r Row, source: &str) -> (&'r str, &'r str, 
     (topic, key, envelope)
 }
 
-/// The id and trace context again as Kafka headers, for consumers that do not decode envelopes.
-pub(crate) fn headers_of(envelope: &Envelope) -> OwnedHeaders {
+/// The id and trace context again as Kafka headers, for consumers that do not decode envelopes;
+/// with a signing key, also its id and the signature of `value` (the encoded envelope).
+pub(crate) fn headers_of(envelope: &Envelope, signing: Option<&SigningKey>, value: &[u8]) -> OwnedHeaders {
     let version = relay_envelope::ENVELOPE_VERSION.to_string();
-    let mut headers = OwnedHeaders::new_with_capacity(4)
+    let mut headers = OwnedHeaders::new_with_capacity(6)
         .insert(Header { key: relay_envelope::HEADER_MESSAGE_ID, value: Some(envelope.message_id.as_str()) })
         .insert(Header { key: relay_envelope::HEADER_ENVELOPE_VERSION, value: Some(version.as_str()) });
     if let Some(trace) = &envelope.trace {
@@ -65,6 +67,12 @@ pub(crate) fn headers_of(envelope: &Envelope) -> OwnedHeaders {
                 value: Some(trace.tracestate.as_str()),
             });
         }
+    }
+    if let Some(key) = signing {
+        let signature = key.sign(value);
+        headers = headers
+            .insert(Header { key: relay_envelope::HEADER_KEY_ID, value: Some(key.id()) })
+            .insert(Header { key: relay_envelope::HEADER_SIGNATURE, value: Some(signature.as_str()) });
     }
     headers
 }

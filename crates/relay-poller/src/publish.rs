@@ -275,7 +275,8 @@ impl Dispatched {
     }
 }
 
-/// Encodes rows into records; rows over their topic's payload limit are parked instead.
+/// Encodes (and, with a key, signs) rows into records; rows over their topic's payload limit are
+/// parked instead.
 fn prepare(config: &PollerConfig, rows: &[Row]) -> (Vec<Prepared>, Outcome) {
     let mut parked = Outcome::default();
     let mut prepared = Vec::with_capacity(rows.len());
@@ -290,7 +291,6 @@ fn prepare(config: &PollerConfig, rows: &[Row]) -> (Vec<Prepared>, Outcome) {
             );
             continue;
         }
-        let headers = headers_of(&envelope);
         let value = relay_envelope::encode(&envelope);
         let span = envelope.trace.as_ref().filter(|t| !t.traceparent.is_empty()).map(|trace| {
             let span = tracing::info_span!(
@@ -304,6 +304,7 @@ fn prepare(config: &PollerConfig, rows: &[Row]) -> (Vec<Prepared>, Outcome) {
             relay_telemetry::follow_remote_parent(&span, &trace.traceparent, &trace.tracestate);
             span
         });
+        let headers = headers_of(&envelope, config.signing.as_ref(), &value);
         prepared.push(Prepared {
             _span: span,
             id,

@@ -17,5 +17,6 @@ mod reconcile;
 mod retention;
 mod roles;
 mod schema;
+mod signing;
 mod telemetry;
 mod tls;
