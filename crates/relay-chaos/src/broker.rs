@@ -30,7 +30,7 @@ pub enum StopSignal {
 /// Where the broker keeps its data.
 #[derive(Debug, Clone)]
 pub enum Storage {
-    /// `sqlite://<dir>/tansu.db`: survives restarts.
+    /// `<dir>/tansu.db` (SQLite): survives restarts.
     Sqlite(PathBuf),
     /// In memory: for tests that never restart the broker.
     Memory,
@@ -112,9 +112,10 @@ impl Broker {
 
     async fn launch(&mut self) -> Result<(), ChaosError> {
         self.starts += 1;
-        let storage = match &self.storage {
-            Storage::Sqlite(dir) => format!("sqlite://{}", dir.join("tansu.db").display()),
-            Storage::Memory => "memory://tansu/".to_string(),
+        // Tansu opens a sqlite:// path relative to its working directory, whatever the URL says.
+        let (storage, cwd) = match &self.storage {
+            Storage::Sqlite(dir) => ("sqlite://tansu.db", dir.clone()),
+            Storage::Memory => ("memory://tansu/", self.log_dir.clone()),
         };
         let log_path = self.log_dir.join(format!("tansu-{}.log", self.starts));
         let log =
@@ -126,7 +127,8 @@ impl Broker {
             .args(["broker", "--kafka-cluster-id", "relay-chaos"])
             .args(["--kafka-listener-url", &format!("tcp://127.0.0.1:{}", self.port)])
             .args(["--kafka-advertised-listener-url", &format!("tcp://{}", self.advertised)])
-            .args(["--storage-engine", &storage])
+            .args(["--storage-engine", storage])
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

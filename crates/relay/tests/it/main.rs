@@ -3,9 +3,11 @@
 mod harness;
 mod verify;
 
+mod chaos;
 mod config;
 mod crashes;
 mod delivery;
+mod faults;
 mod ordering;
 mod poison;
 mod reconcile;
