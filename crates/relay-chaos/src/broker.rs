@@ -136,9 +136,8 @@ impl Broker {
             .spawn()
             .map_err(io_error(format!("start {}", self.bin.display())))?;
         self.child = Some(child);
-        crate::await_port(self.port, START_TIMEOUT, "Tansu to accept connections").await.map_err(|e| {
+        crate::await_port(self.port, START_TIMEOUT, "Tansu to accept connections").await.inspect_err(|_| {
             tracing::error!(log = %log_path.display(), "Tansu did not start");
-            e
         })
     }
 }

@@ -159,14 +159,14 @@ impl Injector {
                 format!("postgres ({mode:?})").to_lowercase()
             }
             FaultKind::ConnectionCut => {
-                let proxy = if n % 2 == 0 { &targets.pg_proxy } else { &targets.kafka_proxy };
+                let proxy = if n.is_multiple_of(2) { &targets.pg_proxy } else { &targets.kafka_proxy };
                 let ms = self.rng.random_range(self.settings.cut_ms.0..=self.settings.cut_ms.1);
                 proxy.cut(Duration::from_millis(ms));
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 format!("{} proxy, {ms} ms", proxy.name())
             }
             FaultKind::ConnectionSlow => {
-                let proxy = if n % 2 == 0 { &targets.pg_proxy } else { &targets.kafka_proxy };
+                let proxy = if n.is_multiple_of(2) { &targets.pg_proxy } else { &targets.kafka_proxy };
                 let ms = self.rng.random_range(self.settings.slow_ms.0..=self.settings.slow_ms.1);
                 proxy.slow(self.settings.slow_latency, Duration::from_millis(ms));
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -233,7 +233,7 @@ struct LeaderProbe {
 
 impl LeaderProbe {
     async fn leader(&mut self) -> Option<String> {
-        if self.client.as_ref().map_or(true, |c| c.is_closed()) {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = crate::connect(&self.url).await.ok();
         }
         let client = self.client.as_ref()?;

@@ -106,7 +106,7 @@ impl PgCluster {
 
     /// Restarts the server, fast and immediate shutdown alternately; returns the mode used.
     pub async fn restart(&mut self) -> Result<StopMode, ChaosError> {
-        let mode = if self.restarts % 2 == 0 { StopMode::Fast } else { StopMode::Immediate };
+        let mode = if self.restarts.is_multiple_of(2) { StopMode::Fast } else { StopMode::Immediate };
         self.restarts += 1;
         self.pg_ctl(&["restart", "-m", mode.arg()]).await?;
         crate::await_port(self.port, std::time::Duration::from_secs(30), "PostgreSQL after a restart")

@@ -135,7 +135,7 @@ impl Workload {
         let mut uncertain = false;
         loop {
             let result = async {
-                if client.as_ref().map_or(true, |c| c.is_closed()) {
+                if client.as_ref().is_none_or(|c| c.is_closed()) {
                     *client = Some(crate::connect(&self.url).await?);
                 }
                 let c = client.as_mut().expect("connected above");
