@@ -130,7 +130,8 @@ impl Broker {
             .args(["--storage-engine", storage])
             .current_dir(cwd)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Tansu logs to stdout; panics go to stderr.
+            .stdout(log.try_clone().map_err(io_error("share Tansu's log"))?)
             .stderr(log)
             .kill_on_drop(true)
             .spawn()

@@ -34,9 +34,12 @@ pub struct Args {
     /// Partitions of the topic.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
-    /// Quiet time between two faults, in milliseconds.
-    #[arg(long, default_value_t = 1_000)]
+    /// Quiet time between two faults (after the pipeline caught up), in milliseconds.
+    #[arg(long, default_value_t = 500)]
     pub pause_ms: u64,
+    /// How long to wait for the pipeline to catch up after a fault before the next one, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub recovery_timeout_secs: u64,
     /// How long the pipeline may take to drain after the last fault, in seconds.
     #[arg(long, default_value_t = 600)]
     pub drain_timeout_secs: u64,
@@ -62,6 +65,7 @@ pub async fn run(args: Args) -> Result<i32, ChaosError> {
         per_tx: crate::workload::DEFAULT_PER_TX,
         writers: 4,
         pause: Duration::from_millis(args.pause_ms),
+        recovery_timeout: Duration::from_secs(args.recovery_timeout_secs),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         faults: FaultSettings::default(),
     };

@@ -72,6 +72,9 @@ pub struct Injected {
     pub took_ms: u64,
     /// Poller kills: from the kill until the other poller held the leader lock.
     pub failover_ms: Option<f64>,
+    /// From the end of the fault until every message committed by then was in every inbox
+    /// (see [`crate::progress`]); `None` if that did not happen within the recovery timeout.
+    pub recovery_ms: Option<f64>,
 }
 
 /// What the faults hit.
@@ -104,7 +107,10 @@ pub struct FaultSettings {
 impl Default for FaultSettings {
     fn default() -> Self {
         Self {
-            restart_delay: Duration::from_millis(500),
+            // Past the consumers' session timeout (6 s), so the group has dropped the killed
+            // member before it comes back. Tansu, restarted sooner, hands the dead member's
+            // partitions to it in the next assignment and may never take them back.
+            restart_delay: Duration::from_millis(7_000),
             cut_ms: (500, 1500),
             slow_latency: Duration::from_millis(200),
             slow_ms: (1000, 2000),
@@ -179,6 +185,7 @@ impl Injector {
             at_ms: at.duration_since(self.started).as_millis() as u64,
             took_ms: at.elapsed().as_millis() as u64,
             failover_ms,
+            recovery_ms: None,
         };
         tracing::info!(
             fault = kind.name(),

@@ -5,14 +5,16 @@
 //! The pieces are usable one by one (the fault tests in `crates/relay/tests/it/faults.rs` do):
 //! a fault-injecting TCP [`proxy`], a private restartable PostgreSQL ([`postgres`]), a restartable
 //! Tansu broker on durable storage ([`broker`]), the real service binaries ([`services`]), an
-//! application writing to the outbox ([`workload`]), the fault injector ([`faults`]), the end
-//! check ([`verify`]) and the report ([`report`]). [`suite`] wires them into one run.
+//! application writing to the outbox ([`workload`]), the fault injector ([`faults`]), the wait
+//! for recovery after each fault ([`progress`]), the end check ([`verify`]) and the report
+//! ([`report`]). [`suite`] wires them into one run.
 #![forbid(unsafe_code)]
 
 pub mod broker;
 pub mod cli;
 pub mod faults;
 pub mod postgres;
+pub mod progress;
 pub mod proxy;
 pub mod report;
 pub mod services;

@@ -22,28 +22,33 @@ pub struct RunSettings {
     pub partitions: i32,
 }
 
-/// Failover times of the poller, in milliseconds.
+/// A set of durations in milliseconds: the poller's failover times, or recovery times.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Failover {
+pub struct Spread {
     pub samples: usize,
     pub min_ms: Option<f64>,
     pub median_ms: Option<f64>,
     pub max_ms: Option<f64>,
-    /// Poller kills after which no other poller took over within the timeout.
+    /// Faults after which nothing was measured: no failover, or no recovery within the timeout.
     pub missed: usize,
 }
 
-impl Failover {
-    pub fn from_faults(faults: &[Injected]) -> Self {
-        let kills: Vec<&Injected> = faults.iter().filter(|f| f.kind == FaultKind::PollerKill).collect();
-        let mut ms: Vec<f64> = kills.iter().filter_map(|f| f.failover_ms).collect();
+impl Spread {
+    pub fn of(values: impl Iterator<Item = Option<f64>>) -> Self {
+        let (mut ms, mut missed) = (Vec::new(), 0);
+        for value in values {
+            match value {
+                Some(v) => ms.push(v),
+                None => missed += 1,
+            }
+        }
         ms.sort_by(f64::total_cmp);
         Self {
             samples: ms.len(),
             min_ms: ms.first().copied(),
             median_ms: (!ms.is_empty()).then(|| ms[ms.len() / 2]),
             max_ms: ms.last().copied(),
-            missed: kills.len() - ms.len(),
+            missed,
         }
     }
 }
@@ -54,7 +59,11 @@ pub struct Report {
     pub settings: RunSettings,
     /// Faults injected, by kind name.
     pub faults: BTreeMap<String, u64>,
-    pub failover: Failover,
+    /// Poller kills: from the kill until the other poller held the leader lock.
+    pub failover: Spread,
+    /// By fault kind: from the end of the fault until every message committed by then was in
+    /// every inbox.
+    pub recovery: BTreeMap<String, Spread>,
     pub verification: Verification,
     pub workload: Option<WorkloadStats>,
     pub proxies: BTreeMap<String, ProxyStats>,
@@ -130,7 +139,16 @@ impl Report {
         Self {
             settings,
             faults,
-            failover: Failover::from_faults(injected),
+            failover: Spread::of(
+                injected.iter().filter(|f| f.kind == FaultKind::PollerKill).map(|f| f.failover_ms),
+            ),
+            recovery: FaultKind::ALL
+                .iter()
+                .map(|kind| {
+                    let of_kind = injected.iter().filter(|f| f.kind == *kind);
+                    (kind.name().to_string(), Spread::of(of_kind.map(|f| f.recovery_ms)))
+                })
+                .collect(),
             verification,
             workload,
             proxies,
@@ -151,11 +169,20 @@ impl Report {
             "## Chaos run: {} messages over {} keys, {} partitions, {} faults per kind, seed {}\n",
             s.messages, s.keys, s.partitions, s.faults_per_kind, s.seed
         );
-        let _ = writeln!(out, "| fault | injected |\n|---|---:|");
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            out,
+            "| fault | injected | recovery median (ms) | recovery max (ms) | no recovery in time |\n|---|---:|---:|---:|---:|"
+        );
         for (kind, n) in &self.faults {
-            let _ = writeln!(out, "| {kind} | {n} |");
+            let r = self.recovery.get(kind).cloned().unwrap_or_default();
+            let _ = writeln!(out, "| {kind} | {n} | {} | {} | {} |", ms(r.median_ms), ms(r.max_ms), r.missed);
         }
-        let _ = writeln!(out, "| **total** | **{}** |\n", self.faults.values().sum::<u64>());
+        let _ = writeln!(out, "| **total** | **{}** | | | |\n", self.faults.values().sum::<u64>());
+        let _ = writeln!(
+            out,
+            "Recovery: from the end of a fault until every message committed by then is in both inboxes.\n"
+        );
         let _ = writeln!(
             out,
             "| inbox | messages | lost | duplicated | reordered | mismatched | extra |\n|---|---:|---:|---:|---:|---:|---:|"
@@ -181,7 +208,6 @@ impl Report {
             );
         }
         let f = &self.failover;
-        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
         let _ = writeln!(
             out,
             "- poller failover (kill of the leader → the other holds the lock): min {} ms, median {} ms, max {} ms over {} kills{}",

@@ -20,6 +20,7 @@ use crate::{
     faults::{self, FaultSettings, Injector, Targets},
     io_error,
     postgres::PgCluster,
+    progress::ProgressProbe,
     proxy::Proxy,
     report::{Report, RunSettings},
     services::{ServiceSpec, Services},
@@ -53,8 +54,10 @@ pub struct Settings {
     pub bin_dir: PathBuf,
     pub per_tx: u64,
     pub writers: usize,
-    /// Quiet time between two faults.
+    /// Quiet time between two faults, after the pipeline caught up.
     pub pause: Duration,
+    /// How long to wait for the pipeline to move after a fault before going on regardless.
+    pub recovery_timeout: Duration,
     /// How long the pipeline may take to drain after the last fault.
     pub drain_timeout: Duration,
     pub faults: FaultSettings,
@@ -122,6 +125,10 @@ pub async fn run(settings: Settings) -> Result<Report, ChaosError> {
         consumers: INBOXES.iter().flat_map(|i| i.2).map(str::to_string).collect(),
         admin_url,
     };
+    let mut probe = ProgressProbe::new(
+        targets.postgres.url(ORIGIN_DB),
+        INBOXES.iter().map(|(name, db, _)| (name.to_string(), targets.postgres.url(db))).collect(),
+    );
     let schedule = faults::schedule(settings.faults_per_kind, settings.seed);
     let mut injector = Injector::new(settings.faults.clone(), settings.seed);
     let mut injected = Vec::with_capacity(schedule.len());
@@ -140,7 +147,16 @@ pub async fn run(settings: Settings) -> Result<Report, ChaosError> {
             committed = committed.load(Ordering::Relaxed),
             "injecting"
         );
-        injected.push(injector.inject(&mut targets, *kind).await?);
+        let mut fault = injector.inject(&mut targets, *kind).await?;
+        match probe.await_recovery(settings.recovery_timeout).await {
+            Some(took) => fault.recovery_ms = Some(took.as_secs_f64() * 1000.0),
+            None => tracing::warn!(
+                fault = kind.name(),
+                timeout_secs = settings.recovery_timeout.as_secs(),
+                "the pipeline did not catch up after this fault within the timeout"
+            ),
+        }
+        injected.push(fault);
         for (name, status) in targets.services.exited() {
             tracing::error!(service = %name, %status, "exited without being killed; restarting it");
             unexpected_exits.push(format!("{name} ({status})"));
