@@ -77,10 +77,7 @@ impl Workload {
         committed: Arc<AtomicU64>,
     ) -> Result<WorkloadStats, ChaosError> {
         let started = Instant::now();
-        let setup = connect_retrying(&self.url).await?;
-        await_outbox(&setup).await?;
-        setup.batch_execute(include_str!("sql/app_schema.sql")).await?;
-        drop(setup);
+        setup_retrying(&self.url).await?;
         let counters = Arc::new(Counters { committed, ..Counters::default() });
         let this = Arc::new(self);
         let mut writers = tokio::task::JoinSet::new();
@@ -196,32 +193,33 @@ async fn already_committed(client: &tokio_postgres::Client, chunk: u64) -> Resul
     Ok(row.get(0))
 }
 
-async fn connect_retrying(url: &str) -> Result<tokio_postgres::Client, ChaosError> {
+/// Waits for `relay.outbox` (the outbox-poller creates it at start-up) and creates the business
+/// table, retrying across database restarts for up to two minutes.
+async fn setup_retrying(url: &str) -> Result<(), ChaosError> {
     let started = Instant::now();
     loop {
-        match crate::connect(url).await {
-            Ok(client) => return Ok(client),
-            Err(e) if started.elapsed() > Duration::from_secs(60) => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        let attempt = async {
+            let client = crate::connect(url).await?;
+            let row = client.query_one(include_str!("sql/table_exists.sql"), &[&"relay.outbox"]).await?;
+            if !row.get::<_, bool>(0) {
+                return Ok(false);
+            }
+            client.batch_execute(include_str!("sql/app_schema.sql")).await?;
+            Ok::<_, ChaosError>(true)
+        };
+        match attempt.await {
+            Ok(true) => return Ok(()),
+            Ok(false) | Err(_) if started.elapsed() < Duration::from_secs(120) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(false) => {
+                return Err(ChaosError::Timeout {
+                    what: "relay.outbox (is a poller running?)".into(),
+                    secs: 120,
+                })
+            }
+            Err(e) => return Err(e),
         }
-    }
-}
-
-/// The outbox-poller creates the schema at start-up; wait for it rather than race it.
-async fn await_outbox(client: &tokio_postgres::Client) -> Result<(), ChaosError> {
-    let started = Instant::now();
-    loop {
-        let row = client.query_one(include_str!("sql/table_exists.sql"), &[&"relay.outbox"]).await?;
-        if row.get::<_, bool>(0) {
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            return Err(ChaosError::Timeout {
-                what: "relay.outbox (is a poller running?)".into(),
-                secs: 120,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
