@@ -1,5 +1,5 @@
 # Relay: one command runs the relay locally, one runs the tests.
-.PHONY: demo test lint build tools bench bench-reconcile clean-stack
+.PHONY: demo test lint build tools bench bench-reconcile chaos clean-stack
 
 ## make demo: the whole relay on this machine (PostgreSQL + Tansu broker), with a report.
 demo:
@@ -20,6 +20,10 @@ bench:
 
 bench-reconcile:
 	bash scripts/bench-reconcile.sh
+
+## make chaos: 100,000 messages through killed services, restarts, cut and slow connections.
+chaos:
+	bash scripts/chaos.sh
 
 build:
 	cargo build --release --locked --bins

@@ -39,7 +39,7 @@ fn two_pollers(test: &str, origin: &TestDb, topic: &str) -> (Vec<Service>, Vec<S
 fn trickle(origin: &TestDb, topic: &str, batches: usize) -> tokio::task::JoinHandle<()> {
     let (url, topic) = (origin.url.clone(), topic.to_string());
     tokio::spawn(async move {
-        let db = TestDb { url };
+        let db = TestDb::from_url(&url);
         for _ in 0..batches {
             enqueue_many(&db, &topic, 20, 40, 20).await;
             tokio::time::sleep(Duration::from_millis(50)).await;

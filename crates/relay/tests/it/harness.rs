@@ -32,15 +32,36 @@ pub fn unique() -> String {
 
 /// A database created for one test.
 pub struct TestDb {
+    /// `postgres://user@host:port` without the database.
+    pub base: String,
+    pub name: String,
     pub url: String,
 }
 
 impl TestDb {
+    /// A fresh database on the shared server (`RELAY_TEST_PG`).
     pub async fn new() -> Self {
+        Self::on(&pg_base()).await
+    }
+
+    /// A fresh database on the server at `base` (`postgres://user@host:port`).
+    pub async fn on(base: &str) -> Self {
         let name = format!("relay_it_{}", unique());
-        let admin = connect(&format!("{}/postgres", pg_base())).await;
+        let admin = connect(&format!("{base}/postgres")).await;
         admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-        Self { url: format!("{}/{name}", pg_base()) }
+        Self { base: base.to_string(), url: format!("{base}/{name}"), name }
+    }
+
+    /// An existing database by its URL (`postgres://user@host:port/name`).
+    pub fn from_url(url: &str) -> Self {
+        let (base, name) = url.rsplit_once('/').expect("a URL ending in /database");
+        Self { base: base.to_string(), name: name.to_string(), url: url.to_string() }
+    }
+
+    /// The URL of this database reached through `addr` (a proxy) instead of its server.
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let user = self.base.rsplit_once('@').map_or("postgres://postgres", |(user, _)| user);
+        format!("{user}@{addr}/{}", self.name)
     }
 
     pub async fn client(&self) -> Client {

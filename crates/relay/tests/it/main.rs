@@ -4,12 +4,14 @@ mod harness;
 mod verify;
 
 mod admin;
+mod chaos;
 mod config;
 mod crashes;
 mod delivery;
 mod deploy;
 mod deploy_files;
 mod failover;
+mod faults;
 mod health;
 mod ordering;
 mod poison;

@@ -101,7 +101,7 @@ async fn services_deliver_with_least_privilege_roles_and_are_refused_everything_
         ("operator", Some("relay_operator")),
     ])
     .await;
-    let login = |db: &TestDb, i: usize| TestDb { url: as_user(&db.url, &names[i]) };
+    let login = |db: &TestDb, i: usize| TestDb::from_url(&as_user(&db.url, &names[i]));
     let (app, poller_db, consumer_db) = (login(&origin, 0), login(&origin, 1), login(&inbox, 2));
     let (reconciler_origin, reconciler_inbox, operator_origin) =
         (login(&origin, 3), login(&inbox, 3), login(&origin, 4));
@@ -266,7 +266,7 @@ async fn a_database_owner_without_createrole_migrates_once_the_roles_exist() {
     assert!(!row.get::<_, bool>(0), "the owner may not create roles");
     let database = format!("relay_it_{}", unique());
     admin.batch_execute(&format!("CREATE DATABASE {database} OWNER {owner}")).await.expect("create database");
-    let db = TestDb { url: format!("{}/{database}", pg_base()) };
+    let db = TestDb::from_url(&format!("{}/{database}", pg_base()));
 
     for schema in [relay_db::Schema::Outbox, relay_db::Schema::Inbox] {
         let url = relay_config::DatabaseUrl::parse(as_user(&db.url, owner).into()).expect("url");

@@ -1,0 +1,2 @@
+-- Messages committed to the outbox so far.
+SELECT count(*) FROM relay.outbox

@@ -1,0 +1,27 @@
+//! relay-chaos: the chaos suite (faults injected while Relay carries a workload). See `relay_chaos`.
+use clap::Parser;
+
+/// Exit code when the run could not complete (setup failed, or it was interrupted).
+const EXIT_COULD_NOT_RUN: i32 = 2;
+
+#[tokio::main]
+async fn main() {
+    let args = relay_chaos::cli::Args::parse();
+    let _telemetry = relay::init_logging(relay_config::LogFormat::Text, "relay-chaos");
+    let interrupted = relay::shutdown_on_signal();
+    // On SIGTERM or Ctrl-C the run is dropped: its services, broker and private PostgreSQL stop.
+    let code = tokio::select! {
+        result = relay_chaos::cli::run(args) => match result {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!(error = %e, "the chaos run could not complete");
+                EXIT_COULD_NOT_RUN
+            }
+        },
+        _ = interrupted.cancelled() => {
+            tracing::error!("interrupted; stopping the services, the broker and PostgreSQL");
+            EXIT_COULD_NOT_RUN
+        }
+    };
+    std::process::exit(code)
+}
