@@ -35,18 +35,6 @@ fn two_pollers(test: &str, origin: &TestDb, topic: &str) -> (Vec<Service>, Vec<S
     (pollers, addrs)
 }
 
-/// Enqueues `batches` of 20 messages, one batch every 50 ms, in the background.
-fn trickle(origin: &TestDb, topic: &str, batches: usize) -> tokio::task::JoinHandle<()> {
-    let (url, topic) = (origin.url.clone(), topic.to_string());
-    tokio::spawn(async move {
-        let db = TestDb::from_url(&url);
-        for _ in 0..batches {
-            enqueue_many(&db, &topic, 20, 40, 20).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standby_poller_takes_over_within_seconds_when_the_leader_is_killed() {
     let test = "failover_kill";

@@ -334,3 +334,15 @@ pub fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
         })
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// Enqueues `batches` of 20 messages, one batch every 50 ms, in the background.
+pub fn trickle(origin: &TestDb, topic: &str, batches: usize) -> tokio::task::JoinHandle<()> {
+    let (url, topic) = (origin.url.clone(), topic.to_string());
+    tokio::spawn(async move {
+        let db = TestDb::from_url(&url);
+        for _ in 0..batches {
+            enqueue_many(&db, &topic, 20, 40, 20).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
