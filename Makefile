@@ -1,5 +1,5 @@
 # Relay: one command runs the relay locally, one runs the tests.
-.PHONY: demo test lint build tools bench bench-reconcile clean-stack
+.PHONY: demo test lint build tools bench bench-reconcile clean-stack fuzz
 
 ## make demo: the whole relay on this machine (PostgreSQL + Tansu broker), with a report.
 demo:
@@ -20,6 +20,10 @@ bench:
 
 bench-reconcile:
 	bash scripts/bench-reconcile.sh
+
+## make fuzz: every cargo-fuzz target for FUZZ_SECONDS (default 60) each; installs cargo-fuzz once.
+fuzz:
+	bash scripts/fuzz.sh
 
 build:
 	cargo build --release --locked --bins

@@ -11,8 +11,8 @@
 
 mod config;
 mod records;
-mod retention;
 mod redrive;
+mod retention;
 mod store;
 mod watch;
 
@@ -24,7 +24,9 @@ use rdkafka::{
     message::{Message, OwnedMessage},
     Offset, TopicPartitionList,
 };
-use records::{RawRecord, Record};
+/// The record check, exposed for the fuzz targets in `fuzz/`; not a stable API.
+#[doc(hidden)]
+pub use records::{classify, DeadLetter, InboxRow, Position, RawRecord, Record};
 pub use redrive::{redrive_dead_letters, RedriveReport, Selection};
 use relay_health::Health;
 use store::Written;

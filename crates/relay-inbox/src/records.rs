@@ -8,7 +8,7 @@ use rdkafka::message::{Message, OwnedMessage};
 
 /// A Kafka record as it arrived: where it sits, its key and its value, undecoded.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RawRecord<'a> {
+pub struct RawRecord<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
@@ -30,7 +30,7 @@ impl<'a> From<&'a OwnedMessage> for RawRecord<'a> {
 
 /// Where a record sits in Kafka; offsets are stored from these after the batch commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Position {
+pub struct Position {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -38,7 +38,7 @@ pub(crate) struct Position {
 
 /// A decoded message, ready to insert.
 #[derive(Debug, Clone)]
-pub(crate) struct InboxRow {
+pub struct InboxRow {
     pub position: Position,
     pub message_id: uuid::Uuid,
     pub source: String,
@@ -56,7 +56,7 @@ pub(crate) struct InboxRow {
 
 /// A record that cannot be stored as a message, kept raw with the reason.
 #[derive(Debug, Clone)]
-pub(crate) struct DeadLetter {
+pub struct DeadLetter {
     pub position: Position,
     pub raw_key: Option<Vec<u8>>,
     pub raw_value: Option<Vec<u8>>,
@@ -64,7 +64,7 @@ pub(crate) struct DeadLetter {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum Record {
+pub enum Record {
     Store(Box<InboxRow>),
     Dead(DeadLetter),
 }
@@ -94,8 +94,14 @@ fn position_of(raw: &RawRecord<'_>) -> Position {
     Position { topic: raw.topic.to_string(), partition: raw.partition, offset: raw.offset }
 }
 
+/// PostgreSQL's earliest `timestamptz` (4714-11-24 00:00 UTC BC) in microseconds since 1970.
+/// Earlier instants cannot be stored, and the driver's encoding wraps those near `i64::MIN`
+/// around to a date in the year 294,000 instead of failing. Its latest (294276 AD) lies beyond
+/// what an `i64` of microseconds can name, so there is no upper bound to check.
+const PG_MIN_UNIX_MICROS: i64 = -210_866_803_200_000_000;
+
 /// Decodes and checks one record; payloads over `limit` bytes (the topic's) are refused.
-pub(crate) fn classify(raw: &RawRecord<'_>, limit: usize) -> Record {
+pub fn classify(raw: &RawRecord<'_>, limit: usize) -> Record {
     let decoded = match relay_envelope::decode(raw.value) {
         Ok(decoded) => decoded,
         Err(e) => return Record::Dead(DeadLetter::from_refused(raw, e.to_string())),
@@ -110,6 +116,11 @@ pub(crate) fn classify(raw: &RawRecord<'_>, limit: usize) -> Record {
         Err(_) => return Record::Dead(DeadLetter::from_refused(raw, "sequence out of range".into())),
     };
     let micros = envelope.created_at_unix_micros;
+    if micros < PG_MIN_UNIX_MICROS {
+        let error =
+            format!("created_at_unix_micros {micros} is before PostgreSQL's earliest timestamp (4714 BC)");
+        return Record::Dead(DeadLetter::from_refused(raw, error));
+    }
     let created_at = if micros >= 0 {
         UNIX_EPOCH + Duration::from_micros(micros as u64)
     } else {
@@ -196,5 +207,32 @@ mod tests {
         future.version = 9;
         let reason = dead_reason(classify(&raw(&relay_envelope::encode(&future)), 1000));
         assert!(reason.contains("unsupported envelope version 9"), "{reason}");
+    }
+
+    /// `i64::MIN` microseconds used to be classified as storable, and the PostgreSQL driver
+    /// would have written it as a date in the year 294,000 (the `consumer_record` fuzz target
+    /// checks that every stored row fits PostgreSQL's range).
+    #[test]
+    fn dead_letters_a_creation_time_before_postgresql_can_store_and_keeps_its_earliest() {
+        let mut ancient = envelope(b"x");
+        ancient.created_at_unix_micros = i64::MIN;
+        let reason = dead_reason(classify(&raw(&relay_envelope::encode(&ancient)), 1000));
+        assert_eq!(
+            reason,
+            format!(
+                "created_at_unix_micros {} is before PostgreSQL's earliest timestamp (4714 BC)",
+                i64::MIN
+            )
+        );
+        ancient.created_at_unix_micros = PG_MIN_UNIX_MICROS - 1;
+        assert!(matches!(classify(&raw(&relay_envelope::encode(&ancient)), 1000), Record::Dead(_)));
+        ancient.created_at_unix_micros = PG_MIN_UNIX_MICROS;
+        match classify(&raw(&relay_envelope::encode(&ancient)), 1000) {
+            Record::Store(row) => {
+                let before_1970 = UNIX_EPOCH.duration_since(row.created_at).expect("before 1970");
+                assert_eq!(before_1970, Duration::from_micros(PG_MIN_UNIX_MICROS.unsigned_abs()));
+            }
+            Record::Dead(dead) => panic!("dead-lettered: {}", dead.error),
+        }
     }
 }
