@@ -57,7 +57,10 @@ fn check_row(row: &InboxRow, parts: &RawParts<'_>, position: &Position) {
     assert!(row.sequence >= 0 && row.sequence as u64 == envelope.sequence);
     if let Ok(before_1970) = UNIX_EPOCH.duration_since(row.created_at) {
         let micros = before_1970.as_micros();
-        assert!(micros <= u128::from(PG_MIN_UNIX_MICROS), "created_at {micros} µs before 1970 is out of PostgreSQL's range");
+        assert!(
+            micros <= u128::from(PG_MIN_UNIX_MICROS),
+            "created_at {micros} µs before 1970 is out of PostgreSQL's range"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! `relay_envelope::decode` on arbitrary bytes: never panics, and whatever it accepts survives a
-//! round trip (encode, decode again: the same envelope, and the same bytes on a second encode).
+//! round trip (encode, decode again: the same envelope). The bytes themselves need not repeat:
+//! headers are a map, encoded in its iteration order.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,5 +12,4 @@ fuzz_target!(|data: &[u8]| {
     let bytes = relay_envelope::encode(&decoded.envelope);
     let again = relay_envelope::decode(Some(&bytes)).expect("a re-encoded envelope must decode");
     assert_eq!(again, decoded, "round trip changed the envelope");
-    assert_eq!(relay_envelope::encode(&again.envelope), bytes, "encoding is not stable");
 });
