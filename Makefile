@@ -1,5 +1,5 @@
 # Relay: one command runs the relay locally, one runs the tests.
-.PHONY: demo test lint build tools bench bench-reconcile chaos clean-stack
+.PHONY: demo test lint build tools bench bench-reconcile chaos clean-stack fuzz
 
 ## make demo: the whole relay on this machine (PostgreSQL + Tansu broker), with a report.
 demo:
@@ -24,6 +24,10 @@ bench-reconcile:
 ## make chaos: 100,000 messages through killed services, restarts, cut and slow connections.
 chaos:
 	bash scripts/chaos.sh
+
+## make fuzz: every cargo-fuzz target for FUZZ_SECONDS (default 60) each; installs cargo-fuzz once.
+fuzz:
+	bash scripts/fuzz.sh
 
 build:
 	cargo build --release --locked --bins

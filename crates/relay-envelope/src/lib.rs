@@ -105,7 +105,7 @@ pub fn decode(value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
         return Err(DecodeError::UnsupportedVersion(envelope.version));
     }
     let message_id = uuid::Uuid::try_parse(&envelope.message_id)
-        .map_err(|_| DecodeError::BadMessageId(envelope.message_id.clone()))?;
+        .map_err(|_| DecodeError::BadMessageId(quoted_prefix(&envelope.message_id)))?;
     for (name, value) in [("source", &envelope.source), ("topic", &envelope.topic)] {
         if value.is_empty() {
             return Err(DecodeError::MissingField(name));
@@ -128,6 +128,17 @@ pub fn decode(value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
         return Err(DecodeError::NulCharacter("headers"));
     }
     Ok(Decoded { message_id, envelope })
+}
+
+/// How much of a bad message id a [`DecodeError`] quotes. The reason is logged and stored with
+/// every dead letter; the whole value is kept beside it, so the reason need not grow with it.
+const QUOTED_CHARS: usize = 64;
+
+fn quoted_prefix(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +188,12 @@ mod tests {
         let mut bad_id = sample();
         bad_id.message_id = "not-a-uuid".into();
         assert!(matches!(decode(Some(&encode(&bad_id))), Err(DecodeError::BadMessageId(_))));
+        let mut huge_id = sample();
+        huge_id.message_id = "é".repeat(100_000);
+        let Err(DecodeError::BadMessageId(quoted)) = decode(Some(&encode(&huge_id))) else {
+            panic!("a 200 kB message id was accepted");
+        };
+        assert_eq!(quoted, format!("{}… (200000 bytes)", "é".repeat(64)));
         let mut no_source = sample();
         no_source.source.clear();
         assert_eq!(decode(Some(&encode(&no_source))), Err(DecodeError::MissingField("source")));

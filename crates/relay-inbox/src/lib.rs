@@ -26,7 +26,9 @@ use rdkafka::{
     message::{Message, OwnedMessage},
     Offset, TopicPartitionList,
 };
-use records::{RawRecord, Record};
+/// The record check, exposed for the fuzz targets in `fuzz/`; not a stable API.
+#[doc(hidden)]
+pub use records::{classify, DeadLetter, InboxRow, Position, RawRecord, Record};
 pub use redrive::{redrive_dead_letters, RedriveReport, Selection};
 use relay_health::Health;
 pub use signatures::Verification;

@@ -11,7 +11,7 @@ use crate::Verification;
 
 /// A Kafka record as it arrived: where it sits, its key and its value, undecoded.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RawRecord<'a> {
+pub struct RawRecord<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
@@ -42,7 +42,7 @@ impl<'a> From<&'a OwnedMessage> for RawRecord<'a> {
 
 /// Where a record sits in Kafka; offsets are stored from these after the batch commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Position {
+pub struct Position {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -50,7 +50,7 @@ pub(crate) struct Position {
 
 /// A decoded message, ready to insert.
 #[derive(Debug, Clone)]
-pub(crate) struct InboxRow {
+pub struct InboxRow {
     pub position: Position,
     pub message_id: uuid::Uuid,
     pub source: String,
@@ -68,7 +68,7 @@ pub(crate) struct InboxRow {
 
 /// A record that cannot be stored as a message, kept raw with the reason.
 #[derive(Debug, Clone)]
-pub(crate) struct DeadLetter {
+pub struct DeadLetter {
     pub position: Position,
     pub raw_key: Option<Vec<u8>>,
     pub raw_value: Option<Vec<u8>>,
@@ -80,7 +80,7 @@ pub(crate) struct DeadLetter {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum Record {
+pub enum Record {
     Store(Box<InboxRow>),
     Dead(DeadLetter),
 }
@@ -113,9 +113,15 @@ fn position_of(raw: &RawRecord<'_>) -> Position {
     Position { topic: raw.topic.to_string(), partition: raw.partition, offset: raw.offset }
 }
 
+/// PostgreSQL's earliest `timestamptz` (4714-11-24 00:00 UTC BC) in microseconds since 1970.
+/// Earlier instants cannot be stored, and the driver's encoding wraps those near `i64::MIN`
+/// around to a date in the year 294,000 instead of failing. Its latest (294276 AD) lies beyond
+/// what an `i64` of microseconds can name, so there is no upper bound to check.
+const PG_MIN_UNIX_MICROS: i64 = -210_866_803_200_000_000;
+
 /// Checks one record's signature (when `verification` is on), decodes and checks it; payloads
 /// over `limit` bytes (the topic's) are refused.
-pub(crate) fn classify(raw: &RawRecord<'_>, limit: usize, verification: &Verification) -> Record {
+pub fn classify(raw: &RawRecord<'_>, limit: usize, verification: &Verification) -> Record {
     if let Err(e) = verification.check(raw.key_id, raw.signature, raw.value) {
         let mut dead = DeadLetter::from_refused(raw, e.to_string());
         dead.signature_failure = e.signature_failure();
@@ -135,6 +141,11 @@ pub(crate) fn classify(raw: &RawRecord<'_>, limit: usize, verification: &Verific
         Err(_) => return Record::Dead(DeadLetter::from_refused(raw, "sequence out of range".into())),
     };
     let micros = envelope.created_at_unix_micros;
+    if micros < PG_MIN_UNIX_MICROS {
+        let error =
+            format!("created_at_unix_micros {micros} is before PostgreSQL's earliest timestamp (4714 BC)");
+        return Record::Dead(DeadLetter::from_refused(raw, error));
+    }
     let created_at = if micros >= 0 {
         UNIX_EPOCH + Duration::from_micros(micros as u64)
     } else {
@@ -260,5 +271,32 @@ mod tests {
         assert!(reason.starts_with("signature missing"), "{reason}");
         let Record::Dead(dead) = classify(&raw(garbage), 1000, &Verification::off()) else { panic!() };
         assert_eq!(dead.signature_failure, None, "not a signature failure when the check is off");
+    }
+
+    /// `i64::MIN` microseconds used to be classified as storable, and the PostgreSQL driver
+    /// would have written it as a date in the year 294,000 (the `consumer_record` fuzz target
+    /// checks that every stored row fits PostgreSQL's range).
+    #[test]
+    fn dead_letters_a_creation_time_before_postgresql_can_store_and_keeps_its_earliest() {
+        let mut ancient = envelope(b"x");
+        ancient.created_at_unix_micros = i64::MIN;
+        let reason = dead_reason(classify(&raw(&relay_envelope::encode(&ancient)), 1000, &Verification::off()));
+        assert_eq!(
+            reason,
+            format!(
+                "created_at_unix_micros {} is before PostgreSQL's earliest timestamp (4714 BC)",
+                i64::MIN
+            )
+        );
+        ancient.created_at_unix_micros = PG_MIN_UNIX_MICROS - 1;
+        assert!(matches!(classify(&raw(&relay_envelope::encode(&ancient)), 1000, &Verification::off()), Record::Dead(_)));
+        ancient.created_at_unix_micros = PG_MIN_UNIX_MICROS;
+        match classify(&raw(&relay_envelope::encode(&ancient)), 1000, &Verification::off()) {
+            Record::Store(row) => {
+                let before_1970 = UNIX_EPOCH.duration_since(row.created_at).expect("before 1970");
+                assert_eq!(before_1970, Duration::from_micros(PG_MIN_UNIX_MICROS.unsigned_abs()));
+            }
+            Record::Dead(dead) => panic!("dead-lettered: {}", dead.error),
+        }
     }
 }
