@@ -280,7 +280,8 @@ mod tests {
     fn dead_letters_a_creation_time_before_postgresql_can_store_and_keeps_its_earliest() {
         let mut ancient = envelope(b"x");
         ancient.created_at_unix_micros = i64::MIN;
-        let reason = dead_reason(classify(&raw(&relay_envelope::encode(&ancient)), 1000, &Verification::off()));
+        let reason =
+            dead_reason(classify(&raw(&relay_envelope::encode(&ancient)), 1000, &Verification::off()));
         assert_eq!(
             reason,
             format!(
@@ -289,7 +290,10 @@ mod tests {
             )
         );
         ancient.created_at_unix_micros = PG_MIN_UNIX_MICROS - 1;
-        assert!(matches!(classify(&raw(&relay_envelope::encode(&ancient)), 1000, &Verification::off()), Record::Dead(_)));
+        assert!(matches!(
+            classify(&raw(&relay_envelope::encode(&ancient)), 1000, &Verification::off()),
+            Record::Dead(_)
+        ));
         ancient.created_at_unix_micros = PG_MIN_UNIX_MICROS;
         match classify(&raw(&relay_envelope::encode(&ancient)), 1000, &Verification::off()) {
             Record::Store(row) => {
