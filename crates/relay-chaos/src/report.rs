@@ -53,6 +53,18 @@ impl Spread {
     }
 }
 
+/// A service that exited by itself; the suite started it again, as a supervisor would.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ExitRecord {
+    pub service: String,
+    pub status: String,
+    pub after_secs: f64,
+}
+
+/// Exiting this soon after a start is a start-up failure (the database went away during the
+/// schema check, say), which a supervisor answers with a restart. Later, it is a crash.
+pub const START_UP_SECS: f64 = 10.0;
+
 /// The whole run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
@@ -68,7 +80,7 @@ pub struct Report {
     pub workload: Option<WorkloadStats>,
     pub proxies: BTreeMap<String, ProxyStats>,
     /// Services that exited without being killed by the suite (restarted, and listed here).
-    pub unexpected_exits: Vec<String>,
+    pub exits: Vec<ExitRecord>,
     pub run_secs: f64,
     /// Every fault, in order.
     pub injected: Vec<Injected>,
@@ -86,7 +98,7 @@ impl Report {
         verification: Verification,
         workload: Option<WorkloadStats>,
         proxies: BTreeMap<String, ProxyStats>,
-        unexpected_exits: Vec<String>,
+        exits: &[crate::services::Exit],
         run_secs: f64,
     ) -> Self {
         let mut faults: BTreeMap<String, u64> =
@@ -129,8 +141,17 @@ impl Report {
         if !v.reconciler_clean() {
             failures.push(format!("reconciler exit code {:?} (0 = clean)", v.reconciler_exit));
         }
-        for exit in &unexpected_exits {
-            failures.push(format!("exited without being killed: {exit}"));
+        let exits: Vec<ExitRecord> = exits
+            .iter()
+            .map(|e| ExitRecord {
+                service: e.name.clone(),
+                status: e.status.clone(),
+                after_secs: e.after.as_secs_f64(),
+            })
+            .collect();
+        for exit in exits.iter().filter(|e| e.after_secs >= START_UP_SECS) {
+            failures
+                .push(format!("{} crashed after {:.0} s ({})", exit.service, exit.after_secs, exit.status));
         }
         if workload.is_none() {
             failures.push("the workload did not finish".into());
@@ -152,7 +173,7 @@ impl Report {
             verification,
             workload,
             proxies,
-            unexpected_exits,
+            exits,
             run_secs,
             injected: injected.to_vec(),
             failures,
@@ -233,9 +254,17 @@ impl Report {
                 w.messages, w.transactions, w.retries, w.uncertain_commits_committed
             );
         }
-        if !self.unexpected_exits.is_empty() {
-            let _ =
-                writeln!(out, "- services that exited by themselves: {}", self.unexpected_exits.join("; "));
+        if !self.exits.is_empty() {
+            let listed: Vec<String> = self
+                .exits
+                .iter()
+                .map(|e| format!("{} after {:.1} s ({})", e.service, e.after_secs, e.status))
+                .collect();
+            let _ = writeln!(
+                out,
+                "- services that exited by themselves and were restarted (within {START_UP_SECS:.0} s of a start: a start-up failure, not a crash): {}",
+                listed.join("; ")
+            );
         }
         let _ = writeln!(
             out,

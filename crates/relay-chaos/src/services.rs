@@ -5,6 +5,7 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     process::Stdio,
+    time::{Duration, Instant},
 };
 
 use tokio::process::{Child, Command};
@@ -35,7 +36,17 @@ pub struct Services {
     bin_dir: PathBuf,
     log_dir: PathBuf,
     specs: BTreeMap<String, ServiceSpec>,
-    running: BTreeMap<String, Child>,
+    /// Each running child with the time it was started.
+    running: BTreeMap<String, (Child, Instant)>,
+}
+
+/// A service that exited without being killed by the suite.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    pub name: String,
+    pub status: String,
+    /// How long it had run.
+    pub after: Duration,
 }
 
 impl Services {
@@ -80,39 +91,47 @@ impl Services {
             .kill_on_drop(true)
             .spawn()
             .map_err(io_error(format!("start {}", spec.binary)))?;
-        self.running.insert(name.to_string(), child);
+        self.running.insert(name.to_string(), (child, Instant::now()));
         Ok(())
     }
 
     /// SIGKILL: no flush, no offset commit, no goodbye to the database or the broker.
     pub async fn kill(&mut self, name: &str) -> Result<(), ChaosError> {
-        if let Some(mut child) = self.running.remove(name) {
+        if let Some((mut child, _)) = self.running.remove(name) {
             child.kill().await.map_err(io_error(format!("kill {name}")))?;
         }
         Ok(())
     }
 
-    /// Services that exited by themselves, with their status (a crash the suite did not cause).
-    pub fn exited(&mut self) -> Vec<(String, String)> {
+    /// Services that exited by themselves (the suite did not kill them); they are forgotten
+    /// until started again.
+    pub fn exited(&mut self) -> Vec<Exit> {
         let mut exited = Vec::new();
-        for (name, child) in &mut self.running {
+        for (name, (child, started)) in &mut self.running {
             if let Ok(Some(status)) = child.try_wait() {
-                exited.push((name.clone(), status.to_string()));
+                exited.push(Exit {
+                    name: name.clone(),
+                    status: status.to_string(),
+                    after: started.elapsed(),
+                });
             }
+        }
+        for exit in &exited {
+            self.running.remove(&exit.name);
         }
         exited
     }
 
     /// SIGTERM to every service, then waits (up to 30 s each) for them to drain and exit.
     pub async fn stop_all(&mut self) {
-        for (name, child) in &mut self.running {
+        for (name, (child, _)) in &mut self.running {
             if let Some(pid) = child.id() {
                 if let Err(e) = crate::broker::signal_process(pid, "TERM").await {
                     tracing::warn!(service = %name, error = %e, "could not send SIGTERM");
                 }
             }
         }
-        for (name, mut child) in std::mem::take(&mut self.running) {
+        for (name, (mut child, _)) in std::mem::take(&mut self.running) {
             if tokio::time::timeout(std::time::Duration::from_secs(30), child.wait()).await.is_err() {
                 tracing::warn!(service = %name, "did not exit within 30 s of SIGTERM; killing it");
                 let _ = child.kill().await;

@@ -132,14 +132,26 @@ pub async fn run(settings: Settings) -> Result<Report, ChaosError> {
     let schedule = faults::schedule(settings.faults_per_kind, settings.seed);
     let mut injector = Injector::new(settings.faults.clone(), settings.seed);
     let mut injected = Vec::with_capacity(schedule.len());
-    let mut unexpected_exits = Vec::new();
+    let mut exits = Vec::new();
     let total = schedule.len().max(1) as u64;
+    // Every service past its start-up (schema check, group join, leader election) before the
+    // first fault: the first share of the workload delivered to both inboxes.
+    let shares = total + 1;
+    let _ = allow.send(settings.messages / shares);
+    await_committed(&committed, settings.messages / shares).await;
+    if probe.await_recovery(settings.recovery_timeout).await.is_none() {
+        return Err(ChaosError::Timeout {
+            what: "the first messages to reach both inboxes".into(),
+            secs: settings.recovery_timeout.as_secs(),
+        });
+    }
     for (i, kind) in schedule.iter().enumerate() {
         let i = i as u64;
-        // During fault i the workload writes its i-th share; before it, the share before that
-        // must be in, so messages flow through every fault rather than all before the first.
-        let _ = allow.send(settings.messages * (i + 1) / total);
-        await_committed(&committed, settings.messages * i / total).await;
+        // The workload is cut into one share more than there are faults. Share 0 went before
+        // the first fault; during fault i it writes share i + 1, once share i is in, so
+        // messages flow through every fault.
+        let _ = allow.send(settings.messages * (i + 2) / shares);
+        await_committed(&committed, settings.messages * (i + 1) / shares).await;
         tracing::info!(
             fault = kind.name(),
             n = i + 1,
@@ -157,10 +169,11 @@ pub async fn run(settings: Settings) -> Result<Report, ChaosError> {
             ),
         }
         injected.push(fault);
-        for (name, status) in targets.services.exited() {
-            tracing::error!(service = %name, %status, "exited without being killed; restarting it");
-            unexpected_exits.push(format!("{name} ({status})"));
-            targets.services.start(&name)?;
+        for exit in targets.services.exited() {
+            tracing::warn!(service = %exit.name, status = %exit.status, after_ms = exit.after.as_millis() as u64,
+                "exited without being killed; restarting it");
+            exits.push(exit.clone());
+            targets.services.start(&exit.name)?;
         }
         tokio::time::sleep(settings.pause).await;
     }
@@ -192,9 +205,7 @@ pub async fn run(settings: Settings) -> Result<Report, ChaosError> {
         out_dir: out.clone(),
     };
     let verification = verify::verify(&check).await?;
-    for (name, status) in targets.services.exited() {
-        unexpected_exits.push(format!("{name} ({status})"));
-    }
+    exits.extend(targets.services.exited());
     targets.services.stop_all().await;
     let proxies = BTreeMap::from([
         ("postgres".to_string(), targets.pg_proxy.stats()),
@@ -217,7 +228,7 @@ pub async fn run(settings: Settings) -> Result<Report, ChaosError> {
         verification,
         workload,
         proxies,
-        unexpected_exits,
+        &exits,
         started.elapsed().as_secs_f64(),
     );
     report.write(&out)?;
