@@ -19,7 +19,7 @@ cargo build --release --locked --bins --quiet
 
 out="$RELAY_ROOT/.stack/chaos"
 rm -rf "$out" && mkdir -p "$out"
-log "chaos run; logs in .stack/chaos/ (takes 10-20 minutes)"
+log "chaos run; logs in .stack/chaos/ (takes 30-60 minutes on 2 cores)"
 RUST_LOG="${RUST_LOG:-info}" "$RELAY_ROOT/target/release/relay-chaos" \
   --messages "${CHAOS_MESSAGES:-100000}" --keys "${CHAOS_KEYS:-1000}" \
   --faults-per-kind "${CHAOS_FAULTS_PER_KIND:-50}" --seed "${CHAOS_SEED:-1}" \
