@@ -271,6 +271,15 @@ pub async fn listen(
     Ok((client, rx))
 }
 
+/// The newest migration version of `schema` this build carries.
+pub fn latest_version(schema: Schema) -> i32 {
+    let runner = match schema {
+        Schema::Outbox => migrations::outbox::migrations::runner(),
+        Schema::Inbox => migrations::inbox::migrations::runner(),
+    };
+    runner.get_migrations().iter().map(|m| m.version()).max().unwrap_or(0)
+}
+
 /// Creates or upgrades `schema` when `migrate` is true; otherwise checks that it exists.
 pub async fn prepare_schema(url: &DatabaseUrl, schema: Schema, migrate: bool) -> Result<(), DbError> {
     let mut client = connect(url).await?;

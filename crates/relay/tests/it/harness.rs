@@ -247,14 +247,30 @@ pub fn payload_for(i: usize) -> Vec<u8> {
     (0..len).map(|j| ((i * 31 + j * 17) % 256) as u8).collect()
 }
 
-/// Waits until a service has created `table` (its migrations ran).
+/// Waits until a service has created `table`; for `relay.outbox` and `relay.inbox`, until every
+/// migration of that schema ran, so a test's open transaction cannot hold up a later one.
 pub async fn await_table(db: &TestDb, table: &str) {
+    let history = match table {
+        "relay.outbox" => {
+            Some(("relay_outbox_schema_history", relay_db::latest_version(relay_db::Schema::Outbox)))
+        }
+        "relay.inbox" => {
+            Some(("relay_inbox_schema_history", relay_db::latest_version(relay_db::Schema::Inbox)))
+        }
+        _ => None,
+    };
     let client = db.client().await;
     eventually(Duration::from_secs(30), &format!("{table} to exist"), || {
         let client = &client;
         async move {
             let row = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await.ok()?;
-            row.get::<_, bool>(0).then_some(())
+            if !row.get::<_, bool>(0) {
+                return None;
+            }
+            let Some((history, latest)) = history else { return Some(()) };
+            let sql = format!("SELECT coalesce(max(version), 0) FROM {history}");
+            let row = client.query_one(&sql, &[]).await.ok()?;
+            (row.get::<_, i32>(0) >= latest).then_some(())
         }
     })
     .await;
