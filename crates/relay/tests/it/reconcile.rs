@@ -23,6 +23,12 @@ pub(crate) async fn reconcile(relay: &Pipeline, extra_args: &[&str]) -> (i32, Va
         .output()
         .await
         .expect("run reconciler");
+    report_of(output)
+}
+
+/// The exit code, the JSON report and the whole stdout of a one-shot reconciler run; fails the
+/// test when the reconciler could not run at all (exit code 2).
+pub(crate) fn report_of(output: std::process::Output) -> (i32, Value, String) {
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let json_end = stdout.rfind("\n}").map_or(stdout.len(), |i| i + 2);
     let report = serde_json::from_str(&stdout[..json_end]).unwrap_or(Value::Null);

@@ -45,11 +45,7 @@ async fn reconcile(setup: &Setup) -> (i32, Value) {
         .output()
         .await
         .expect("run reconciler");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let json_end = stdout.rfind("\n}").map_or(stdout.len(), |i| i + 2);
-    let report = serde_json::from_str(&stdout[..json_end]).unwrap_or(Value::Null);
-    let code = output.status.code().expect("exit code");
-    assert!(code != 2, "reconciler could not run: {}", String::from_utf8_lossy(&output.stderr));
+    let (code, report, _) = crate::reconcile::report_of(output);
     (code, report)
 }
 
