@@ -36,16 +36,26 @@ pub enum Storage {
     Memory,
 }
 
+/// A SCRAM mechanism Tansu stores credentials for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scram {
+    Sha256,
+    Sha512,
+}
+
 /// A running Tansu broker; killed on drop.
 #[derive(Debug)]
 pub struct Broker {
     bin: PathBuf,
     port: u16,
-    advertised: SocketAddr,
+    /// `host:port` in the metadata clients receive.
+    advertised: String,
     storage: Storage,
     log_dir: PathBuf,
     child: Option<Child>,
     starts: u64,
+    /// Whether clients must authenticate with SASL.
+    authentication: bool,
 }
 
 /// `TANSU_BIN`, else where `scripts/lib.sh` installs it (`~/.cache/relay/tools/bin/tansu`).
@@ -61,7 +71,7 @@ impl Broker {
     /// Starts Tansu on 127.0.0.1:`port`, advertising `advertised`; logs go to `log_dir/tansu*.log`.
     pub async fn start(
         port: u16,
-        advertised: SocketAddr,
+        advertised: impl ToString,
         storage: Storage,
         log_dir: &Path,
     ) -> Result<Self, ChaosError> {
@@ -75,8 +85,16 @@ impl Broker {
         if let Storage::Sqlite(dir) = &storage {
             std::fs::create_dir_all(dir).map_err(io_error(format!("create {}", dir.display())))?;
         }
-        let mut broker =
-            Self { bin, port, advertised, storage, log_dir: log_dir.to_path_buf(), child: None, starts: 0 };
+        let mut broker = Self {
+            bin,
+            port,
+            advertised: advertised.to_string(),
+            storage,
+            log_dir: log_dir.to_path_buf(),
+            child: None,
+            starts: 0,
+            authentication: false,
+        };
         broker.launch().await?;
         Ok(broker)
     }
@@ -84,6 +102,39 @@ impl Broker {
     /// The broker's own address (not the advertised one).
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Stores SCRAM credentials for `users` (name, password, mechanism), then restarts the broker
+    /// so that every client must authenticate with SASL. Needs SQLite storage: Tansu's memory
+    /// storage keeps no credentials. (Tansu accepts any password for PLAIN, so only SCRAM
+    /// credentials are checked by this broker.)
+    pub async fn require_scram(&mut self, users: &[(&str, &str, Scram)]) -> Result<(), ChaosError> {
+        if !matches!(self.storage, Storage::Sqlite(_)) {
+            return Err(ChaosError::Setup("SCRAM credentials need SQLite storage".into()));
+        }
+        let broker = format!("tcp://127.0.0.1:{}", self.port);
+        for (name, password, mechanism) in users {
+            let mechanism = match mechanism {
+                Scram::Sha256 => "scram256",
+                Scram::Sha512 => "scram512",
+            };
+            let output = Command::new(&self.bin)
+                .args(["user", "create", "--broker", &broker, "--mechanism", mechanism, name, password])
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(io_error("run tansu user create"))?;
+            if !output.status.success() {
+                return Err(ChaosError::Command {
+                    command: format!("tansu user create {name}"),
+                    status: output.status.to_string(),
+                    output: String::from_utf8_lossy(&output.stderr).into_owned(),
+                });
+            }
+        }
+        self.stop(StopSignal::Kill).await?;
+        self.authentication = true;
+        self.launch().await
     }
 
     /// Stops the broker (SIGKILL and SIGTERM alternately), then starts it again on the same port
@@ -120,14 +171,19 @@ impl Broker {
         let log_path = self.log_dir.join(format!("tansu-{}.log", self.starts));
         let log =
             std::fs::File::create(&log_path).map_err(io_error(format!("create {}", log_path.display())))?;
-        let child = Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
             .args(["broker", "--kafka-cluster-id", "relay-chaos"])
             .args(["--kafka-listener-url", &format!("tcp://127.0.0.1:{}", self.port)])
             .args(["--kafka-advertised-listener-url", &format!("tcp://{}", self.advertised)])
-            .args(["--storage-engine", storage])
+            .args(["--storage-engine", storage]);
+        if self.authentication {
+            command.arg("--authentication");
+        }
+        let child = command
             .current_dir(cwd)
             .stdin(Stdio::null())
             // Tansu logs to stdout; panics go to stderr.

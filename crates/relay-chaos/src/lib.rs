@@ -7,7 +7,8 @@
 //! Tansu broker on durable storage ([`broker`]), the real service binaries ([`services`]), an
 //! application writing to the outbox ([`workload`]), the fault injector ([`faults`]), the wait
 //! for recovery after each fault ([`progress`]), the end check ([`verify`]) and the report
-//! ([`report`]). [`suite`] wires them into one run.
+//! ([`report`]). [`suite`] wires them into one run. [`tls`] puts TLS in front of the broker for
+//! the Kafka security tests.
 #![forbid(unsafe_code)]
 
 pub mod broker;
@@ -19,6 +20,7 @@ pub mod proxy;
 pub mod report;
 pub mod services;
 pub mod suite;
+pub mod tls;
 pub mod verify;
 pub mod workload;
 

@@ -1,7 +1,7 @@
 //! Settings every Relay service shares: the database, the brokers, logging, migrations.
 use std::{net::SocketAddr, str::FromStr, time::Duration};
 
-use crate::{DatabaseUrl, KafkaProperties, KafkaRole, Reader};
+use crate::{DatabaseUrl, KafkaProperties, KafkaRole, KafkaSecurity, Reader};
 
 /// Variable names shared by every service; one place so the README table and the code agree.
 pub mod names {
@@ -37,7 +37,9 @@ impl FromStr for LogFormat {
 pub struct Common {
     pub database_url: Option<DatabaseUrl>,
     pub kafka_brokers: String,
+    /// Pass-through properties followed by the security ones: everything a client needs.
     pub kafka_properties: KafkaProperties,
+    pub kafka_security: KafkaSecurity,
     pub log_format: LogFormat,
     pub migrate: bool,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; none when unset.
@@ -77,7 +79,8 @@ impl Common {
                 reader.problem(names::KAFKA_BROKERS, format!("{broker:?} is not host:port"));
             }
         }
-        let kafka_properties = KafkaProperties::read(reader, role);
+        let kafka_security = KafkaSecurity::read(reader);
+        let kafka_properties = KafkaProperties::read(reader, role).with_security(&kafka_security);
         let log_format = reader.parsed(names::LOG_FORMAT, LogFormat::Text, "text or json");
         let migrate = reader.flag(names::RELAY_MIGRATE, true);
         let http_addr = reader.optional(names::RELAY_HTTP_ADDR).and_then(|raw| match raw.parse() {
@@ -92,6 +95,7 @@ impl Common {
             database_url,
             kafka_brokers: brokers.join(","),
             kafka_properties,
+            kafka_security,
             log_format,
             migrate,
             http_addr,

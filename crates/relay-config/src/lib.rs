@@ -11,6 +11,7 @@ mod common;
 mod database;
 mod environment;
 mod kafka;
+mod kafka_security;
 mod limits;
 mod reader;
 mod retention;
@@ -19,6 +20,9 @@ pub use common::{names, Common, LogFormat};
 pub use database::{DatabaseTls, DatabaseUrl};
 pub use environment::{Environment, MapEnv, ProcessEnv};
 pub use kafka::{KafkaProperties, KafkaRole};
+pub use kafka_security::{
+    names as security_names, KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol, TlsFiles,
+};
 pub use limits::PayloadLimits;
 pub use reader::{topic_env_name, Problem, Reader};
 pub use retention::Retention;

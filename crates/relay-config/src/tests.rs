@@ -3,6 +3,8 @@ use secrecy::ExposeSecret;
 
 use super::*;
 
+mod security;
+
 fn read(vars: &[(&str, &str)], role: KafkaRole) -> (Common, Result<(), ConfigError>) {
     let env = MapEnv::new(vars.iter().copied());
     let mut reader = Reader::new(&env);
@@ -42,16 +44,30 @@ fn passes_through_kafka_properties_but_locks_guarantees() {
             ("DATABASE_URL", "postgres://localhost/x"),
             ("KAFKA_BROKERS", "a:1,b:2"),
             ("KAFKA_PROPERTY_LINGER_MS", "7"),
-            ("KAFKA_PROPERTY_SASL_PASSWORD", "hunter2"),
+            ("KAFKA_PROPERTY_SASL_OAUTHBEARER_CONFIG", "hunter2"),
             ("KAFKA_PROPERTY_ENABLE_IDEMPOTENCE", "false"),
+            ("KAFKA_PROPERTY_SASL_PASSWORD", "hunter3"),
+            ("KAFKA_PROPERTY_ENABLE_SSL_CERTIFICATE_VERIFICATION", "false"),
         ],
         KafkaRole::Producer,
     );
-    let err = result.expect_err("idempotence is locked");
-    assert_eq!(err.0.len(), 1);
-    assert_eq!(err.0[0].variable, "KAFKA_PROPERTY_ENABLE_IDEMPOTENCE");
+    let err = result.expect_err("idempotence, the password and verification are locked");
+    let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
+    assert_eq!(
+        vars,
+        vec![
+            "KAFKA_PROPERTY_ENABLE_IDEMPOTENCE",
+            "KAFKA_PROPERTY_ENABLE_SSL_CERTIFICATE_VERIFICATION",
+            "KAFKA_PROPERTY_SASL_PASSWORD"
+        ]
+    );
+    assert!(err.0[2].message.contains("KAFKA_SASL_PASSWORD"), "{}", err.0[2]);
+    assert!(!err.to_string().contains("hunter3"), "{err}");
     let props: Vec<_> = common.kafka_properties.iter().collect();
-    assert_eq!(props, vec![("linger.ms", "7"), ("sasl.password", "hunter2")]);
+    assert_eq!(
+        props,
+        vec![("linger.ms", "7"), ("sasl.oauthbearer.config", "hunter2"), ("security.protocol", "plaintext")]
+    );
     assert!(!format!("{:?}", common.kafka_properties).contains("hunter2"));
     assert_eq!(common.kafka_brokers, "a:1,b:2");
 }

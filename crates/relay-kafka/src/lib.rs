@@ -129,7 +129,7 @@ pub fn consumer_config(
 /// misspelt property or a bad value is reported with the others (exit 2) instead of failing at
 /// client creation. The message never contains the value: it may be a password.
 pub fn check_properties(reader: &mut relay_config::Reader<'_>, properties: &KafkaProperties) {
-    for (key, value) in properties.iter() {
+    for (variable, key, value) in properties.entries() {
         let mut config = ClientConfig::new();
         config.set(key, value);
         if let Err(e) = config.create_native_config() {
@@ -137,12 +137,7 @@ pub fn check_properties(reader: &mut relay_config::Reader<'_>, properties: &Kafk
             if !value.is_empty() {
                 message = message.replace(value, "[redacted]");
             }
-            let variable = format!(
-                "{}{}",
-                relay_config::names::KAFKA_PROPERTY_PREFIX,
-                key.to_ascii_uppercase().replace('.', "_")
-            );
-            reader.problem(&variable, format!("librdkafka refuses {key}: {message}"));
+            reader.problem(variable, format!("librdkafka refuses {key}: {message}"));
         }
     }
 }
@@ -205,6 +200,28 @@ mod tests {
         assert_eq!(vars, vec!["KAFKA_PROPERTY_LINGER_MS", "KAFKA_PROPERTY_SASL_JAAS_CONFIG"]);
         for p in &problems {
             assert!(!p.message.contains("hunter2"), "{p}");
+        }
+    }
+
+    #[test]
+    fn this_build_of_librdkafka_speaks_tls_and_every_sasl_mechanism() {
+        for mechanism in ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] {
+            let env = relay_config::MapEnv::new([
+                ("DATABASE_URL", "postgres://localhost/x"),
+                ("KAFKA_BROKERS", "localhost:9093"),
+                ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                ("KAFKA_SASL_MECHANISM", mechanism),
+                ("KAFKA_SASL_USERNAME", "relay"),
+                ("KAFKA_SASL_PASSWORD", "pa55"),
+            ]);
+            let mut reader = relay_config::Reader::new(&env);
+            let common = relay_config::Common::read(&mut reader, relay_config::KafkaRole::Producer);
+            check_properties(&mut reader, &common.kafka_properties);
+            reader.finish().expect("librdkafka accepts every security property");
+            let config = producer_config(&common.kafka_brokers, "c", &common.kafka_properties);
+            assert_eq!(config.get("ssl.endpoint.identification.algorithm"), Some("https"));
+            let created: Result<rdkafka::producer::BaseProducer, _> = config.create();
+            assert!(created.is_ok(), "{mechanism}: {:?}", created.err());
         }
     }
 

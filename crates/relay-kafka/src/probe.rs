@@ -1,16 +1,66 @@
 //! A reachability check for the brokers, for readiness: a small client of its own asks for
-//! cluster metadata, which only succeeds when a broker answers within the timeout.
-use std::{sync::Arc, time::Duration};
+//! cluster metadata, which only succeeds when a broker answers within the timeout. When none
+//! does, the reason includes librdkafka's last error (a refused TLS certificate, a failed SASL
+//! authentication), so `/readyz` says why rather than only "timed out".
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{
+    client::ClientContext,
+    config::RDKafkaLogLevel,
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
+    error::{KafkaError, RDKafkaErrorCode},
+};
 use relay_config::KafkaProperties;
 
 use crate::KafkaSetupError;
 
+/// Remembers the last error librdkafka reported for the probe's connections.
+#[derive(Debug, Default)]
+struct ProbeContext {
+    last_error: Mutex<Option<String>>,
+}
+
+impl ProbeContext {
+    fn remember(&self, reason: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(reason.to_string());
+        }
+    }
+}
+
+impl ClientContext for ProbeContext {
+    /// librdkafka says why a connection failed in a `FAIL` log line (a refused certificate, a
+    /// failed authentication). The service's own clients log the same failures, so the probe's
+    /// copies are kept for `/readyz` and logged at debug level only.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        tracing::debug!(target: "librdkafka", ?level, fac, "probe: {log_message}");
+        if fac == "FAIL" {
+            self.remember(log_message);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "broker probe");
+        // "All brokers are down" follows the error that says why; keep that one.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            return;
+        }
+        self.remember(reason);
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
+
+/// How long a drain of the probe's event queue waits for more events.
+const DRAIN: Duration = Duration::from_millis(10);
+
 /// Asks the brokers for metadata on demand.
 #[derive(Clone)]
 pub struct Probe {
-    client: Arc<BaseConsumer>,
+    client: Arc<BaseConsumer<ProbeContext>>,
 }
 
 impl std::fmt::Debug for Probe {
@@ -28,7 +78,8 @@ impl Probe {
     ) -> Result<Self, KafkaSetupError> {
         let mut config = crate::base(brokers, properties);
         config.set("client.id", client_id);
-        let client: BaseConsumer = config.create().map_err(KafkaSetupError::Client)?;
+        let client: BaseConsumer<ProbeContext> =
+            config.create_with_context(ProbeContext::default()).map_err(KafkaSetupError::Client)?;
         Ok(Self { client: Arc::new(client) })
     }
 
@@ -36,12 +87,27 @@ impl Probe {
     pub async fn check(&self, timeout: Duration) -> Result<usize, String> {
         let client = Arc::clone(&self.client);
         let fetched = tokio::task::spawn_blocking(move || {
-            client.fetch_metadata(None, timeout).map(|m| m.brokers().len())
+            let fetched = client.fetch_metadata(None, timeout).map(|m| m.brokers().len());
+            // Serve the client's queued events (logs and errors reach the context this way
+            // only), so they are recorded and never pile up while the probe runs for weeks.
+            while client.poll(DRAIN).is_some() {}
+            fetched
         })
         .await;
         match fetched {
-            Ok(Ok(brokers)) => Ok(brokers),
-            Ok(Err(e)) => Err(format!("no broker answered: {e}")),
+            Ok(Ok(brokers)) => {
+                if let Ok(mut last) = self.client.context().last_error.lock() {
+                    *last = None;
+                }
+                Ok(brokers)
+            }
+            Ok(Err(e)) => {
+                let last = self.client.context().last_error.lock().ok().and_then(|l| l.clone());
+                match last {
+                    Some(reason) => Err(format!("no broker answered: {e}; last client error: {reason}")),
+                    None => Err(format!("no broker answered: {e}")),
+                }
+            }
             Err(e) => Err(format!("broker check did not finish: {e}")),
         }
     }

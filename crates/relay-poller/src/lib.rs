@@ -34,6 +34,8 @@ pub enum PollerError {
     ProducerFatal(String),
     #[error("a batch made no progress: {0}")]
     Stalled(String),
+    #[error("the leader lock's database session ended; leadership is lost")]
+    LeadershipLost,
     #[error(transparent)]
     Health(#[from] relay_health::HealthError),
 }
@@ -118,6 +120,12 @@ enum Leadership {
 /// Takes the leader lock on a dedicated session and publishes while holding it, with a producer
 /// of its own. Losing the session ends leadership (the server releases the lock), and so does a
 /// fatal producer error; either way [`run`] starts over.
+///
+/// The session is watched while publishing, not only when the next statement fails: a leader
+/// waiting for acknowledgements from an unreachable broker would otherwise keep waiting (and
+/// keep its replica from standing by) long after another poller took the lock. Abandoning the
+/// publishing loop then is safe: nothing can be marked on a dead session, and every unmarked
+/// row is sent again by the next leader (the inboxes store a message once).
 async fn lead(
     config: &PollerConfig,
     health: &Health,
@@ -140,7 +148,13 @@ async fn lead(
     metrics::gauge!("relay_outbox_leader").set(1.0);
     metrics::counter!("relay_outbox_leader_terms_total").increment(1);
     health.ok(PUBLISHING);
-    let result = publish::publish_until_shutdown(&client, &producer, config, health, shutdown).await;
+    let result = tokio::select! {
+        result = publish::publish_until_shutdown(&client, &producer, config, health, shutdown) => result,
+        () = session_lost(&client) => {
+            tracing::warn!("the leader lock's session ended while publishing; standing down");
+            return Err(PollerError::LeadershipLost);
+        }
+    };
     // Dropping a producer purges what it still holds: wait for acknowledgements first. Rows
     // whose acknowledgement never came stay unpublished and are sent again.
     let grace = config.shutdown_grace;
@@ -150,3 +164,19 @@ async fn lead(
     }
     result.map(|()| Leadership::Ended)
 }
+
+/// Resolves once the session holding the leader lock has ended (the server then released the
+/// lock). Keepalives and the TCP user timeout set by `relay_db::connect` bound how long a
+/// silently dropped connection takes to be noticed.
+async fn session_lost(client: &tokio_postgres::Client) {
+    let mut tick = tokio::time::interval(SESSION_CHECK);
+    loop {
+        tick.tick().await;
+        if client.is_closed() {
+            return;
+        }
+    }
+}
+
+/// How often the leader checks its lock session while publishing.
+const SESSION_CHECK: Duration = Duration::from_millis(200);

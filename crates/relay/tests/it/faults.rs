@@ -2,7 +2,13 @@
 //! message once, byte-equal, in per-key order): the broker restarted on durable storage,
 //! PostgreSQL restarted, connections cut, connections slowed. Each test has its own broker,
 //! PostgreSQL cluster or proxies (from `relay_chaos`), so faults never reach another test.
-use std::{net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use relay_chaos::{
     broker::{Broker, Storage},
@@ -224,4 +230,53 @@ fn tempdir(test: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{test}-{}", unique()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_waiting_on_an_unreachable_broker_stands_down_as_soon_as_its_session_ends() {
+    let test = "fault_leader_session_while_waiting";
+    let broker_port = relay_chaos::free_port().expect("port");
+    let kafka_proxy =
+        Proxy::start("kafka", 0, SocketAddr::from(([127, 0, 0, 1], broker_port))).await.expect("Kafka proxy");
+    let _broker = own_broker(test, broker_port, kafka_proxy.addr(), Storage::Memory).await;
+    let brokers = kafka_proxy.addr().to_string();
+    let topic = own_topic(&brokers, 2).await;
+    let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
+    let mut poller = poller_env(&origin, &topic);
+    poller.insert("KAFKA_BROKERS".into(), brokers.clone());
+    let addr = crate::health::with_endpoint(&mut poller);
+    let mut consumer = consumer_env(&inbox, "ledger", &topic);
+    consumer.insert("KAFKA_BROKERS".into(), brokers);
+    let _services = [spawn(test, "poller", POLLER, &poller), spawn(test, "consumer", CONSUMER, &consumer)];
+    await_table(&origin, "relay.outbox").await;
+    enqueue_many(&origin, &topic, 50, 5, 10).await;
+    await_inbox(&inbox, "ledger", &topic, 50, Duration::from_secs(60)).await;
+    crate::health::await_metric(&addr, "relay_outbox_leader_terms_total", &[], 1.0).await;
+
+    // The broker becomes unreachable, and the leader sends rows whose acknowledgements cannot come.
+    let cut = Duration::from_secs(20);
+    kafka_proxy.control().cut(cut);
+    let cut_at = Instant::now();
+    enqueue_many(&origin, &topic, 20, 5, 10).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    // Its lock session ends (the lock is released): it must stop waiting and stand down now,
+    // not when the broker answers again.
+    let db = origin.client().await;
+    let lock_holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1380273218 \
+                       AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let pid: i32 = db.query_one(lock_holder, &[]).await.expect("the leader holds the lock").get(0);
+    let ended = Instant::now();
+    db.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.expect("terminate the lock session");
+    crate::health::await_metric(&addr, "relay_outbox_leader_terms_total", &[], 2.0).await;
+    let stood_down = ended.elapsed();
+    println!("leader stood down and led again {} ms after its lock session ended", stood_down.as_millis());
+    assert!(
+        cut_at.elapsed() < cut,
+        "the new term began only after the broker was back ({stood_down:?} after the session ended)"
+    );
+    assert!(stood_down < Duration::from_secs(5), "stood down after {stood_down:?}");
+
+    await_inbox(&inbox, "ledger", &topic, 70, Duration::from_secs(120)).await;
+    assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, 70);
 }

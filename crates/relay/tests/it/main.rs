@@ -13,6 +13,7 @@ mod deploy_files;
 mod failover;
 mod faults;
 mod health;
+mod kafka_security;
 mod ordering;
 mod poison;
 mod reconcile;
