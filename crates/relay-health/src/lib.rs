@@ -3,8 +3,10 @@
 //! A service names the parts it depends on (for example `database`, `kafka`, `publishing`) and
 //! marks each one ok or degraded as it learns; `/readyz` answers 200 only while every part is ok,
 //! and 503 with the reasons otherwise, so an orchestrator stops routing to, or alerts on, a
-//! degraded sidecar while the service keeps retrying by itself. `/healthz` answers 200 while the
-//! process serves requests at all. `/metrics` renders the Prometheus registry that the `metrics`
+//! degraded sidecar while the service keeps retrying by itself. `/readyz?parts=a,b` considers
+//! only the named parts: a sidecar's pod-level readiness probe asks only whether the schema the
+//! application writes to is in place, so a Kafka outage never takes the application beside it out
+//! of its Service. `/healthz` answers 200 while the process serves requests at all. `/metrics` renders the Prometheus registry that the `metrics`
 //! macros across the crates write to.
 #![forbid(unsafe_code)]
 
@@ -14,9 +16,19 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use axum::{extract::State, http::StatusCode, routing::get, Router};
+use axum::{
+    extract::{RawQuery, State},
+    http::StatusCode,
+    routing::get,
+    Router,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
+
+/// The part that turns ok once the service's tables and functions exist (migrated, or checked
+/// when migrations are off); it never degrades afterwards. A sidecar's pod-level readiness probe
+/// asks for this part alone (`/readyz?parts=schema`).
+pub const SCHEMA: &str = "schema";
 
 /// Errors of the HTTP endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -75,14 +87,30 @@ impl Health {
 
     /// One line per part: `name: ok` or `name: degraded: reason`.
     pub fn describe(&self) -> String {
+        self.report(None).map(|(_, text)| text).unwrap_or_default()
+    }
+
+    /// Whether the parts named in `only` (every part when `None`) are ok, with their lines; `Err`
+    /// names a part this service does not have.
+    fn report(&self, only: Option<&[&str]>) -> Result<(bool, String), String> {
         let parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
-        parts
-            .iter()
-            .map(|(name, status)| match status {
-                Status::Ok => format!("{name}: ok\n"),
-                Status::Degraded(reason) => format!("{name}: degraded: {reason}\n"),
-            })
-            .collect()
+        if let Some(unknown) = only.into_iter().flatten().find(|name| !parts.contains_key(*name)) {
+            let known: Vec<&str> = parts.keys().copied().collect();
+            return Err(format!("no part {unknown:?}; parts: {}\n", known.join(", ")));
+        }
+        let selected = parts.iter().filter(|(name, _)| only.is_none_or(|only| only.contains(name)));
+        let mut ready = true;
+        let mut text = String::new();
+        for (name, status) in selected {
+            match status {
+                Status::Ok => text.push_str(&format!("{name}: ok\n")),
+                Status::Degraded(reason) => {
+                    ready = false;
+                    text.push_str(&format!("{name}: degraded: {reason}\n"));
+                }
+            }
+        }
+        Ok((ready, text))
     }
 }
 
@@ -120,9 +148,20 @@ struct Endpoints {
     recorder: PrometheusHandle,
 }
 
-async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
-    let status = if endpoints.health.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, endpoints.health.describe())
+/// `/readyz`, or `/readyz?parts=a,b` for only those parts (404 for a part the service lacks).
+async fn readyz(State(endpoints): State<Endpoints>, RawQuery(query): RawQuery) -> (StatusCode, String) {
+    let wanted: Option<Vec<&str>> = query.as_deref().map(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.strip_prefix("parts="))
+            .flat_map(|list| list.split(&[',', '+'][..]))
+            .filter(|name| !name.is_empty())
+            .collect()
+    });
+    match endpoints.health.report(wanted.as_deref()) {
+        Ok((true, text)) => (StatusCode::OK, text),
+        Ok((false, text)) => (StatusCode::SERVICE_UNAVAILABLE, text),
+        Err(text) => (StatusCode::NOT_FOUND, text),
+    }
 }
 
 async fn render(State(endpoints): State<Endpoints>) -> String {
@@ -144,5 +183,18 @@ mod tests {
         health.degraded("kafka", "all brokers down");
         assert!(!health.is_ready());
         assert_eq!(health.describe(), "database: ok\nkafka: degraded: all brokers down\n");
+    }
+
+    #[test]
+    fn reports_on_the_named_parts_only() {
+        let health = Health::new(&["database", "kafka", "schema"]);
+        health.ok("schema");
+        health.ok("database");
+        health.degraded("kafka", "all brokers down");
+        assert_eq!(health.report(Some(&["schema"])), Ok((true, "schema: ok\n".into())));
+        assert_eq!(health.report(Some(&["database", "schema"])).map(|r| r.0), Ok(true));
+        assert_eq!(health.report(Some(&["kafka", "schema"])).map(|r| r.0), Ok(false));
+        assert!(health.report(Some(&["shema"])).is_err_and(|e| e.contains("no part \"shema\"")));
+        assert_eq!(health.report(None).map(|r| r.0), Ok(false));
     }
 }

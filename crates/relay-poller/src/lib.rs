@@ -57,7 +57,7 @@ const PUBLISHING: &str = "publishing";
 /// database or the brokers are waited out with backoff (and reported by `/readyz`); only a
 /// schema that cannot be prepared, or an endpoint that cannot be served, stops it.
 pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<(), PollerError> {
-    let health = Health::new(&[watch::DATABASE, watch::KAFKA, PUBLISHING]);
+    let health = Health::new(&[watch::DATABASE, watch::KAFKA, PUBLISHING, relay_health::SCHEMA]);
     if relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?.is_some() {
         tokio::spawn(watch::watch(config.clone(), health.clone(), shutdown.clone()));
     }
@@ -73,6 +73,7 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
     if !ready {
         return Ok(());
     }
+    health.ok(relay_health::SCHEMA);
     let mut backoff = relay_db::backoff();
     while !shutdown.is_cancelled() {
         let led = lead(&config, &health, &shutdown).await;

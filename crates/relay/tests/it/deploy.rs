@@ -122,15 +122,11 @@ fn deployment_problems(c: &Container, accepted: &Accepted) -> Vec<String> {
         Some((Some(path), Some(p))) if path == "/healthz" && p == port => {}
         other => problems.push(format!("livenessProbe must GET /healthz on port {port}, is {other:?}")),
     }
-    match (probe("readinessProbe"), pod.has_application) {
-        (None, true) => {}
-        (Some(_), true) => problems.push(
-            "a sidecar's readinessProbe would make Kafka outages outages of the service beside it".into(),
-        ),
-        (Some((Some(path), Some(p))), false) if path == "/readyz" && p == port => {}
-        (other, false) => {
-            problems.push(format!("readinessProbe must GET /readyz on port {port}, is {other:?}"))
-        }
+    // A sidecar's readiness is its pod's: it may depend on the schema only, never on Kafka.
+    let readiness = if pod.has_application { "/readyz?parts=schema" } else { "/readyz" };
+    match probe("readinessProbe") {
+        Some((Some(path), Some(p))) if path == readiness && p == port => {}
+        other => problems.push(format!("readinessProbe must GET {readiness} on port {port}, is {other:?}")),
     }
     if pod.annotations.get("prometheus.io/port") != Some(&port.to_string()) {
         problems.push(format!("pod annotation prometheus.io/port must be {port}: {:?}", pod.annotations));
@@ -154,7 +150,7 @@ fn deployment_problems(c: &Container, accepted: &Accepted) -> Vec<String> {
 }
 
 /// Probes and the scrape annotation on the port the parsed configuration serves; non-root,
-/// read-only root, memory bounds, no Service-link variables; sidecars without readiness probes.
+/// read-only root, memory bounds, no Service-link variables; sidecars ready on their schema only.
 #[test]
 fn kubernetes_probes_and_scrape_annotations_use_the_port_each_service_serves() {
     let containers = kubernetes();

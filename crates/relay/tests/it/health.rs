@@ -55,10 +55,10 @@ async fn endpoints_serve_readiness_and_the_metrics_that_count_the_flow() {
     let _consumer = spawn(test, "consumer", CONSUMER, &consumer_vars);
 
     let ready = await_readiness(&poller_addr, 200, "poller").await;
-    assert_eq!(ready, "database: ok\nkafka: ok\npublishing: ok\n");
+    assert_eq!(ready, "database: ok\nkafka: ok\npublishing: ok\nschema: ok\n");
     assert_eq!(
         await_readiness(&consumer_addr, 200, "consumer").await,
-        "database: ok\nkafka: ok\nstoring: ok\n"
+        "database: ok\nkafka: ok\nschema: ok\nstoring: ok\n"
     );
     assert_eq!(http_get(&poller_addr, "/healthz").await, Some((200, "ok\n".into())));
     assert_eq!(http_get(&consumer_addr, "/healthz").await, Some((200, "ok\n".into())));
@@ -247,6 +247,13 @@ async fn a_broker_outage_makes_services_not_ready_and_they_recover_by_themselves
     for (addr, what) in [(&poller_addr, "poller"), (&consumer_addr, "consumer")] {
         await_degraded(addr, "kafka", &format!("{what} without a broker")).await;
         assert_eq!(http_get(addr, "/healthz").await, Some((200, "ok\n".into())), "{what} is alive");
+        // What a sidecar's pod-level readiness probe asks: only whether the schema is in place.
+        let schema = http_get(addr, "/readyz?parts=schema").await;
+        assert_eq!(schema, Some((200, "schema: ok\n".into())), "{what}: the pod stays ready");
+        let (status, body) = http_get(addr, "/readyz?parts=schema,kafka").await.expect("answer");
+        assert!(status == 503 && body.contains("kafka: degraded"), "{what}: {status} {body}");
+        let (status, body) = http_get(addr, "/readyz?parts=kafak").await.expect("answer");
+        assert!(status == 404 && body.contains("no part \"kafak\""), "{what}: {status} {body}");
     }
     let log = poller.log_text();
     assert!(log.contains("librdkafka"), "librdkafka's own log lines reach the service log:\n{log}");
