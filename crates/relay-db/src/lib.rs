@@ -29,6 +29,13 @@ mod migrations {
 /// lock (1380273218), so no key can ever collide with it.
 const MIGRATION_LOCK: (i32, i32) = (1_380_273_219, 1);
 
+/// How long a migration statement may wait for a table lock. `ALTER TABLE` needs an exclusive
+/// lock, and while it waits behind an open application transaction every later statement on that
+/// table (each `relay.enqueue`) queues behind it. So it gives up after this long, the migration
+/// rolls back, and [`prepare_schema_patiently`] tries again with backoff: the application is held
+/// up for at most this long per attempt instead of until the other transaction ends.
+pub const MIGRATION_LOCK_TIMEOUT: &str = "2s";
+
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -44,6 +51,11 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
     #[error("schema migration failed: {0}")]
     Migration(#[from] refinery::Error),
+    #[error(
+        "a schema migration waited {MIGRATION_LOCK_TIMEOUT} for a table lock held by another \
+         transaction and gave up so as not to block the application; it is retried"
+    )]
+    MigrationLockTimeout,
     #[error(
         "{table} does not exist and RELAY_MIGRATE=false: apply crates/relay-db/migrations/{schema}/ first"
     )]
@@ -66,7 +78,7 @@ impl DbError {
     /// as opposed to a missing schema or a statement the server will always refuse.
     pub fn is_transient(&self) -> bool {
         match self {
-            DbError::Connect { .. } | DbError::Checkout(_) => true,
+            DbError::Connect { .. } | DbError::Checkout(_) | DbError::MigrationLockTimeout => true,
             DbError::Query(e) => match e.code() {
                 // No SQLSTATE: the connection itself failed.
                 None => true,
@@ -298,12 +310,32 @@ pub async fn prepare_schema(url: &DatabaseUrl, schema: Schema, migrate: bool) ->
         Schema::Inbox => migrations::inbox::migrations::runner(),
     };
     runner.set_migration_table_name(schema.history_table());
+    // After taking the advisory lock, which may wait as long as another instance migrates.
+    client.batch_execute(&format!("SET lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'")).await?;
     let report = runner.run_async(&mut client).await;
     // Unlock even after a failure; the lock also ends with the session.
     client.execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &object]).await?;
-    let report = report?;
+    let report = report.map_err(|e| {
+        if waited_for_lock(&e) {
+            DbError::MigrationLockTimeout
+        } else {
+            DbError::Migration(e)
+        }
+    })?;
     for migration in report.applied_migrations() {
         tracing::info!(schema = schema.dir(), migration = %migration, "applied schema migration");
     }
     Ok(())
+}
+
+/// Whether a migration failed because a statement ran into `lock_timeout` (SQLSTATE 55P03).
+fn waited_for_lock(error: &refinery::Error) -> bool {
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
+            return pg.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE);
+        }
+        cause = e.source();
+    }
+    false
 }

@@ -98,3 +98,68 @@ async fn enqueue_validates_input_and_commits_or_rolls_back_with_the_business_cha
     assert_eq!(row.get::<_, String>(4), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     assert_eq!(count(&client, "SELECT balance FROM account WHERE id = 1", &[]).await, 90);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_behind_an_open_transaction_steps_aside_and_is_retried() {
+    let db = TestDb::new().await;
+    let url = url(&db);
+    relay_db::prepare_schema(&url, relay_db::Schema::Inbox, true).await.expect("migrate");
+    // Back to V4, so that V5 (an ALTER TABLE of relay.dead_letter) is pending again.
+    let admin = db.client().await;
+    admin
+        .batch_execute(
+            "ALTER TABLE relay.dead_letter DROP COLUMN raw_key_id, DROP COLUMN raw_signature;
+             DELETE FROM relay_inbox_schema_history WHERE version = 5",
+        )
+        .await
+        .expect("revert V5");
+
+    // An application transaction reads the table and stays open.
+    let mut holder = db.client().await;
+    let open = holder.transaction().await.expect("begin");
+    open.execute("SELECT count(*) FROM relay.dead_letter", &[]).await.expect("read");
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (tx, mut retries) = tokio::sync::mpsc::unbounded_channel();
+    let migrating = tokio::spawn({
+        let (url, shutdown) = (url.clone(), shutdown.clone());
+        async move {
+            relay_db::prepare_schema_patiently(&url, relay_db::Schema::Inbox, true, &shutdown, |e| {
+                let _ = tx.send(e.to_string());
+            })
+            .await
+        }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(30), retries.recv())
+        .await
+        .expect("the migration gives up within its lock timeout")
+        .expect("a retry");
+    assert!(first.contains("waited 2s for a table lock"), "{first}");
+
+    // Meanwhile other sessions are not queued behind the waiting ALTER TABLE for long.
+    let reader = db.client().await;
+    reader.batch_execute("SET statement_timeout = '10s'").await.expect("timeout");
+    let started = std::time::Instant::now();
+    reader.execute("SELECT count(*) FROM relay.dead_letter", &[]).await.expect("another reader gets through");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(4), "another reader waited {waited:?}");
+    assert!(!migrating.is_finished(), "the migration cannot finish while the transaction is open");
+
+    // Once the transaction ends, the retried migration completes.
+    open.commit().await.expect("commit");
+    let done =
+        tokio::time::timeout(Duration::from_secs(30), migrating).await.expect("migrated").expect("task");
+    assert!(done.expect("migration"), "not cancelled");
+    let columns = count(
+        &admin,
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'relay' \
+         AND table_name = 'dead_letter' AND column_name IN ('raw_key_id', 'raw_signature')",
+        &[],
+    )
+    .await;
+    assert_eq!(columns, 2);
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM relay_inbox_schema_history WHERE version = 5", &[]).await,
+        1
+    );
+}
