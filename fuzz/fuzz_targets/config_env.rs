@@ -61,6 +61,9 @@ fn known() -> Vec<&'static str> {
         "KAFKA_PROPERTY_GROUP_ID",
         "KAFKA_PROPERTY_ACKS",
     ];
+    names.push(relay_config::security_names::KAFKA_SECURITY_PROTOCOL);
+    names.extend_from_slice(relay_config::security_names::SASL_ALL);
+    names.extend_from_slice(relay_config::security_names::SSL_ALL);
     names.extend_from_slice(outbox::ALL);
     names.extend_from_slice(inbox::ALL);
     names

@@ -168,17 +168,21 @@ impl KafkaSecurity {
     /// Reads and cross-checks every security variable; problems are recorded in `reader`.
     pub fn read(reader: &mut Reader<'_>) -> Self {
         use names::*;
-        let protocol = reader.parsed(
-            KAFKA_SECURITY_PROTOCOL,
-            SecurityProtocol::Plaintext,
-            "plaintext, ssl, sasl_plaintext or sasl_ssl",
-        );
-        let sasl = read_sasl(reader, protocol);
-        let tls = read_tls(reader, protocol);
+        let protocol = match reader.optional(KAFKA_SECURITY_PROTOCOL) {
+            None => Some(SecurityProtocol::Plaintext),
+            Some(raw) => raw.parse().ok().or_else(|| {
+                let message = format!("{raw:?} is not plaintext, ssl, sasl_plaintext or sasl_ssl");
+                reader.problem(KAFKA_SECURITY_PROTOCOL, message);
+                None
+            }),
+        };
+        // With an unreadable protocol the other settings cannot be judged against it.
+        let sasl = protocol.and_then(|protocol| read_sasl(reader, protocol));
+        let tls = protocol.map(|protocol| read_tls(reader, protocol)).unwrap_or_default();
         reader.reject_unknown("KAFKA_SASL_", SASL_ALL, |_| false);
         reader.reject_unknown("KAFKA_SSL_", SSL_ALL, |_| false);
         reader.reject_unknown("KAFKA_SECURITY_", &[KAFKA_SECURITY_PROTOCOL], |_| false);
-        Self { protocol, sasl, tls }
+        Self { protocol: protocol.unwrap_or_default(), sasl, tls }
     }
 
     /// The librdkafka properties for these settings.
@@ -239,7 +243,7 @@ fn read_sasl(reader: &mut Reader<'_>, protocol: SecurityProtocol) -> Option<Sasl
         let set = [
             (KAFKA_SASL_MECHANISM, mechanism.is_some()),
             (KAFKA_SASL_USERNAME, username.is_some()),
-            (KAFKA_SASL_PASSWORD, password_named),
+            (set_as(reader, KAFKA_SASL_PASSWORD, KAFKA_SASL_PASSWORD_FILE), password_named),
         ];
         for (name, _) in set.iter().filter(|(_, is_set)| *is_set) {
             let message = format!(
@@ -294,7 +298,7 @@ fn read_tls(reader: &mut Reader<'_>, protocol: SecurityProtocol) -> TlsFiles {
             (KAFKA_SSL_CA_LOCATION, ca_location.is_some()),
             (KAFKA_SSL_CERTIFICATE_LOCATION, certificate_location.is_some()),
             (KAFKA_SSL_KEY_LOCATION, key_location.is_some()),
-            (KAFKA_SSL_KEY_PASSWORD, key_password_named),
+            (set_as(reader, KAFKA_SSL_KEY_PASSWORD, KAFKA_SSL_KEY_PASSWORD_FILE), key_password_named),
         ];
         for (name, _) in set.iter().filter(|(_, is_set)| *is_set) {
             let message = format!(
@@ -324,9 +328,19 @@ fn read_tls(reader: &mut Reader<'_>, protocol: SecurityProtocol) -> TlsFiles {
         _ => {}
     }
     if key_password_named && key_location.is_none() {
-        reader.problem(KAFKA_SSL_KEY_PASSWORD, "is set but there is no KAFKA_SSL_KEY_LOCATION");
+        let variable = set_as(reader, KAFKA_SSL_KEY_PASSWORD, KAFKA_SSL_KEY_PASSWORD_FILE);
+        reader.problem(variable, "is set but there is no KAFKA_SSL_KEY_LOCATION");
     }
     TlsFiles { ca_location, certificate_location, key_location, key_password }
+}
+
+/// Which of a secret's two variables the operator set, for messages about it.
+fn set_as(reader: &mut Reader<'_>, name: &'static str, file_name: &'static str) -> &'static str {
+    if reader.optional(name).is_some() {
+        name
+    } else {
+        file_name
+    }
 }
 
 /// The file must be readable and hold a PEM block of `kind`; its content is never reported.

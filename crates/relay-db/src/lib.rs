@@ -32,9 +32,13 @@ const MIGRATION_LOCK: (i32, i32) = (1_380_273_219, 1);
 /// How long a migration statement may wait for a table lock. `ALTER TABLE` needs an exclusive
 /// lock, and while it waits behind an open application transaction every later statement on that
 /// table (each `relay.enqueue`) queues behind it. So it gives up after this long, the migration
-/// rolls back, and [`prepare_schema_patiently`] tries again with backoff: the application is held
-/// up for at most this long per attempt instead of until the other transaction ends.
-pub const MIGRATION_LOCK_TIMEOUT: &str = "2s";
+/// rolls back, and [`prepare_schema_patiently`] tries again 10 to 20 s later: the application is
+/// held up for at most this long per attempt instead of until the other transaction ends.
+pub const MIGRATION_LOCK_TIMEOUT: &str = "1s";
+
+/// The pause after a migration gave up on a lock, before the next attempt: 10 to 20 s (jittered,
+/// so replicas do not take turns back to back).
+const MIGRATION_RETRY: Duration = Duration::from_secs(10);
 
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +111,15 @@ pub async fn prepare_schema_patiently(
         match prepare_schema(url, schema, migrate).await {
             Ok(()) => return Ok(true),
             Err(e) if e.is_transient() => {
-                let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not available; retrying");
+                let delay = match e {
+                    // Each attempt holds up the application for up to the lock timeout; space
+                    // them out so that it runs freely most of the time.
+                    DbError::MigrationLockTimeout => {
+                        MIGRATION_RETRY.mul_f64(1.0 + rand::random_range(0.0..1.0))
+                    }
+                    _ => backoff.next().unwrap_or(Duration::from_secs(10)),
+                };
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "schema not prepared; retrying");
                 on_retry(&e);
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(false),

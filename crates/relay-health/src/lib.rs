@@ -148,15 +148,24 @@ struct Endpoints {
     recorder: PrometheusHandle,
 }
 
-/// `/readyz`, or `/readyz?parts=a,b` for only those parts (404 for a part the service lacks).
+/// `/readyz`, or `/readyz?parts=a,b` for only those parts. A part the service lacks is 404, and
+/// a query that names no part is 400: a probe configured that way must fail, never pass blindly.
 async fn readyz(State(endpoints): State<Endpoints>, RawQuery(query): RawQuery) -> (StatusCode, String) {
-    let wanted: Option<Vec<&str>> = query.as_deref().map(|q| {
-        q.split('&')
-            .filter_map(|pair| pair.strip_prefix("parts="))
-            .flat_map(|list| list.split(&[',', '+'][..]))
-            .filter(|name| !name.is_empty())
-            .collect()
-    });
+    let wanted: Option<Vec<&str>> = match query.as_deref() {
+        None | Some("") => None,
+        Some(query) => {
+            let names: Vec<&str> = query
+                .split('&')
+                .filter_map(|pair| pair.strip_prefix("parts="))
+                .flat_map(|list| list.split(&[',', '+'][..]))
+                .filter(|name| !name.is_empty())
+                .collect();
+            if names.is_empty() {
+                return (StatusCode::BAD_REQUEST, "name the parts: /readyz?parts=schema,kafka\n".into());
+            }
+            Some(names)
+        }
+    };
     match endpoints.health.report(wanted.as_deref()) {
         Ok((true, text)) => (StatusCode::OK, text),
         Ok((false, text)) => (StatusCode::SERVICE_UNAVAILABLE, text),

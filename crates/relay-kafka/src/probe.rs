@@ -57,6 +57,9 @@ impl ConsumerContext for ProbeContext {}
 /// How long a drain of the probe's event queue waits for more events.
 const DRAIN: Duration = Duration::from_millis(10);
 
+/// At most this many error events are served per check, so a check always ends.
+const DRAIN_EVENTS: usize = 1000;
+
 /// Asks the brokers for metadata on demand.
 #[derive(Clone)]
 pub struct Probe {
@@ -90,7 +93,11 @@ impl Probe {
             let fetched = client.fetch_metadata(None, timeout).map(|m| m.brokers().len());
             // Serve the client's queued events (logs and errors reach the context this way
             // only), so they are recorded and never pile up while the probe runs for weeks.
-            while client.poll(DRAIN).is_some() {}
+            for _ in 0..DRAIN_EVENTS {
+                if client.poll(DRAIN).is_none() {
+                    break;
+                }
+            }
             fetched
         })
         .await;

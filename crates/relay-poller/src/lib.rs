@@ -153,6 +153,8 @@ async fn lead(
         result = publish::publish_until_shutdown(&client, &producer, config, health, shutdown) => result,
         () = session_lost(&client) => {
             tracing::warn!("the leader lock's session ended while publishing; standing down");
+            // Dropping a producer purges and joins librdkafka's threads: not on an async worker.
+            let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
             return Err(PollerError::LeadershipLost);
         }
     };

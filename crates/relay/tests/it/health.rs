@@ -254,6 +254,10 @@ async fn a_broker_outage_makes_services_not_ready_and_they_recover_by_themselves
         assert!(status == 503 && body.contains("kafka: degraded"), "{what}: {status} {body}");
         let (status, body) = http_get(addr, "/readyz?parts=kafak").await.expect("answer");
         assert!(status == 404 && body.contains("no part \"kafak\""), "{what}: {status} {body}");
+        for query in ["/readyz?part=schema", "/readyz?parts="] {
+            let (status, _) = http_get(addr, query).await.expect("answer");
+            assert_eq!(status, 400, "{what}: {query} names no part, so it must not pass");
+        }
     }
     let log = poller.log_text();
     assert!(log.contains("librdkafka"), "librdkafka's own log lines reach the service log:\n{log}");

@@ -134,7 +134,7 @@ async fn a_migration_behind_an_open_transaction_steps_aside_and_is_retried() {
         .await
         .expect("the migration gives up within its lock timeout")
         .expect("a retry");
-    assert!(first.contains("waited 2s for a table lock"), "{first}");
+    assert!(first.contains("waited 1s for a table lock"), "{first}");
 
     // Meanwhile other sessions are not queued behind the waiting ALTER TABLE for long.
     let reader = db.client().await;
