@@ -245,13 +245,7 @@ fn read_sasl(reader: &mut Reader<'_>, protocol: SecurityProtocol) -> Option<Sasl
             (KAFKA_SASL_USERNAME, username.is_some()),
             (set_as(reader, KAFKA_SASL_PASSWORD, KAFKA_SASL_PASSWORD_FILE), password_named),
         ];
-        for (name, _) in set.iter().filter(|(_, is_set)| *is_set) {
-            let message = format!(
-                "is set but KAFKA_SECURITY_PROTOCOL={} uses no SASL (use sasl_ssl)",
-                protocol.as_str()
-            );
-            reader.problem(name, message);
-        }
+        unused(reader, protocol, &set, "SASL (use sasl_ssl)");
         return None;
     }
     let mechanism = match mechanism {
@@ -300,13 +294,7 @@ fn read_tls(reader: &mut Reader<'_>, protocol: SecurityProtocol) -> TlsFiles {
             (KAFKA_SSL_KEY_LOCATION, key_location.is_some()),
             (set_as(reader, KAFKA_SSL_KEY_PASSWORD, KAFKA_SSL_KEY_PASSWORD_FILE), key_password_named),
         ];
-        for (name, _) in set.iter().filter(|(_, is_set)| *is_set) {
-            let message = format!(
-                "is set but KAFKA_SECURITY_PROTOCOL={} uses no TLS (use ssl or sasl_ssl)",
-                protocol.as_str()
-            );
-            reader.problem(name, message);
-        }
+        unused(reader, protocol, &set, "TLS (use ssl or sasl_ssl)");
         return TlsFiles::default();
     }
     if let Some(path) = &ca_location {
@@ -332,6 +320,14 @@ fn read_tls(reader: &mut Reader<'_>, protocol: SecurityProtocol) -> TlsFiles {
         reader.problem(variable, "is set but there is no KAFKA_SSL_KEY_LOCATION");
     }
     TlsFiles { ca_location, certificate_location, key_location, key_password }
+}
+
+/// Reports each variable of `set` that was given although `protocol` does not use `what`.
+fn unused(reader: &mut Reader<'_>, protocol: SecurityProtocol, set: &[(&str, bool)], what: &str) {
+    for (name, _) in set.iter().filter(|(_, is_set)| *is_set) {
+        let message = format!("is set but KAFKA_SECURITY_PROTOCOL={} uses no {what}", protocol.as_str());
+        reader.problem(name, message);
+    }
 }
 
 /// Which of a secret's two variables the operator set, for messages about it.
