@@ -221,13 +221,10 @@ async fn lag(
     report: &mut PairReport,
     meter: &mut Meter,
 ) -> Result<(), tokio_postgres::Error> {
-    let newest: i64 = inbox
-        .query_one(
-            "SELECT coalesce(max(sequence), 0) FROM relay.inbox WHERE inbox = $1 AND source = $2",
-            &[&scope.inbox, &scope.source],
-        )
-        .await?
-        .get(0);
+    // What the inbox has held: its newest row, or, when retention purged up to the end, the
+    // sequence just below its purge marker.
+    let newest: i64 =
+        inbox.query_one(include_str!("sql/inbox_newest.sql"), &[&scope.inbox, &scope.source]).await?.get(0);
     let row = outbox.query_one(include_str!("sql/lag.sql"), &[&scope.topics, &newest]).await?;
     meter.add(2, 16);
     report.lag_messages = row.get(0);

@@ -133,6 +133,37 @@ async fn a_purged_range_is_reported_as_purged_not_as_missing_or_extra() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_inbox_purged_to_its_newest_row_is_not_lagging() {
+    let relay = delivered(100).await;
+    let inbox = relay.inbox.client().await;
+    // Inbox retention deleted every row of the source, up to and including sequence 100.
+    inbox
+        .batch_execute(
+            "DELETE FROM relay.inbox;
+             INSERT INTO relay.inbox_purged (inbox, source, below_sequence) VALUES ('ledger', 'it-origin', 101)",
+        )
+        .await
+        .unwrap();
+    let (code, report, stdout) = reconcile(&relay, &[]).await;
+    assert_eq!(code, 0, "{stdout}");
+    let pair = &report["pairs"][0];
+    assert_eq!(pair["lag_messages"], 0, "every published message was received, then purged: {pair}");
+    assert_eq!(pair["purged_at_inbox"]["below"], 101);
+
+    // A message published after the purge and not yet received is lag again.
+    let origin = relay.origin.client().await;
+    origin
+        .batch_execute(
+            "INSERT INTO relay.outbox (topic, key, payload, published_at, kafka_partition, kafka_offset)
+             SELECT topic, 'late', 'x', now(), 0, 1000 FROM relay.outbox LIMIT 1",
+        )
+        .await
+        .unwrap();
+    let (_, report, _) = reconcile(&relay, &[]).await;
+    assert_eq!(report["pairs"][0]["lag_messages"], 1, "{}", report["pairs"][0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn repair_re_drives_missing_messages_and_the_next_run_is_clean() {
     let relay = delivered(200).await;
     let inbox = relay.inbox.client().await;
