@@ -25,6 +25,12 @@ use axum::{
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+/// The part for the service's database, checked on a connection of the probe's own.
+pub const DATABASE: &str = "database";
+
+/// The part for the Kafka brokers, checked by `relay_kafka::Probe`.
+pub const KAFKA: &str = "kafka";
+
 /// The part that turns ok once the service's tables and functions exist (migrated, or checked
 /// when migrations are off); it never degrades afterwards. A sidecar's pod-level readiness probe
 /// asks for this part alone (`/readyz?parts=schema`).
@@ -65,6 +71,21 @@ impl Health {
     /// Marks `part` degraded; the reason is shown by `/readyz` (never put secrets in it).
     pub fn degraded(&self, part: &'static str, reason: impl std::fmt::Display) {
         self.set(part, Status::Degraded(reason.to_string()));
+    }
+
+    /// Marks `part` ok or degraded (with the error as the reason) by a check's result, and
+    /// returns the result's value when it was ok.
+    pub fn record<T, E: std::fmt::Display>(&self, part: &'static str, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(value) => {
+                self.ok(part);
+                Some(value)
+            }
+            Err(e) => {
+                self.degraded(part, e);
+                None
+            }
+        }
     }
 
     fn set(&self, part: &'static str, status: Status) {

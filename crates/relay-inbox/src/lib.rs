@@ -54,7 +54,7 @@ const STORING: &str = "storing";
 /// Outages of the database or the brokers are waited out with backoff (and reported by
 /// `/readyz`); only a schema that cannot be prepared or a client that cannot be built stops it.
 pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), InboxError> {
-    let health = Health::new(&[watch::DATABASE, watch::KAFKA, STORING, relay_health::SCHEMA]);
+    let health = Health::new(&[relay_health::DATABASE, relay_health::KAFKA, STORING, relay_health::SCHEMA]);
     let served = relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
     let schema = relay_db::Schema::Inbox;
     let ready = relay_db::prepare_schema_patiently(

@@ -8,13 +8,10 @@ use rdkafka::{
     consumer::{Consumer, StreamConsumer},
     Offset,
 };
-use relay_health::Health;
+use relay_health::{Health, DATABASE, KAFKA};
 use tokio_util::sync::CancellationToken;
 
 use crate::ConsumerConfig;
-
-pub(crate) const DATABASE: &str = "database";
-pub(crate) const KAFKA: &str = "kafka";
 
 pub(crate) async fn watch(
     config: ConsumerConfig,
@@ -23,30 +20,14 @@ pub(crate) async fn watch(
     health: Health,
     shutdown: CancellationToken,
 ) {
-    let probe = match relay_kafka::Probe::new(
-        &config.common.kafka_brokers,
-        &format!("relay-inbox-consumer-{}-probe", config.inbox),
-        &config.common.kafka_properties,
-    ) {
-        Ok(probe) => Some(probe),
-        Err(e) => {
-            health.degraded(KAFKA, &e);
-            None
-        }
-    };
-    let timeout = config.common.probe_interval.clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let client_id = format!("relay-inbox-consumer-{}-probe", config.inbox);
+    let probe =
+        relay_kafka::Probe::new(&config.common, &client_id).map_err(|e| health.degraded(KAFKA, e)).ok();
     loop {
-        match database_answers(&pool).await {
-            Ok(()) => health.ok(DATABASE),
-            Err(e) => health.degraded(DATABASE, e),
-        }
+        health.record(DATABASE, database_answers(&pool).await);
         if let Some(probe) = &probe {
-            match probe.check(timeout).await {
-                Ok(_) => {
-                    health.ok(KAFKA);
-                    publish_lag(&consumer, &config.inbox, timeout).await;
-                }
-                Err(why) => health.degraded(KAFKA, why),
+            if health.record(KAFKA, probe.check().await).is_some() {
+                publish_lag(&consumer, &config.inbox, probe.timeout()).await;
             }
         }
         tokio::select! {
@@ -75,7 +56,8 @@ async fn publish_lag(consumer: &Arc<StreamConsumer>, inbox: &str, timeout: Durat
             };
             let lag = match element.offset() {
                 Offset::Offset(position) => (high - position).max(0),
-                // Nothing consumed yet in this assignment: everything up to the high mark waits.
+                // Nothing consumed yet in this assignment: no position to measure from, so the
+                // partition's gauge is left as it was until the first record is consumed.
                 _ => continue,
             };
             lags.push((element.topic().to_string(), element.partition(), lag));

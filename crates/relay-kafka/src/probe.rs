@@ -13,7 +13,7 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer, ConsumerContext},
     error::{KafkaError, RDKafkaErrorCode},
 };
-use relay_config::KafkaProperties;
+use relay_config::Common;
 
 use crate::KafkaSetupError;
 
@@ -64,6 +64,7 @@ const DRAIN_EVENTS: usize = 1000;
 #[derive(Clone)]
 pub struct Probe {
     client: Arc<BaseConsumer<ProbeContext>>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Probe {
@@ -73,22 +74,25 @@ impl std::fmt::Debug for Probe {
 }
 
 impl Probe {
-    /// A metadata-only client with the operator's properties (security settings included).
-    pub fn new(
-        brokers: &str,
-        client_id: &str,
-        properties: &KafkaProperties,
-    ) -> Result<Self, KafkaSetupError> {
-        let mut config = crate::base(brokers, properties);
+    /// A metadata-only client for a service's brokers, with its properties (security settings
+    /// included). A check may take as long as the probe interval, between 100 ms and 5 s.
+    pub fn new(common: &Common, client_id: &str) -> Result<Self, KafkaSetupError> {
+        let mut config = crate::base(&common.kafka_brokers, &common.kafka_properties);
         config.set("client.id", client_id);
         let client: BaseConsumer<ProbeContext> =
             config.create_with_context(ProbeContext::default()).map_err(KafkaSetupError::Client)?;
-        Ok(Self { client: Arc::new(client) })
+        let timeout = common.probe_interval.clamp(Duration::from_millis(100), Duration::from_secs(5));
+        Ok(Self { client: Arc::new(client), timeout })
+    }
+
+    /// How long one check, or another broker request made beside it, may wait.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Ok with the number of brokers in the cluster, or why no broker answered.
-    pub async fn check(&self, timeout: Duration) -> Result<usize, String> {
-        let client = Arc::clone(&self.client);
+    pub async fn check(&self) -> Result<usize, String> {
+        let (client, timeout) = (Arc::clone(&self.client), self.timeout);
         let fetched = tokio::task::spawn_blocking(move || {
             let fetched = client.fetch_metadata(None, timeout).map(|m| m.brokers().len());
             // Serve the client's queued events (logs and errors reach the context this way

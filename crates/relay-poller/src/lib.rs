@@ -57,7 +57,8 @@ const PUBLISHING: &str = "publishing";
 /// database or the brokers are waited out with backoff (and reported by `/readyz`); only a
 /// schema that cannot be prepared, or an endpoint that cannot be served, stops it.
 pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<(), PollerError> {
-    let health = Health::new(&[watch::DATABASE, watch::KAFKA, PUBLISHING, relay_health::SCHEMA]);
+    let health =
+        Health::new(&[relay_health::DATABASE, relay_health::KAFKA, PUBLISHING, relay_health::SCHEMA]);
     if relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?.is_some() {
         tokio::spawn(watch::watch(config.clone(), health.clone(), shutdown.clone()));
     }

@@ -2,45 +2,25 @@
 //! for `/readyz` and refreshes the backlog gauges (pending rows, age of the oldest, parked rows).
 //! It runs beside the publishing loop on connections of its own, so a stuck publish cannot hide
 //! an outage from readiness, and an outage is reported even while a standby is idle.
-use std::time::Duration;
 
 use metrics::gauge;
-use relay_health::Health;
+use relay_health::{Health, DATABASE, KAFKA};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::PollerConfig;
 
-pub(crate) const DATABASE: &str = "database";
-pub(crate) const KAFKA: &str = "kafka";
-
 pub(crate) async fn watch(config: PollerConfig, health: Health, shutdown: CancellationToken) {
-    let probe = match relay_kafka::Probe::new(
-        &config.common.kafka_brokers,
-        &format!("relay-outbox-poller-{}-probe", config.source),
-        &config.common.kafka_properties,
-    ) {
-        Ok(probe) => Some(probe),
-        Err(e) => {
-            health.degraded(KAFKA, &e);
-            None
-        }
-    };
-    let timeout = config.common.probe_interval.clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let client_id = format!("relay-outbox-poller-{}-probe", config.source);
+    let probe =
+        relay_kafka::Probe::new(&config.common, &client_id).map_err(|e| health.degraded(KAFKA, e)).ok();
     let mut db: Option<Client> = None;
     loop {
-        match backlog(&mut db, &config).await {
-            Ok(()) => health.ok(DATABASE),
-            Err(e) => {
-                db = None;
-                health.degraded(DATABASE, e);
-            }
+        if health.record(DATABASE, backlog(&mut db, &config).await).is_none() {
+            db = None;
         }
         if let Some(probe) = &probe {
-            match probe.check(timeout).await {
-                Ok(_) => health.ok(KAFKA),
-                Err(why) => health.degraded(KAFKA, why),
-            }
+            health.record(KAFKA, probe.check().await);
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

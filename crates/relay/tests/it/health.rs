@@ -259,6 +259,11 @@ async fn a_broker_outage_makes_services_not_ready_and_they_recover_by_themselves
             assert_eq!(status, 400, "{what}: {query} names no part, so it must not pass");
         }
     }
+    // The 100 rows wait in the outbox, and the backlog gauges say so.
+    await_metric(&poller_addr, "relay_outbox_backlog", &[], 100.0).await;
+    let text = scrape(&poller_addr).await.expect("metrics");
+    let oldest = sample(&text, "relay_outbox_oldest_pending_age_seconds", &[]).expect("oldest age");
+    assert!(oldest > 0.0, "the oldest pending row has an age: {oldest}");
     let log = poller.log_text();
     assert!(log.contains("librdkafka"), "librdkafka's own log lines reach the service log:\n{log}");
     broker.resume().await;

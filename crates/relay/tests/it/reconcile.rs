@@ -220,10 +220,7 @@ async fn bad_arguments_are_all_reported_with_exit_code_2() {
 }
 
 fn serve(relay: &Pipeline, name: &str, settle_secs: &str) -> (Service, String) {
-    let addr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    );
+    let addr = free_addr();
     let env = [
         ("RECONCILE_OUTBOXES", format!("it-origin={}", relay.origin.url)),
         ("RECONCILE_INBOXES", format!("ledger={}", relay.inbox.url)),
@@ -251,6 +248,9 @@ async fn service_mode_logs_and_counts_findings_and_skips_settled_ranges() {
         (sample(&text, "relay_reconcile_clean", &[])? == 1.0).then_some(())
     })
     .await;
+    // The endpoints its Kubernetes probes use: alive, and ready after a completed cycle.
+    assert_eq!(http_get(&addr, "/healthz").await, Some((200, "ok\n".into())));
+    assert_eq!(http_get(&addr, "/readyz").await, Some((200, "reconcile: ok\n".into())));
     let inbox = relay.inbox.client().await;
     let deleted: uuid::Uuid = inbox
         .query_one("DELETE FROM relay.inbox WHERE sequence = 77 RETURNING message_id", &[])

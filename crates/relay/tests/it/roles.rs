@@ -9,7 +9,8 @@ use tokio_postgres::{error::SqlState, Client};
 use crate::{admin::admin, harness::*, verify::inbox_equals_outbox};
 
 const RECONCILER: &str = env!("CARGO_BIN_EXE_reconciler");
-const PASSWORD: &str = "relay-it";
+/// Every test login's password: distinctive, so finding it in any output is a leak.
+const PASSWORD: &str = "relay-it-Pw7Marker";
 
 /// LOGIN users made for one test. Roles belong to the whole cluster and tests run in parallel,
 /// so each name is unique; they are dropped when the test ends, however it ends.
@@ -246,7 +247,10 @@ async fn services_deliver_with_least_privilege_roles_and_are_refused_everything_
     for service in [&poller, &consumer] {
         let log = service.log_text();
         assert!(!log.contains("permission denied"), "{}: {log}", service.log.display());
+        assert!(!log.contains(PASSWORD), "the database password in {}", service.log.display());
     }
+    let reconciler_output = format!("{stdout}{stderr}");
+    assert!(!reconciler_output.contains(PASSWORD), "the database password in the reconciler's output");
 }
 
 #[tokio::test(flavor = "multi_thread")]
