@@ -231,4 +231,23 @@ async fn refuses_a_wrong_password_an_untrusted_broker_a_wrong_host_and_no_client
             "{name}: a password was logged"
         );
     }
+
+    // A consumer with a wrong password: not ready with the reason, still running, nothing
+    // stored, no password logged (at debug level, where librdkafka's own lines go too).
+    let inbox_db = TestDb::new().await;
+    let mut vars = consumer_env(&inbox_db, "ledger", &topic);
+    secure.secure(&mut vars, "SCRAM-SHA-256", LEDGER_USER.0, wrong_password);
+    let addr = with_endpoint(&mut vars);
+    vars.insert("RUST_LOG".into(), "debug".into());
+    let mut consumer = spawn(test, "consumer-wrong-password", CONSUMER, &vars);
+    eventually(Duration::from_secs(60), "consumer: not ready, saying why", || async {
+        let (status, body) = http_get(&addr, "/readyz").await?;
+        (status == 503 && body.to_lowercase().contains("sasl authentication error")).then_some(())
+    })
+    .await;
+    assert!(consumer.child.try_wait().expect("status").is_none(), "the consumer keeps retrying");
+    await_table(&inbox_db, "relay.inbox").await;
+    assert_eq!(count(&inbox_db.client().await, "SELECT count(*) FROM relay.inbox", &[]).await, 0);
+    let log = consumer.log_text();
+    assert!(!log.contains(wrong_password) && !log.contains(LEDGER_USER.1), "a password was logged");
 }

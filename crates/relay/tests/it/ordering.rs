@@ -65,7 +65,14 @@ async fn same_key_writers_are_published_in_commit_order() {
             .await
             .expect("enqueue second");
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The server shows the second writer blocked by the first one's session, not merely slow.
+    let first_pid: i32 = tx_first.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+    let observer = origin.client().await;
+    let blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))";
+    eventually(Duration::from_secs(10), "the second writer waiting on the first", || async {
+        (count(&observer, blocked, &[&first_pid]).await == 1).then_some(())
+    })
+    .await;
     assert!(!waiting.is_finished(), "the second writer of the key must wait for the first to commit");
     tx_first.commit().await.expect("commit first");
     waiting.await.expect("second writer");
