@@ -73,7 +73,7 @@ async fn typos_under_shared_prefixes_stop_every_service_with_every_problem() {
         let (code, stderr) = run_with(binary, &vars).await;
         assert_eq!(code, 2, "{binary}: {stderr}");
         for typo in ["RELAY_MIGRATION", "RELAY_HTTP_ADR", "KAFKA_BROKER:", "DATABASE_ULR", own[2].0] {
-            assert!(stderr.contains(&format!("{typo}")), "{binary}: missing {typo:?} in:\n{stderr}");
+            assert!(stderr.contains(typo), "{binary}: missing {typo:?} in:\n{stderr}");
         }
         assert!(stderr.contains("5 problems"), "{binary}: {stderr}");
     }
