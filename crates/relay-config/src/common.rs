@@ -12,6 +12,23 @@ pub mod names {
     pub const RELAY_MIGRATE: &str = "RELAY_MIGRATE";
     pub const RELAY_HTTP_ADDR: &str = "RELAY_HTTP_ADDR";
     pub const RELAY_PROBE_INTERVAL_MS: &str = "RELAY_PROBE_INTERVAL_MS";
+    pub const DATABASE_URL_FILE: &str = "DATABASE_URL_FILE";
+
+    /// Every `RELAY_*` variable a service reads; any other `RELAY_*` name is reported as a typo.
+    pub const RELAY_ALL: &[&str] = &[RELAY_MIGRATE, RELAY_HTTP_ADDR, RELAY_PROBE_INTERVAL_MS];
+}
+
+/// The shared prefixes checked for typos by every service that reads [`Common`]: a name under
+/// one of them that no service setting uses is reported (`RELAY_MIGRATION`, `RELAY_HTTP_ADR`,
+/// `KAFKA_BROKER`, `DATABASE_ULR`). `KAFKA_SASL_*`, `KAFKA_SSL_*` and `KAFKA_SECURITY_*` are
+/// checked by [`crate::KafkaSecurity`], `KAFKA_PROPERTY_*` are librdkafka properties.
+fn reject_unknown_shared(reader: &mut Reader<'_>) {
+    use names::*;
+    reader.reject_unknown("RELAY_", RELAY_ALL, |_| false);
+    reader.reject_unknown("DATABASE_", &[DATABASE_URL, DATABASE_URL_FILE], |_| false);
+    reader.reject_unknown("KAFKA_", &[KAFKA_BROKERS], |n| {
+        ["KAFKA_PROPERTY_", "KAFKA_SASL_", "KAFKA_SSL_", "KAFKA_SECURITY_"].iter().any(|p| n.starts_with(p))
+    });
 }
 
 /// How logs are written.
@@ -54,7 +71,7 @@ impl Common {
         let database_url = reader.secret(names::DATABASE_URL);
         let database_url = match database_url {
             None => {
-                if reader.optional(&format!("{}_FILE", names::DATABASE_URL)).is_none() {
+                if reader.optional(names::DATABASE_URL_FILE).is_none() {
                     reader.problem(names::DATABASE_URL, "is required but not set");
                 }
                 None
@@ -91,6 +108,7 @@ impl Common {
             }
         });
         let probe_interval = reader.millis(names::RELAY_PROBE_INTERVAL_MS, 5000, 100, 600_000);
+        reject_unknown_shared(reader);
         Self {
             database_url,
             kafka_brokers: brokers.join(","),

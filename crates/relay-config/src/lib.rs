@@ -24,7 +24,7 @@ pub use kafka_security::{
     names as security_names, KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol, TlsFiles,
 };
 pub use limits::PayloadLimits;
-pub use reader::{topic_env_name, Problem, Reader};
+pub use reader::{is_service_link, topic_env_name, Problem, Reader};
 pub use retention::Retention;
 
 /// Every problem found in one pass over the environment.

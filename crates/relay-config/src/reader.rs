@@ -150,12 +150,14 @@ impl<'e> Reader<'e> {
 
     /// Variables starting with `prefix` that are not in `known` and do not match `is_pattern`.
     /// Catches typos such as `OUTBOX_BACTH_SIZE` that would otherwise be silently ignored.
+    /// Kubernetes service links (see [`is_service_link`]) are never reported.
     pub fn reject_unknown(&mut self, prefix: &str, known: &[&str], is_pattern: impl Fn(&str) -> bool) {
         let mut unknown: Vec<String> = self
             .env
             .names()
             .into_iter()
             .filter(|n| n.starts_with(prefix) && !known.contains(&n.as_str()) && !is_pattern(n))
+            .filter(|n| !is_service_link(n))
             .collect();
         unknown.sort();
         for name in unknown {
@@ -186,6 +188,26 @@ impl<'e> Reader<'e> {
             Err(ConfigError(self.problems))
         }
     }
+}
+
+/// Whether `name` has the shape of a variable Kubernetes adds for every Service in the namespace
+/// unless the pod sets `enableServiceLinks: false` (a Service `relay-metrics` gives
+/// `RELAY_METRICS_SERVICE_HOST`, `RELAY_METRICS_PORT_9464_TCP_ADDR`, ...): `{SVC}_SERVICE_HOST`,
+/// `{SVC}_SERVICE_PORT[_{PORT_NAME}]`, `{SVC}_PORT` and `{SVC}_PORT_{n}_{TCP|UDP|SCTP}[_PROTO|_PORT|_ADDR]`.
+/// Source: Kubernetes documentation, "Service > Discovering services > Environment variables".
+pub fn is_service_link(name: &str) -> bool {
+    if name.ends_with("_SERVICE_HOST") || name.ends_with("_SERVICE_PORT") || name.contains("_SERVICE_PORT_") {
+        return true;
+    }
+    if name.ends_with("_PORT") {
+        return true;
+    }
+    let Some((_, tail)) = name.rsplit_once("_PORT_") else { return false };
+    let mut parts = tail.split('_');
+    let number = parts.next().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let protocol = parts.next().is_some_and(|p| matches!(p, "TCP" | "UDP" | "SCTP"));
+    let rest: Vec<&str> = parts.collect();
+    number && protocol && matches!(rest.as_slice(), [] | ["PROTO"] | ["PORT"] | ["ADDR"])
 }
 
 /// Kafka's topic name rules: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.

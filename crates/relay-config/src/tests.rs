@@ -110,3 +110,75 @@ fn typed_getters_report_each_bad_value() {
     assert_eq!(vars, vec!["N", "R", "F", "T", "X_TYPO"]);
     assert_eq!(topic_env_name("payments.v1-eu"), "PAYMENTS_V1_EU");
 }
+
+/// Issue 12 item 11: typos under the shared prefixes were ignored; every one is now reported,
+/// in the same run as every bad value.
+#[test]
+fn typos_under_every_shared_prefix_are_reported_with_the_bad_values() {
+    let (_, result) = read(
+        &[
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("KAFKA_BROKERS", "k:9092"),
+            ("RELAY_MIGRATION", "false"),
+            ("RELAY_HTTP_ADR", "0.0.0.0:9000"),
+            ("RELAY_PROBE_INTERVAL_MS", "often"),
+            ("KAFKA_BROKER", "k:9093"),
+            ("DATABASE_ULR", "postgres://localhost/y"),
+            ("KAFKA_SASL_USERNAM", "app"),
+        ],
+        KafkaRole::Consumer,
+    );
+    let err = result.expect_err("typos");
+    let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
+    assert_eq!(
+        vars,
+        [
+            "KAFKA_SASL_USERNAM",
+            "RELAY_PROBE_INTERVAL_MS",
+            "RELAY_HTTP_ADR",
+            "RELAY_MIGRATION",
+            "DATABASE_ULR",
+            "KAFKA_BROKER"
+        ],
+        "{err}"
+    );
+    assert!(err.to_string().contains("RELAY_MIGRATION: is not a setting this service knows"), "{err}");
+}
+
+#[test]
+fn every_known_shared_variable_and_kubernetes_service_links_are_accepted() {
+    let (_, result) = read(
+        &[
+            ("DATABASE_URL_FILE", "/dev/null"),
+            ("KAFKA_BROKERS", "k:9092"),
+            ("RELAY_MIGRATE", "false"),
+            ("RELAY_HTTP_ADDR", "127.0.0.1:9000"),
+            ("RELAY_PROBE_INTERVAL_MS", "1000"),
+            ("KAFKA_PROPERTY_LINGER_MS", "5"),
+            // What Kubernetes adds for Services named relay-metrics and kafka.
+            ("RELAY_METRICS_SERVICE_HOST", "10.0.0.7"),
+            ("RELAY_METRICS_SERVICE_PORT", "9464"),
+            ("RELAY_METRICS_SERVICE_PORT_METRICS", "9464"),
+            ("RELAY_METRICS_PORT", "tcp://10.0.0.7:9464"),
+            ("RELAY_METRICS_PORT_9464_TCP", "tcp://10.0.0.7:9464"),
+            ("RELAY_METRICS_PORT_9464_TCP_PROTO", "tcp"),
+            ("RELAY_METRICS_PORT_9464_TCP_PORT", "9464"),
+            ("KAFKA_PORT_9092_TCP_ADDR", "10.0.0.8"),
+        ],
+        KafkaRole::Consumer,
+    );
+    // Only the empty DATABASE_URL_FILE is a problem: no link is taken for a typo.
+    let err = result.expect_err("the URL file is empty");
+    let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
+    assert_eq!(vars, ["DATABASE_URL_FILE"], "{err}");
+}
+
+#[test]
+fn service_link_shapes_are_recognised_and_near_misses_are_not() {
+    for link in ["A_SERVICE_HOST", "A_B_SERVICE_PORT_HTTP", "A_PORT", "A_PORT_80_TCP", "A_PORT_53_UDP_ADDR"] {
+        assert!(is_service_link(link), "{link}");
+    }
+    for typo in ["RELAY_HTTP_ADR", "RELAY_PORT_X_TCP", "RELAY_PORT_80_TCP_HOST", "RELAY_PORT_80"] {
+        assert!(!is_service_link(typo), "{typo}");
+    }
+}

@@ -61,6 +61,9 @@ pub struct Args {
     /// `RECONCILE_*` variables that name no flag (typos); filled by [`Args::from_env`].
     #[arg(skip)]
     pub unknown_variables: Vec<String>,
+    /// `RECONCILE_*` variables whose value their flag refuses; filled by [`Args::from_env`].
+    #[arg(skip)]
+    pub env_problems: Vec<Problem>,
 }
 
 /// One inbox to check.
@@ -182,6 +185,7 @@ impl Config {
             });
             SocketAddr::from(([0, 0, 0, 0], 9464))
         });
+        problems.extend(args.env_problems.iter().cloned());
         for variable in &args.unknown_variables {
             problems.push(Problem {
                 variable: variable.clone(),

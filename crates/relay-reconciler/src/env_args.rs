@@ -6,8 +6,8 @@
 //! lists `RECONCILE_*` variables that name no flag, so a typo is reported instead of ignored.
 use std::ffi::OsString;
 
-use clap::{error::ErrorKind, parser::ValueSource, Arg, CommandFactory, FromArgMatches};
-use relay_config::Environment;
+use clap::{parser::ValueSource, Arg, CommandFactory, FromArgMatches};
+use relay_config::{Environment, Problem};
 
 use crate::Args;
 
@@ -20,12 +20,16 @@ struct EnvFlag {
     long: String,
     variable: String,
     takes_value: bool,
+    /// `hide_env_values`: the value may hold a secret and is never quoted.
+    hides_value: bool,
 }
 
 impl Args {
     /// Parses `argv` (program name first). Every flag not given there is taken from its variable
-    /// in `env`, as clap would from the process. Unknown `RECONCILE_*` variables are kept in
-    /// [`Args::unknown_variables`] and reported by [`crate::Config::from_args`].
+    /// in `env`, as clap would from the process. Unknown `RECONCILE_*` variables and variables
+    /// whose value their flag refuses are kept in [`Args::unknown_variables`] and
+    /// [`Args::env_problems`], and [`crate::Config::from_args`] reports them all together.
+    /// Errors: a bad command line (clap's error, as for any command).
     pub fn from_env<I, T>(env: &dyn Environment, argv: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
@@ -39,12 +43,14 @@ impl Args {
                     long: arg.get_long()?.to_string(),
                     variable: arg.get_env()?.to_string_lossy().into_owned(),
                     takes_value: arg.get_action().takes_values(),
+                    hides_value: arg.is_hide_env_values_set(),
                 })
             })
             .collect();
         let command = Args::command().mut_args(without_process_env);
         let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
         let given = command.clone().try_get_matches_from(&argv)?;
+        let mut env_problems = Vec::new();
         for flag in &flags {
             if given.value_source(&flag.id) == Some(ValueSource::CommandLine) {
                 continue;
@@ -52,17 +58,10 @@ impl Args {
             let Some(value) = env.get(&flag.variable).filter(|v| !v.trim().is_empty()) else {
                 continue;
             };
-            if flag.takes_value {
-                argv.push(format!("--{}={}", flag.long, value.trim()).into());
-            } else {
-                match value.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => argv.push(format!("--{}", flag.long).into()),
-                    "false" | "0" | "no" | "off" => {}
-                    other => {
-                        let message = format!("{}: {other:?} is not true or false", flag.variable);
-                        return Err(command.clone().error(ErrorKind::InvalidValue, message));
-                    }
-                }
+            match flag.argument(&command, value.trim()) {
+                Ok(Some(argument)) => argv.push(argument),
+                Ok(None) => {}
+                Err(message) => env_problems.push(Problem { variable: flag.variable.clone(), message }),
             }
         }
         let mut matches = command.try_get_matches_from(&argv)?;
@@ -74,7 +73,34 @@ impl Args {
             .collect();
         unknown.sort();
         args.unknown_variables = unknown;
+        args.env_problems = env_problems;
         Ok(args)
+    }
+}
+
+impl EnvFlag {
+    /// The command-line argument that `value` (from the flag's variable) stands for: `None` for
+    /// a boolean that is off. A value the flag refuses is a problem, checked on its own so that
+    /// every bad variable is reported in one run; a hidden value (a URL with a password) is never
+    /// quoted.
+    fn argument(&self, command: &clap::Command, value: &str) -> Result<Option<OsString>, String> {
+        if !self.takes_value {
+            return match value.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(Some(format!("--{}", self.long).into())),
+                "false" | "0" | "no" | "off" => Ok(None),
+                other => Err(format!("{other:?} is not true or false")),
+            };
+        }
+        let argument = format!("--{}={}", self.long, value);
+        match command.clone().try_get_matches_from(["reconciler", argument.as_str()]) {
+            Ok(_) => Ok(Some(argument.into())),
+            Err(_) if self.hides_value => Err(format!("the value is not valid for --{}", self.long)),
+            Err(e) => {
+                let reason = e.render().to_string();
+                let reason = reason.lines().next().unwrap_or_default().trim_start_matches("error: ");
+                Err(format!("{value:?} is not valid for --{}: {reason}", self.long))
+            }
+        }
     }
 }
 
@@ -145,23 +171,67 @@ mod tests {
         );
     }
 
+    fn problems(vars: Vec<(&'static str, &'static str)>) -> Vec<String> {
+        let args = Args::from_env(&MapEnv::new(vars), ["reconciler"]).expect("the command line is fine");
+        Config::from_args(args).unwrap_err().0.iter().map(ToString::to_string).collect()
+    }
+
     #[test]
     fn a_flag_variable_that_is_not_a_boolean_is_refused() {
         let mut vars = base();
         vars.push(("RECONCILE_SERVE", "sometimes"));
-        let err = Args::from_env(&MapEnv::new(vars), ["reconciler"]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidValue);
-        assert!(err.to_string().contains("RECONCILE_SERVE: \"sometimes\" is not true or false"), "{err}");
+        assert_eq!(problems(vars), ["RECONCILE_SERVE: \"sometimes\" is not true or false"]);
     }
 
     #[test]
     fn a_variable_that_is_not_a_number_is_refused_naming_its_flag() {
         let mut vars = base();
         vars.push(("RECONCILE_GRACE_SECS", "soon"));
-        let err = Args::from_env(&MapEnv::new(vars), ["reconciler"]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::ValueValidation);
-        let text = err.to_string();
-        assert!(text.contains("'soon'") && text.contains("--grace-secs"), "{text}");
+        let problems = problems(vars);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let text = &problems[0];
+        assert!(text.starts_with("RECONCILE_GRACE_SECS: \"soon\" is not valid for --grace-secs"), "{text}");
         assert!(!text.contains("secret"), "a database password leaked: {text}");
+    }
+
+    /// Issue 12 item 11: the reconciler used to stop at its first bad variable.
+    #[test]
+    fn every_bad_and_every_unknown_variable_is_reported_in_one_run() {
+        let mut vars = base();
+        vars.extend([
+            ("RECONCILE_SERVE", "sometimes"),
+            ("RECONCILE_GRACE_SECS", "soon"),
+            ("RECONCILE_FORMAT", "xml"),
+            ("RECONCILE_STUCK_SECS", "-5"),
+            ("RECONCILE_INTERVL_SECS", "30"),
+            ("RECONCILE_MAX_IDS", "0"),
+        ]);
+        let problems = problems(vars);
+        let variables: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            variables,
+            [
+                "--max-ids / RECONCILE_MAX_IDS",
+                "RECONCILE_GRACE_SECS",
+                "RECONCILE_STUCK_SECS",
+                "RECONCILE_FORMAT",
+                "RECONCILE_SERVE",
+                "RECONCILE_INTERVL_SECS",
+            ],
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_database_list_variable_never_quotes_its_value() {
+        let vars = vec![
+            ("RECONCILE_OUTBOXES", "payments=postgres://relay:secret@origin:5432/payments"),
+            ("RECONCILE_INBOXES", INBOX),
+            ("RECONCILE_SUBSCRIPTIONS", "ledger=payments"),
+            ("RECONCILE_BUCKET_SIZE", "many"),
+        ];
+        let problems = problems(vars);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(!problems.iter().any(|p| p.contains("secret")), "{problems:?}");
     }
 }
