@@ -138,3 +138,125 @@ async fn a_late_commit_is_found_while_the_poller_is_busy_with_full_batches() {
     assert_eq!(late, vec![b"committed last".to_vec(), b"committed after A".to_vec()]);
     assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, 2_002);
 }
+
+/// The most `relay.enqueue` locks one transaction (or one database) ever holds (migration V5).
+const LOCK_SLOTS: i64 = 1024;
+
+/// Relay's enqueue locks (V1's per-key class and V5's slot class) held by the session `pid`.
+const ENQUEUE_LOCKS: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+                             AND classid IN (1380273217, 1380273221) AND pid = $1 AND granted";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_enqueueing_50_000_keys_holds_a_bounded_number_of_locks_and_other_databases_keep_theirs(
+) {
+    let origin = TestDb::new().await;
+    let url = relay_config::DatabaseUrl::parse(origin.url.clone().into()).expect("url");
+    relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("schema");
+    // Another database of the same server, with 200 tables to lock.
+    let other = TestDb::new().await;
+    let other_client = other.client().await;
+    let tables: String = (0..200).map(|i| format!("CREATE TABLE t{i} (x int);")).collect();
+    other_client.batch_execute(&tables).await.expect("200 tables");
+
+    // Two topics, 25,000 keys each, in one transaction: V1 ran out of shared memory near 12,000.
+    let mut writer = origin.client().await;
+    let tx = writer.transaction().await.expect("begin");
+    for topic in ["many-keys-a", "many-keys-b"] {
+        let enqueued = tx
+            .query_one(
+                "SELECT count(relay.enqueue($1, 'key-' || g, int4send(g))) FROM generate_series(1, 25000) AS g",
+                &[&topic],
+            )
+            .await
+            .expect("25,000 distinct keys enqueued in one transaction");
+        assert_eq!(enqueued.get::<_, i64>(0), 25_000);
+    }
+    let pid: i32 = tx.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+    let observer = origin.client().await;
+    let held = count(&observer, ENQUEUE_LOCKS, &[&pid]).await;
+    assert!(held > 0 && held <= LOCK_SLOTS, "the transaction holds {held} enqueue locks");
+
+    // Meanwhile a session in the other database takes 200 table locks in one transaction.
+    let mut other_session = other.client().await;
+    let other_tx = other_session.transaction().await.expect("begin in the other database");
+    let locks: String = (0..200).map(|i| format!("LOCK TABLE t{i} IN ACCESS EXCLUSIVE MODE;")).collect();
+    other_tx.batch_execute(&locks).await.expect("200 table locks while the outbox transaction is open");
+    let other_pid: i32 = other_tx.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+    let table_locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND pid = $1 AND granted \
+                       AND relation IN (SELECT oid FROM pg_class WHERE relname ~ '^t[0-9]+$')";
+    let granted: i64 = other_tx.query_one(table_locks, &[&other_pid]).await.expect("locks").get(0);
+    assert_eq!(granted, 200);
+    other_tx.commit().await.expect("commit the other database's transaction");
+
+    tx.commit().await.expect("commit 50,000 messages");
+    assert_eq!(count(&observer, ENQUEUE_LOCKS, &[&pid]).await, 0, "locks end with the transaction");
+    let stored = count(&observer, "SELECT count(DISTINCT (topic, key)) FROM relay.outbox", &[]).await;
+    assert_eq!(stored, 50_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_key_writers_behind_a_transaction_of_many_keys_are_published_in_commit_order() {
+    let relay = Pipeline::start("many_keys_order", 3).await;
+    let (origin, inbox, topic) = (&relay.origin, &relay.inbox, relay.topic.clone());
+
+    // First enqueues 3,000 keys and stays open: it holds every lock slot there is.
+    let mut first = origin.client().await;
+    let tx_first = first.transaction().await.expect("begin first");
+    tx_first
+        .execute(
+            "SELECT relay.enqueue($1, 'account-' || g, convert_to('first ' || g, 'UTF8')) \
+             FROM generate_series(1, 3000) AS g",
+            &[&topic],
+        )
+        .await
+        .expect("enqueue 3,000 keys");
+    let first_pid: i32 = tx_first.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+    let held = count(&origin.client().await, ENQUEUE_LOCKS, &[&first_pid]).await;
+    assert!(held <= LOCK_SLOTS, "{held} locks");
+
+    // Writers of some of those keys, each in its own session, must wait for First.
+    let keys = [1, 17, 1500, 2999, 3000];
+    let mut writers = Vec::new();
+    for key in keys {
+        let client = origin.client().await;
+        let topic = topic.clone();
+        writers.push(tokio::spawn(async move {
+            let key = format!("account-{key}");
+            let payload = format!("later {key}").into_bytes();
+            client
+                .query_one("SELECT relay.enqueue($1, $2, $3)", &[&topic, &key, &payload])
+                .await
+                .expect("enqueue");
+        }));
+    }
+    let observer = origin.client().await;
+    let blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))";
+    eventually(Duration::from_secs(10), "every later writer waiting on First", || async {
+        (count(&observer, blocked, &[&first_pid]).await == keys.len() as i64).then_some(())
+    })
+    .await;
+    assert!(writers.iter().all(|w| !w.is_finished()), "a later writer of a key did not wait for First");
+    tx_first.commit().await.expect("commit first");
+    for writer in writers {
+        writer.await.expect("later writer");
+    }
+
+    relay.await_ledger(3000 + keys.len() as i64).await;
+    let check = inbox.client().await;
+    for key in keys {
+        let key = format!("account-{key}");
+        let payloads: Vec<String> = check
+            .query(
+                "SELECT convert_from(payload, 'UTF8') FROM relay.inbox WHERE key = $1 ORDER BY seq",
+                &[&key],
+            )
+            .await
+            .expect("inbox")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let n = key.trim_start_matches("account-");
+        assert_eq!(payloads, vec![format!("first {n}"), format!("later account-{n}")], "key {key}");
+    }
+    assert_eq!(inbox_equals_outbox(origin, inbox, "ledger", &topic).await, 3000 + keys.len());
+}
