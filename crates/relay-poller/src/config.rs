@@ -257,6 +257,24 @@ mod tests {
         assert_eq!(err.0[0].variable, "OUTBOX_RETENTION_BATCH");
     }
 
+    #[test]
+    fn the_lease_bounds_renewal_and_failover() {
+        let config = PollerConfig::from_env(&valid_with(&[])).expect("valid");
+        assert_eq!(config.leader_lease, Duration::from_secs(10));
+        assert_eq!(config.leader_renew_interval(), Duration::from_secs(1));
+        assert_eq!(config.failover_time(), Duration::from_secs(11));
+        let config = PollerConfig::from_env(&valid_with(&[
+            ("OUTBOX_LEADER_LEASE_MS", "2000"),
+            ("OUTBOX_LEADER_RETRY_MS", "5000"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.leader_renew_interval(), Duration::from_millis(500), "four renewals per lease");
+        assert_eq!(config.failover_time(), Duration::from_millis(7000));
+        let err =
+            PollerConfig::from_env(&valid_with(&[("OUTBOX_LEADER_LEASE_MS", "999")])).expect_err("short");
+        assert_eq!(err.0[0].variable, "OUTBOX_LEADER_LEASE_MS");
+    }
+
     const KEY: &str = "k3y-0123456789abcdefghijklmnopqrstuv";
 
     #[test]

@@ -69,7 +69,8 @@ impl LeaseSession {
     }
 
     /// Takes the lease as a new term when nobody validly holds it; `None` otherwise, also when
-    /// the row is locked by someone else for longer than the session's lock timeout.
+    /// the row is locked by someone else for longer than the session's lock timeout. Only a
+    /// leader keeps its marker lock: a poller that did not get the lease releases it at once.
     pub(crate) async fn try_take(&self) -> Result<Option<i64>, PollerError> {
         let marker = self.take_marker().await?;
         let taken = self

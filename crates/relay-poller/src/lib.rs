@@ -139,10 +139,13 @@ async fn lead(
 ) -> Result<(), PollerError> {
     let lease = lease::LeaseSession::open(config).await?;
     let term = loop {
-        if let Some(term) = lease.try_take().await? {
-            break term;
+        let valid = lease.leader_valid().await?;
+        if !valid {
+            if let Some(term) = lease.try_take().await? {
+                break term;
+            }
         }
-        presence.observed(lease.leader_valid().await?);
+        presence.observed(valid);
         health.ok(PUBLISHING);
         tracing::debug!(lease = lease.name(), "another poller is the leader; standing by");
         tokio::select! {
