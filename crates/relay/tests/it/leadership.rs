@@ -93,12 +93,22 @@ async fn no_application_role_can_take_or_block_leadership() {
         try_to_take_leadership(&client, name, &lease).await;
         hostile.push(client);
     }
-    // The writers also keep a transaction open after enqueueing.
-    for writer in &hostile[..2] {
+    // The writers also keep a transaction open after enqueueing, on sessions of their own, with
+    // keys whose lock slots (V5) differ from each other's and from those enqueued below.
+    let mut held_keys: Vec<String> = (0..8).map(|i| format!("key-{i}")).collect();
+    for prefix in ["held-open-1", "held-open-2"] {
+        let taken: Vec<&str> = held_keys.iter().map(String::as_str).collect();
+        held_keys.push(crate::ordering::key_apart(&origin, &topic, prefix, &taken).await);
+    }
+    let held_keys = held_keys.split_off(8);
+    let mut open_transactions = Vec::new();
+    for (name, key) in names[..2].iter().zip(&held_keys) {
+        let writer = connect(&as_user(&origin.url, name)).await;
         writer
-            .batch_execute(&format!("BEGIN; SELECT relay.enqueue('{topic}', 'held-open', 'x'::bytea)"))
+            .batch_execute(&format!("BEGIN; SELECT relay.enqueue('{topic}', '{key}', 'x'::bytea)"))
             .await
             .expect("enqueue in an open transaction");
+        open_transactions.push(writer);
     }
 
     // With all of that held, two pollers start: exactly one leads, and it publishes.

@@ -3,12 +3,33 @@ use std::time::Duration;
 
 use crate::{harness::*, verify::inbox_equals_outbox};
 
+/// A key made from `prefix` whose `relay.enqueue` lock slot (one of 1024, migration V5) is none
+/// of `others`' slots: a test that keeps a transaction open while other keys are written must
+/// not have them wait for it (the key itself when `prefix` already qualifies).
+pub async fn key_apart(db: &TestDb, topic: &str, prefix: &str, others: &[&str]) -> String {
+    let client = db.client().await;
+    let others: Vec<String> = others.iter().map(|o| o.to_string()).collect();
+    client
+        .query_one(
+            "SELECT k FROM (SELECT $3 AS k, 0 AS n UNION ALL
+                            SELECT $3 || '-' || g, g FROM generate_series(1, 1000) AS g) AS c
+             WHERE hashtext($1 || chr(31) || k) & 1023
+                   <> ALL (SELECT hashtext($1 || chr(31) || o) & 1023 FROM unnest($2::text[]) AS o)
+             ORDER BY n LIMIT 1",
+            &[&topic, &others, &prefix],
+        )
+        .await
+        .expect("a key in a slot of its own")
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transaction_committing_late_with_a_lower_id_is_not_skipped() {
     let relay = Pipeline::start("late_commit", 1).await;
     let (origin, inbox, topic) = (&relay.origin, &relay.inbox, relay.topic.clone());
 
     // A takes the lower id and stays open; B takes a higher id and commits first.
+    let key_b = key_apart(origin, &topic, "account-b", &["account-a"]).await;
     let mut a = origin.client().await;
     let mut b = origin.client().await;
     let tx_a = a.transaction().await.expect("begin A");
@@ -17,12 +38,10 @@ async fn a_transaction_committing_late_with_a_lower_id_is_not_skipped() {
             .await
             .expect("enqueue A");
     let tx_b = b.transaction().await.expect("begin B");
-    let id_b = relay_outbox::enqueue(
-        &tx_b,
-        &relay_outbox::Message::new(&topic, "account-b", b"second in, first out"),
-    )
-    .await
-    .expect("enqueue B");
+    let id_b =
+        relay_outbox::enqueue(&tx_b, &relay_outbox::Message::new(&topic, &key_b, b"second in, first out"))
+            .await
+            .expect("enqueue B");
     tx_b.commit().await.expect("commit B");
 
     // B is published and stored while A is still uncommitted.
@@ -98,9 +117,12 @@ async fn a_late_commit_is_found_while_the_poller_is_busy_with_full_batches() {
     relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("schema");
 
     // A takes id 1 and stays open while 2,000 later rows commit.
+    let others: Vec<String> = (0..20).map(|i| format!("key-{i}")).collect();
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    let late = key_apart(&origin, &topic, "late", &others).await;
     let mut a = origin.client().await;
     let tx_a = a.transaction().await.expect("begin A");
-    let id_a = relay_outbox::enqueue(&tx_a, &relay_outbox::Message::new(&topic, "late", b"committed last"))
+    let id_a = relay_outbox::enqueue(&tx_a, &relay_outbox::Message::new(&topic, &late, b"committed last"))
         .await
         .expect("enqueue A");
     enqueue_many(&origin, &topic, 2_000, 20, 100).await;
@@ -120,7 +142,7 @@ async fn a_late_commit_is_found_while_the_poller_is_busy_with_full_batches() {
     tx_a.commit().await.expect("commit A");
     // B, same key, right behind A: a poller sending past a cursor would let B overtake A.
     let b = origin.client().await;
-    b.query_one("SELECT relay.enqueue($1, 'late', 'committed after A'::bytea)", &[&topic])
+    b.query_one("SELECT relay.enqueue($1, $2, 'committed after A'::bytea)", &[&topic, &late])
         .await
         .expect("enqueue B");
 
@@ -129,7 +151,7 @@ async fn a_late_commit_is_found_while_the_poller_is_busy_with_full_batches() {
     let stored = count(&check, "SELECT count(*) FROM relay.inbox WHERE message_id = $1", &[&id_a]).await;
     assert_eq!(stored, 1, "the late commit was skipped");
     let late: Vec<Vec<u8>> = check
-        .query("SELECT payload FROM relay.inbox WHERE key = 'late' ORDER BY seq", &[])
+        .query("SELECT payload FROM relay.inbox WHERE key = $1 ORDER BY seq", &[&late])
         .await
         .expect("late key")
         .iter()

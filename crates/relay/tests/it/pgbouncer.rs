@@ -138,7 +138,8 @@ async fn only_transaction_and_statement_poolers_are_refused_not_proxies_or_sessi
 async fn services_behind_a_transaction_pooler_refuse_to_start_and_say_why() {
     let test = "pgbouncer_transaction";
     let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
-    let topic = topic(1).await;
+    // Refused before any broker is asked, so the topic need not exist.
+    let topic = format!("it-{}", unique());
     let url = DatabaseUrl::parse(origin.url.clone().into()).expect("url");
     relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("schema");
     enqueue_many(&origin, &topic, 300, 10, 30).await;
