@@ -54,7 +54,7 @@ pub enum DbError {
     Pool(String),
     #[error("no connection from the pool: {0}")]
     Checkout(#[from] deadpool_postgres::PoolError),
-    #[error("database query failed: {0}")]
+    #[error("database query failed: {}", with_causes(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("schema migration failed: {0}")]
     Migration(#[from] refinery::Error),

@@ -72,11 +72,13 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
         relay_health::SCHEMA,
         lease::LEADER,
     ]);
-    let presence = lease::Presence::new(&config);
-    presence.spawn_reporter(health.clone(), SESSION_CHECK);
     if relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?.is_some() {
         tokio::spawn(watch::watch(config.clone(), health.clone(), shutdown.clone()));
     }
+    // 0 until this replica leads: a standby reports it too.
+    metrics::gauge!("relay_outbox_leader").set(0.0);
+    let presence = lease::Presence::new(&config);
+    presence.spawn_reporter(health.clone(), SESSION_CHECK);
     let schema = relay_db::Schema::Outbox;
     let ready = relay_db::prepare_schema_patiently(
         &config.database_url,

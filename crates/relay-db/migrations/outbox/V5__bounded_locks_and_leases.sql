@@ -120,13 +120,14 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    lease text := current_setting('relay.leader_lease', true);
-    term  text := current_setting('relay.leader_term', true);
+    declared_lease text := current_setting('relay.leader_lease', true);
+    declared_term  text := current_setting('relay.leader_term', true);
 BEGIN
-    IF coalesce(lease, '') <> '' AND NOT EXISTS (
-        SELECT FROM relay.outbox_leader AS l WHERE l.name = lease AND l.term::text = term
+    IF coalesce(declared_lease, '') <> '' AND NOT EXISTS (
+        SELECT FROM relay.outbox_leader AS l WHERE l.name = declared_lease AND l.term::text = declared_term
     ) THEN
-        RAISE EXCEPTION 'relay: term % of lease % has ended; this poller no longer leads', term, lease
+        RAISE EXCEPTION 'relay: term % of lease % has ended; this poller no longer leads',
+            declared_term, declared_lease
             USING ERRCODE = 'RL001';
     END IF;
     RETURN NULL;
