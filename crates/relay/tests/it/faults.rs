@@ -269,7 +269,7 @@ async fn a_leader_waiting_on_an_unreachable_broker_stands_down_as_soon_as_its_se
     db.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.expect("terminate the lock session");
     crate::health::await_metric(&addr, "relay_outbox_leader_terms_total", &[], 2.0).await;
     let stood_down = ended.elapsed();
-    println!("leader stood down and led again {} ms after its lock session ended", stood_down.as_millis());
+    println!("leader stood down and led again {} ms after its lease session ended", stood_down.as_millis());
     assert!(
         cut_at.elapsed() < cut,
         "the new term began only after the broker was back ({stood_down:?} after the session ended)"
