@@ -249,3 +249,39 @@ impl Presence {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use relay_config::MapEnv;
+
+    use super::*;
+
+    fn presence() -> Presence {
+        let env = MapEnv::new([
+            ("DATABASE_URL", "postgres://postgres@localhost/origin"),
+            ("KAFKA_BROKERS", "localhost:9092"),
+            ("OUTBOX_SOURCE", "payments"),
+        ]);
+        Presence::new(&PollerConfig::from_env(&env).expect("valid"))
+    }
+
+    #[test]
+    fn absence_is_zero_while_a_leader_is_seen_and_counts_from_the_last_sighting() {
+        let presence = presence();
+        presence.observed(true);
+        assert_eq!(presence.absent_for(), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(20));
+        presence.observed(false);
+        let absent = presence.absent_for();
+        assert!(absent >= Duration::from_millis(20), "{absent:?}");
+        presence.observed(false);
+        assert!(presence.absent_for() >= absent, "absence keeps counting from the last sighting");
+        presence.observed(true);
+        assert_eq!(presence.absent_for(), Duration::ZERO);
+    }
+
+    #[test]
+    fn lock_objects_are_positive() {
+        assert!((0..1000).map(|_| rand_object()).all(|o| o > 0));
+    }
+}
