@@ -25,6 +25,15 @@ ensure_tansu() {
   touch "$stamp"
 }
 
+# Installs PgBouncer from the Debian package once (the tests start their own instances with their
+# own configuration; the packaged service is not used).
+ensure_pgbouncer() {
+  if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then return 0; fi
+  log "installing PgBouncer (Debian package)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+}
+
 # Makes sure PostgreSQL answers on $PGHOST:$PGPORT, starting the local cluster if needed.
 ensure_postgres() {
   if pg_isready -q -h "$PGHOST" -p "$PGPORT"; then return 0; fi

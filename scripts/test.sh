@@ -6,6 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$RELAY_ROOT"
 
 ensure_postgres
+ensure_pgbouncer
 stack="$RELAY_ROOT/.stack/test"
 mkdir -p "$stack"
 

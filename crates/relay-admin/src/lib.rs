@@ -118,7 +118,7 @@ async fn check_schema(
 /// Runs one command, printing its result to stdout; returns the exit code.
 pub async fn run(args: Args) -> Result<i32, AdminError> {
     let url = database_url(args.database_url)?;
-    let mut client = relay_db::connect(&url).await?;
+    let mut client = relay_db::connect_checked(&url).await?;
     match args.command {
         Command::Parked(command) => {
             check_schema(&client, "outbox", "discarded_at").await?;

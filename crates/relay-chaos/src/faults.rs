@@ -1,8 +1,8 @@
 //! The fault injector: one fault at a time, of six kinds, in a seeded shuffled order.
 //!
-//! - `poller-kill`: SIGKILL the poller that holds the leader lock (found through `pg_locks`:
-//!   each poller names itself in its `application_name`), time how long until the other poller
-//!   holds it (the failover time), then start the killed one again;
+//! - `poller-kill`: SIGKILL the poller that holds the lease (found through `relay.outbox_leader`
+//!   and `pg_stat_activity`: each poller names itself in its `application_name`), time how long
+//!   until the other poller holds it (the failover time), then start the killed one again;
 //! - `consumer-kill`: SIGKILL one inbox-consumer (round robin) and start it again;
 //! - `broker-restart`: Tansu stopped by SIGKILL or SIGTERM and started on its durable storage;
 //! - `postgres-restart`: the private PostgreSQL restarted, fast or immediate shutdown;

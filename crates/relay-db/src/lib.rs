@@ -12,7 +12,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use relay_config::DatabaseUrl;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
+mod pooling;
 mod tls;
+
+pub use pooling::refuse_transaction_pooling;
 
 mod migrations {
     pub mod outbox {
@@ -51,7 +54,7 @@ pub enum DbError {
     Pool(String),
     #[error("no connection from the pool: {0}")]
     Checkout(#[from] deadpool_postgres::PoolError),
-    #[error("database query failed: {0}")]
+    #[error("database query failed: {}", with_causes(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("schema migration failed: {0}")]
     Migration(#[from] refinery::Error),
@@ -64,6 +67,14 @@ pub enum DbError {
         "{table} does not exist and RELAY_MIGRATE=false: apply crates/relay-db/migrations/{schema}/ first"
     )]
     SchemaMissing { table: &'static str, schema: &'static str },
+    #[error(
+        "database {database} is reached through a transaction- or statement-mode connection pooler \
+         ({evidence}): Relay keeps state in its database sessions (the leader's lease session, \
+         LISTEN, prepared statements, session settings) and needs one server session per \
+         connection. Connect to PostgreSQL directly or through a session-mode pooler (PgBouncer \
+         pool_mode=session)"
+    )]
+    TransactionPooling { database: String, evidence: String },
 }
 
 /// An error and its causes on one line: a TLS failure says why the certificate was refused.
@@ -89,9 +100,11 @@ impl DbError {
                 // Connection exceptions, insufficient resources, operator intervention (restart).
                 Some(code) => matches!(&code.code()[..2], "08" | "53" | "57"),
             },
-            DbError::Pool(_) | DbError::Tls(_) | DbError::Migration(_) | DbError::SchemaMissing { .. } => {
-                false
-            }
+            DbError::Pool(_)
+            | DbError::Tls(_)
+            | DbError::Migration(_)
+            | DbError::SchemaMissing { .. }
+            | DbError::TransactionPooling { .. } => false,
         }
     }
 }
@@ -282,6 +295,13 @@ pub async fn connect(url: &DatabaseUrl) -> Result<Client, DbError> {
     open(url, Background).await
 }
 
+/// [`connect`], after refusing a transaction-mode pooler ([`refuse_transaction_pooling`]): for
+/// tools that connect once per run rather than preparing a schema at start-up.
+pub async fn connect_checked(url: &DatabaseUrl) -> Result<Client, DbError> {
+    refuse_transaction_pooling(url).await?;
+    connect(url).await
+}
+
 /// A connection that `LISTEN`s on `channel`; each notification is sent on the returned channel.
 /// The receiver sees the channel close when the connection is lost.
 pub async fn listen(
@@ -303,8 +323,11 @@ pub fn latest_version(schema: Schema) -> i32 {
     runner.get_migrations().iter().map(|m| m.version()).max().unwrap_or(0)
 }
 
-/// Creates or upgrades `schema` when `migrate` is true; otherwise checks that it exists.
+/// Creates or upgrades `schema` when `migrate` is true; otherwise checks that it exists. First
+/// refuses a transaction-mode pooler ([`refuse_transaction_pooling`]), so every service that
+/// prepares its schema at start-up refuses one.
 pub async fn prepare_schema(url: &DatabaseUrl, schema: Schema, migrate: bool) -> Result<(), DbError> {
+    refuse_transaction_pooling(url).await?;
     let mut client = connect(url).await?;
     if !migrate {
         let row = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&schema.table()]).await?;
@@ -313,6 +336,12 @@ pub async fn prepare_schema(url: &DatabaseUrl, schema: Schema, migrate: bool) ->
         } else {
             Err(DbError::SchemaMissing { table: schema.table(), schema: schema.dir() })
         };
+    }
+    // Up to date already (every restart after the first): no lock needed. Any role may take
+    // advisory locks, so a session holding the migration lock must not keep a service from
+    // starting when there is nothing to migrate.
+    if applied_version(&client, schema).await? >= latest_version(schema) {
+        return Ok(());
     }
     let (class, object) = MIGRATION_LOCK;
     client.execute("SELECT pg_advisory_lock($1, $2)", &[&class, &object]).await?;
@@ -337,6 +366,17 @@ pub async fn prepare_schema(url: &DatabaseUrl, schema: Schema, migrate: bool) ->
         tracing::info!(schema = schema.dir(), migration = %migration, "applied schema migration");
     }
     Ok(())
+}
+
+/// The newest migration of `schema` applied to the database; 0 before the first.
+async fn applied_version(client: &Client, schema: Schema) -> Result<i32, DbError> {
+    let history = schema.history_table();
+    let exists = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&history]).await?;
+    if !exists.get::<_, bool>(0) {
+        return Ok(0);
+    }
+    let row = client.query_one(&format!("SELECT coalesce(max(version), 0) FROM {history}"), &[]).await?;
+    Ok(row.get(0))
 }
 
 /// Whether a migration failed because a statement ran into `lock_timeout` (SQLSTATE 55P03).

@@ -13,6 +13,7 @@ pub mod names {
     pub const OUTBOX_BATCH_SIZE: &str = "OUTBOX_BATCH_SIZE";
     pub const OUTBOX_POLL_INTERVAL_MS: &str = "OUTBOX_POLL_INTERVAL_MS";
     pub const OUTBOX_LEADER_RETRY_MS: &str = "OUTBOX_LEADER_RETRY_MS";
+    pub const OUTBOX_LEADER_LEASE_MS: &str = "OUTBOX_LEADER_LEASE_MS";
     pub const OUTBOX_SHUTDOWN_GRACE_MS: &str = "OUTBOX_SHUTDOWN_GRACE_MS";
     pub const OUTBOX_MAX_PAYLOAD_BYTES: &str = "OUTBOX_MAX_PAYLOAD_BYTES";
     pub const OUTBOX_RETENTION_HOURS: &str = "OUTBOX_RETENTION_HOURS";
@@ -30,6 +31,7 @@ pub mod names {
         OUTBOX_BATCH_SIZE,
         OUTBOX_POLL_INTERVAL_MS,
         OUTBOX_LEADER_RETRY_MS,
+        OUTBOX_LEADER_LEASE_MS,
         OUTBOX_SHUTDOWN_GRACE_MS,
         OUTBOX_MAX_PAYLOAD_BYTES,
         OUTBOX_RETENTION_HOURS,
@@ -55,6 +57,9 @@ pub struct PollerConfig {
     pub poll_interval: Duration,
     /// How often a standby checks whether it can become the leader.
     pub leader_retry: Duration,
+    /// How long a leader's lease lasts without renewal: the failover time when a leader freezes
+    /// or is cut off while its database session stays open.
+    pub leader_lease: Duration,
     /// How long shutdown waits for in-flight records to be acknowledged.
     pub shutdown_grace: Duration,
     /// Larger payloads are parked instead of sent.
@@ -77,6 +82,7 @@ impl PollerConfig {
         let batch_size = r.number(OUTBOX_BATCH_SIZE, 1000, 1, 50_000) as i64;
         let poll_interval = r.millis(OUTBOX_POLL_INTERVAL_MS, 500, 1, 3_600_000);
         let leader_retry = r.millis(OUTBOX_LEADER_RETRY_MS, 1000, 10, 600_000);
+        let leader_lease = r.millis(OUTBOX_LEADER_LEASE_MS, 10_000, 1_000, 600_000);
         let shutdown_grace = r.millis(OUTBOX_SHUTDOWN_GRACE_MS, 10_000, 0, 600_000);
         let max_payload = PayloadLimits::read(&mut r, PREFIX);
         let retention = Retention::read(&mut r, PREFIX);
@@ -91,6 +97,7 @@ impl PollerConfig {
             batch_size,
             poll_interval,
             leader_retry,
+            leader_lease,
             shutdown_grace,
             max_payload,
             retention,
@@ -98,7 +105,20 @@ impl PollerConfig {
         })
     }
 
-    /// The leader lock's object id: one leader per outbox database and topic selection.
+    /// How often the leader renews its lease: every `OUTBOX_LEADER_RETRY_MS`, and at least four
+    /// times per lease.
+    pub fn leader_renew_interval(&self) -> Duration {
+        self.leader_retry.min(self.leader_lease / 4)
+    }
+
+    /// The failover time: the longest a standby waits before it leads in place of a leader that
+    /// froze (the lease) plus one retry. A leader that died is replaced within one retry.
+    pub fn failover_time(&self) -> Duration {
+        self.leader_lease + self.leader_retry
+    }
+
+    /// The lease's name (a row of `relay.outbox_leader`): one leader per outbox database and
+    /// topic selection.
     pub fn leader_lock_object(&self) -> String {
         let mut topics = self.topics.clone();
         topics.sort();
@@ -235,6 +255,24 @@ mod tests {
         let err =
             PollerConfig::from_env(&valid_with(&[("OUTBOX_RETENTION_BATCH", "0")])).expect_err("invalid");
         assert_eq!(err.0[0].variable, "OUTBOX_RETENTION_BATCH");
+    }
+
+    #[test]
+    fn the_lease_bounds_renewal_and_failover() {
+        let config = PollerConfig::from_env(&valid_with(&[])).expect("valid");
+        assert_eq!(config.leader_lease, Duration::from_secs(10));
+        assert_eq!(config.leader_renew_interval(), Duration::from_secs(1));
+        assert_eq!(config.failover_time(), Duration::from_secs(11));
+        let config = PollerConfig::from_env(&valid_with(&[
+            ("OUTBOX_LEADER_LEASE_MS", "2000"),
+            ("OUTBOX_LEADER_RETRY_MS", "5000"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.leader_renew_interval(), Duration::from_millis(500), "four renewals per lease");
+        assert_eq!(config.failover_time(), Duration::from_millis(7000));
+        let err =
+            PollerConfig::from_env(&valid_with(&[("OUTBOX_LEADER_LEASE_MS", "999")])).expect_err("short");
+        assert_eq!(err.0[0].variable, "OUTBOX_LEADER_LEASE_MS");
     }
 
     const KEY: &str = "k3y-0123456789abcdefghijklmnopqrstuv";

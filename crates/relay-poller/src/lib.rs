@@ -6,11 +6,13 @@
 //! - per-key commit order: `relay.enqueue` serialises same-key writers, so id order is commit
 //!   order per key; rows are sent in id order to an idempotent producer with no delivery deadline;
 //! - progress only after acknowledgement: a row is marked published from its Ok delivery report;
-//! - one publisher per outbox: a session advisory lock elects a leader, the others stand by.
+//! - one publisher per outbox: a lease row only the poller role may change elects a leader, the
+//!   others stand by and take over when its session ends or its lease expires (`lease`).
 #![forbid(unsafe_code)]
 
 mod config;
 mod envelope;
+mod lease;
 mod publish;
 mod retention;
 mod watch;
@@ -34,8 +36,12 @@ pub enum PollerError {
     ProducerFatal(String),
     #[error("a batch made no progress: {0}")]
     Stalled(String),
-    #[error("the leader lock's database session ended; leadership is lost")]
+    #[error("the lease session ended; leadership is lost")]
     LeadershipLost,
+    #[error("another poller took over lease {lease} after term {term}; standing down")]
+    Superseded { lease: String, term: i64 },
+    #[error("lease {lease} (term {term}) was not renewed for {waited:?}; standing down before another poller takes over")]
+    LeaseNotRenewed { lease: String, term: i64, waited: Duration },
     #[error(transparent)]
     Health(#[from] relay_health::HealthError),
 }
@@ -46,8 +52,10 @@ impl From<tokio_postgres::Error> for PollerError {
     }
 }
 
-/// The leader lock's class: apart from `relay.enqueue`'s per-key locks (1380273217) and the
-/// migration lock (1380273219), so no message key can collide with leadership.
+/// The class of the leader's marker lock (see `lease`): apart from `relay.enqueue`'s locks
+/// (1380273217, 1380273221), the migration lock (1380273219) and the inbox retention lock
+/// (1380273220). Any role may take advisory locks, so the marker only tells whether the leader's
+/// session lives; leadership itself is the lease row.
 const LEADER_LOCK_CLASS: i32 = 1_380_273_218;
 
 /// The readiness part the publishing loop owns: degraded while it backs off after a failure.
@@ -57,11 +65,20 @@ const PUBLISHING: &str = "publishing";
 /// database or the brokers are waited out with backoff (and reported by `/readyz`); only a
 /// schema that cannot be prepared, or an endpoint that cannot be served, stops it.
 pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<(), PollerError> {
-    let health =
-        Health::new(&[relay_health::DATABASE, relay_health::KAFKA, PUBLISHING, relay_health::SCHEMA]);
+    let health = Health::new(&[
+        relay_health::DATABASE,
+        relay_health::KAFKA,
+        PUBLISHING,
+        relay_health::SCHEMA,
+        lease::LEADER,
+    ]);
     if relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?.is_some() {
         tokio::spawn(watch::watch(config.clone(), health.clone(), shutdown.clone()));
     }
+    // 0 until this replica leads: a standby reports it too.
+    metrics::gauge!("relay_outbox_leader").set(0.0);
+    let presence = lease::Presence::new(&config);
+    presence.spawn_reporter(health.clone(), SESSION_CHECK);
     let schema = relay_db::Schema::Outbox;
     let ready = relay_db::prepare_schema_patiently(
         &config.database_url,
@@ -77,17 +94,10 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
     health.ok(relay_health::SCHEMA);
     let mut backoff = relay_db::backoff();
     while !shutdown.is_cancelled() {
-        let led = lead(&config, &health, &shutdown).await;
+        let led = lead(&config, &health, &presence, &shutdown).await;
         metrics::gauge!("relay_outbox_leader").set(0.0);
         match led {
-            Ok(Leadership::Ended) => backoff = relay_db::backoff(),
-            Ok(Leadership::Standby) => {
-                health.ok(PUBLISHING);
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(config.leader_retry) => {}
-                }
-            }
+            Ok(()) => backoff = relay_db::backoff(),
             Err(e) => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(10));
                 health.degraded(PUBLISHING, &e);
@@ -112,51 +122,86 @@ fn producer_client_config(config: &PollerConfig) -> ClientConfig {
     )
 }
 
-enum Leadership {
-    /// Another instance holds the lock.
-    Standby,
-    /// This instance led until shutdown.
-    Ended,
-}
-
-/// Takes the leader lock on a dedicated session and publishes while holding it, with a producer
-/// of its own. Losing the session ends leadership (the server releases the lock), and so does a
-/// fatal producer error; either way [`run`] starts over.
+/// Stands by on a lease session of its own until this poller can take the lease, then
+/// publishes with a producer and a publishing session of its own until shutdown or until the
+/// term ends: the lease session closed, another poller took over, a renewal failed for too long,
+/// or publishing failed (database, fatal producer). Any error ends the term; [`run`] starts over.
 ///
-/// The session is watched while publishing, not only when the next statement fails: a leader
+/// Leadership is watched while publishing, not only when the next statement fails: a leader
 /// waiting for acknowledgements from an unreachable broker would otherwise keep waiting (and
-/// keep its replica from standing by) long after another poller took the lock. Abandoning the
-/// publishing loop then is safe: nothing can be marked on a dead session, and every unmarked
-/// row is sent again by the next leader (the inboxes store a message once).
+/// keep its replica from standing by) long after another poller took the lease. Abandoning the
+/// publishing loop then is safe: the publishing session declares its term, so once superseded it
+/// can mark nothing (migration V5's fence), and every unmarked row is sent again by the next
+/// leader (the inboxes store a message once).
 async fn lead(
     config: &PollerConfig,
     health: &Health,
+    presence: &lease::Presence,
     shutdown: &CancellationToken,
-) -> Result<Leadership, PollerError> {
-    let client = relay_db::connect(&config.database_url).await?;
-    let object = config.leader_lock_object();
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LEADER_LOCK_CLASS, &object])
-        .await?;
-    if !row.get::<_, bool>(0) {
-        tracing::debug!(lock = %object, "another poller is the leader; standing by");
-        return Ok(Leadership::Standby);
+) -> Result<(), PollerError> {
+    let lease = lease::LeaseSession::open(config).await?;
+    let term = loop {
+        let valid = lease.leader_valid().await?;
+        if !valid {
+            if let Some(term) = lease.try_take().await? {
+                break term;
+            }
+        }
+        presence.observed(valid);
+        health.ok(PUBLISHING);
+        tracing::debug!(lease = lease.name(), "another poller is the leader; standing by");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(config.leader_retry) => {}
+        }
+    };
+    presence.observed(true);
+    let led = lead_term(config, health, presence, shutdown, &lease, term).await;
+    if !lease.is_closed() {
+        lease.release(term).await;
     }
+    led
+}
+
+/// One term: publishing while the lease holds.
+async fn lead_term(
+    config: &PollerConfig,
+    health: &Health,
+    presence: &lease::Presence,
+    shutdown: &CancellationToken,
+    lease: &lease::LeaseSession,
+    term: i64,
+) -> Result<(), PollerError> {
+    let client = relay_db::connect(&config.database_url).await?;
     // Plan each fetch with its own values, so the in-flight id list is hashed, not scanned.
     client.batch_execute("SET plan_cache_mode = force_custom_plan").await?;
+    // Marks from this session are fenced by this term (migration V5's trigger).
+    client
+        .execute(
+            "SELECT set_config('relay.leader_lease', $1, false), set_config('relay.leader_term', $2, false)",
+            &[&lease.name(), &term.to_string()],
+        )
+        .await?;
     let _retention = retention::spawn(config, shutdown);
     let producer: FutureProducer = producer_client_config(config).create().map_err(PollerError::Producer)?;
-    tracing::info!(database = config.database_url.database_name(), topics = ?config.topics, "leading: publishing the outbox");
+    tracing::info!(database = config.database_url.database_name(), topics = ?config.topics, term, "leading: publishing the outbox");
     metrics::gauge!("relay_outbox_leader").set(1.0);
     metrics::counter!("relay_outbox_leader_terms_total").increment(1);
     health.ok(PUBLISHING);
-    let result = tokio::select! {
-        result = publish::publish_until_shutdown(&client, &producer, config, health, shutdown) => result,
-        () = session_lost(&client) => {
-            tracing::warn!("the leader lock's session ended while publishing; standing down");
-            // Dropping a producer purges and joins librdkafka's threads: not on an async worker.
+    let lost = tokio::select! {
+        result = publish::publish_until_shutdown(&client, &producer, config, health, shutdown) => Ok(result),
+        lost = lease.keep(term, presence) => Err(lost),
+        () = session_lost(&client) => Err(PollerError::LeadershipLost),
+    };
+    let result = match lost {
+        Ok(result) => result,
+        Err(lost) => {
+            // Nothing more can be marked in this term, so do not wait for acknowledgements
+            // ([`run`] logs why). Dropping a producer purges and joins librdkafka's threads: not
+            // on an async worker.
+            metrics::gauge!("relay_outbox_leader").set(0.0);
             let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
-            return Err(PollerError::LeadershipLost);
+            return Err(lost);
         }
     };
     // Dropping a producer purges what it still holds: wait for acknowledgements first. Rows
@@ -166,12 +211,11 @@ async fn lead(
     if !matches!(flushed, Ok(Ok(()))) {
         tracing::warn!("records still in flight when leadership ended; their rows stay unpublished");
     }
-    result.map(|()| Leadership::Ended)
+    result
 }
 
-/// Resolves once the session holding the leader lock has ended (the server then released the
-/// lock). Keepalives and the TCP user timeout set by `relay_db::connect` bound how long a
-/// silently dropped connection takes to be noticed.
+/// Resolves once the publishing session has ended. Keepalives and the TCP user timeout set by
+/// `relay_db::connect` bound how long a silently dropped connection takes to be noticed.
 async fn session_lost(client: &tokio_postgres::Client) {
     let mut tick = tokio::time::interval(SESSION_CHECK);
     loop {
@@ -182,5 +226,6 @@ async fn session_lost(client: &tokio_postgres::Client) {
     }
 }
 
-/// How often the leader checks its lock session while publishing.
+/// How often the leader checks its sessions while publishing, and how often leader presence is
+/// reported.
 const SESSION_CHECK: Duration = Duration::from_millis(200);

@@ -81,7 +81,7 @@ pub(crate) async fn reconcile(
     let max_ids = usize::try_from(config.max_ids).unwrap_or(usize::MAX);
     let mut outboxes: Vec<(&String, Client)> = Vec::new();
     for (source, url) in &config.outboxes {
-        let client = relay_db::connect(url).await.map_err(|source_err| ReconcileError::Database {
+        let client = relay_db::connect_checked(url).await.map_err(|source_err| ReconcileError::Database {
             what: format!("outbox {source}"),
             source: source_err,
         })?;
@@ -92,7 +92,7 @@ pub(crate) async fn reconcile(
     let mut inbox_reports = Vec::new();
     let sources: Vec<&str> = config.outboxes.keys().map(String::as_str).collect();
     for inbox in &config.inboxes {
-        let client = relay_db::connect(&inbox.url)
+        let client = relay_db::connect_checked(&inbox.url)
             .await
             .map_err(|e| ReconcileError::Database { what: format!("inbox {}", inbox.name), source: e })?;
         for (source, outbox) in &outboxes {
@@ -208,7 +208,7 @@ async fn repair(config: &Config, report: &Report) -> Result<(), ReconcileError> 
             continue;
         }
         let Some(url) = config.outboxes.get(source) else { continue };
-        let client = relay_db::connect(url)
+        let client = relay_db::connect_checked(url)
             .await
             .map_err(|e| ReconcileError::Database { what: format!("outbox {source}"), source: e })?;
         let rows =

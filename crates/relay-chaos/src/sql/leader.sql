@@ -1,8 +1,7 @@
--- Who holds the outbox-poller's leader lock (advisory, class 1380273218): the holder session's
--- application_name, which each poller sets in its DATABASE_URL.
+-- Which poller leads: the application_name (each poller sets it in its DATABASE_URL) of the
+-- session holding the outbox lease (relay.outbox_leader, migration V5).
 SELECT a.application_name
-FROM pg_locks l
-JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.classid = 1380273218 AND l.granted
-ORDER BY a.backend_start
+FROM relay.outbox_leader AS l
+JOIN pg_stat_activity AS a ON a.pid = l.holder_pid
+ORDER BY l.renewed_at DESC NULLS LAST
 LIMIT 1

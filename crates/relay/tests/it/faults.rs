@@ -260,17 +260,16 @@ async fn a_leader_waiting_on_an_unreachable_broker_stands_down_as_soon_as_its_se
     enqueue_many(&origin, &topic, 20, 5, 10).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
-    // Its lock session ends (the lock is released): it must stop waiting and stand down now,
+    // Its lease session ends: it must stop waiting and stand down now,
     // not when the broker answers again.
     let db = origin.client().await;
-    let lock_holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1380273218 \
-                       AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-    let pid: i32 = db.query_one(lock_holder, &[]).await.expect("the leader holds the lock").get(0);
+    let pid: i32 =
+        db.query_one(crate::failover::LEASE_HOLDER, &[]).await.expect("the leader holds the lease").get(0);
     let ended = Instant::now();
     db.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.expect("terminate the lock session");
     crate::health::await_metric(&addr, "relay_outbox_leader_terms_total", &[], 2.0).await;
     let stood_down = ended.elapsed();
-    println!("leader stood down and led again {} ms after its lock session ended", stood_down.as_millis());
+    println!("leader stood down and led again {} ms after its lease session ended", stood_down.as_millis());
     assert!(
         cut_at.elapsed() < cut,
         "the new term began only after the broker was back ({stood_down:?} after the session ended)"
