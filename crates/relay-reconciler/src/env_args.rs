@@ -45,6 +45,9 @@ impl Args {
         let command = Args::command().mut_args(without_process_env);
         let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
         let given = command.clone().try_get_matches_from(&argv)?;
+        // Variables go right after the program name: before a subcommand (`trace`), whose own
+        // flags would not accept them.
+        let mut at = 1.min(argv.len());
         for flag in &flags {
             if given.value_source(&flag.id) == Some(ValueSource::CommandLine) {
                 continue;
@@ -53,10 +56,14 @@ impl Args {
                 continue;
             };
             if flag.takes_value {
-                argv.push(format!("--{}={}", flag.long, value.trim()).into());
+                argv.insert(at, format!("--{}={}", flag.long, value.trim()).into());
+                at += 1;
             } else {
                 match value.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => argv.push(format!("--{}", flag.long).into()),
+                    "true" | "1" | "yes" | "on" => {
+                        argv.insert(at, format!("--{}", flag.long).into());
+                        at += 1;
+                    }
                     "false" | "0" | "no" | "off" => {}
                     other => {
                         let message = format!("{}: {other:?} is not true or false", flag.variable);
@@ -127,6 +134,33 @@ mod tests {
         let config = Config::from_args(Args::from_env(&env, ["reconciler"]).unwrap()).unwrap();
         let names: Vec<&str> = config.inboxes.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["ledger", "notifications"]);
+    }
+
+    #[test]
+    fn trace_takes_the_reconcilers_databases_from_the_variables() {
+        let mut vars = base();
+        vars.push(("RECONCILE_FORMAT", "json"));
+        let id = "0b6f6f7e-3c1a-4f43-9d55-2f1d64a3a0c2";
+        let argv = ["reconciler", "trace", "--message-id", id];
+        let config = Config::from_args(Args::from_env(&MapEnv::new(vars.clone()), argv).unwrap()).unwrap();
+        assert_eq!(config.trace, Some(crate::TraceQuery::Message(id.parse().unwrap())));
+        assert_eq!(config.format, crate::Format::Json);
+        assert_eq!(config.outboxes.keys().collect::<Vec<_>>(), ["payments"]);
+        let argv = ["reconciler", "trace", "--topic", "payments.v1", "--key", "acct-1"];
+        let config = Config::from_args(Args::from_env(&MapEnv::new(vars.clone()), argv).unwrap()).unwrap();
+        let key = crate::TraceQuery::Key { topic: "payments.v1".into(), key: "acct-1".into(), limit: 20 };
+        assert_eq!(config.trace, Some(key));
+        let env = MapEnv::new(vars);
+        assert!(Args::from_env(&env, ["reconciler", "trace"]).is_err(), "nothing to trace");
+        assert!(
+            Args::from_env(&env, ["reconciler", "trace", "--topic", "t"]).is_err(),
+            "a topic needs a key"
+        );
+        assert!(Args::from_env(
+            &env,
+            ["reconciler", "trace", "--message-id", id, "--topic", "t", "--key", "k"]
+        )
+        .is_err());
     }
 
     #[test]

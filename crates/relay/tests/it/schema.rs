@@ -24,9 +24,9 @@ async fn concurrent_start_ups_migrate_once_and_all_succeed() {
     // Running again is a no-op.
     relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("idempotent");
     let client = db.client().await;
-    // V1 to V4 of each schema and the inbox's V5, each applied exactly once.
+    // V1 to V4 of each schema and the inbox's V5, V6 and V8, each applied exactly once.
     assert_eq!(count(&client, "SELECT count(*) FROM relay_outbox_schema_history", &[]).await, 4);
-    assert_eq!(count(&client, "SELECT count(*) FROM relay_inbox_schema_history", &[]).await, 5);
+    assert_eq!(count(&client, "SELECT count(*) FROM relay_inbox_schema_history", &[]).await, 7);
 }
 
 #[tokio::test(flavor = "multi_thread")]
