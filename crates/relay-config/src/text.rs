@@ -47,14 +47,16 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 /// Serialised JSON with the [`is_unsafe`] characters serde leaves raw (DEL, C1 controls,
 /// bidirectional and zero-width characters) written as `\uXXXX` escapes. Such characters can
 /// only occur inside JSON strings, where the escape means the same character: the document
-/// parses to the same value, and no raw control reaches the terminal.
+/// parses to the same value, and no raw control reaches the terminal. Line feeds are kept:
+/// serde escapes those inside strings, so a raw one is the pretty printer's layout.
 pub fn json_printable(json: String) -> String {
-    if !json.chars().any(is_unsafe) {
+    let unsafe_in_json = |c: char| c != '\n' && is_unsafe(c);
+    if !json.chars().any(unsafe_in_json) {
         return json;
     }
     let mut out = String::with_capacity(json.len() + 16);
     for c in json.chars() {
-        if is_unsafe(c) {
+        if unsafe_in_json(c) {
             // Every such character is in the Basic Multilingual Plane: one \u escape each.
             let _ = write!(out, "\\u{:04x}", c as u32);
         } else {
@@ -89,9 +91,11 @@ mod tests {
     #[test]
     fn json_keeps_its_value_and_loses_every_raw_control() {
         let value = serde_json::json!({ "key": HOSTILE, "plain": "ok ✓" });
-        let text = json_printable(serde_json::to_string(&value).unwrap());
-        assert!(!text.chars().any(is_unsafe), "{text:?}");
-        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, value);
+        for text in [serde_json::to_string(&value).unwrap(), serde_json::to_string_pretty(&value).unwrap()] {
+            let text = json_printable(text);
+            assert!(!text.chars().any(|c| c != '\n' && is_unsafe(c)), "{text:?}");
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, value);
+        }
     }
 }

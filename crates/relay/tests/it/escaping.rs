@@ -75,11 +75,15 @@ async fn hostile_keys_reasons_and_errors_are_shown_escaped_everywhere() {
     migrate(&inbox, relay_db::Schema::Inbox).await;
     let origin_client = origin.client().await;
     let reason = format!("refused: {KEY}");
+    let parked: uuid::Uuid = origin_client
+        .query_one("SELECT relay.enqueue('payments', $1, 'x'::bytea)", &[&KEY])
+        .await
+        .unwrap()
+        .get(0);
     origin_client
         .execute(
-            "WITH m AS (SELECT relay.enqueue('payments', $1, 'x'::bytea) AS id)
-             UPDATE relay.outbox SET parked_at = now(), park_reason = $2 FROM m WHERE message_id = m.id",
-            &[&KEY, &reason],
+            "UPDATE relay.outbox SET parked_at = now(), park_reason = $2 WHERE message_id = $1",
+            &[&parked, &reason],
         )
         .await
         .unwrap();
