@@ -18,6 +18,7 @@ mod kafka_security;
 mod ordering;
 mod poison;
 mod processing_ops;
+mod processing_reconcile;
 mod processing_roles;
 mod reconcile;
 mod retention;
