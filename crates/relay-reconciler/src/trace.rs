@@ -8,7 +8,10 @@
 //!
 //! Rows are read as JSON (`to_jsonb`), so a database whose schema predates a column (an inbox
 //! without processing) is traced with what it has. Read only. Exit 0 found, 1 found nowhere.
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
 
 use prost::Message as _;
 use serde_json::Value;
@@ -24,11 +27,16 @@ use crate::{
     Config, Format, ReconcileError, TraceQuery, EXIT_CLEAN, EXIT_DISCREPANCIES,
 };
 
+/// The dead letters of one inbox and a note, as [`dead_letters`] returns them.
+type Letters = (Vec<Letter>, Option<String>);
+
 /// An inbox database and what is fixed about it for this trace.
 struct InboxDb<'a> {
     config: &'a Inbox,
     client: Client,
     processing: bool,
+    /// Dead letters read so far, by Kafka topic (`None`: every topic): read once per trace.
+    letters: Mutex<HashMap<Option<String>, Letters>>,
 }
 
 async fn connect(url: &relay_config::DatabaseUrl, what: String) -> Result<Client, ReconcileError> {
@@ -51,7 +59,7 @@ pub(crate) async fn run(config: &Config, query: &TraceQuery) -> Result<i32, Reco
         let what = format!("inbox {}", inbox.name);
         let client = connect(&inbox.url, what.clone()).await?;
         let processing = processing_enabled(&client, &inbox.name).await.map_err(db_error(what))?;
-        inboxes.push(InboxDb { config: inbox, client, processing });
+        inboxes.push(InboxDb { config: inbox, client, processing, letters: Mutex::default() });
     }
     let (ids, key) = match query {
         TraceQuery::Message(id) => (vec![*id], None),
@@ -278,6 +286,7 @@ fn subscribed(topic: Option<&str>, topics: &[String]) -> bool {
 }
 
 /// A dead letter with the message id its envelope names, when it decodes.
+#[derive(Clone)]
 struct Letter {
     message_id: Option<Uuid>,
     raw_key: Option<Vec<u8>>,
@@ -286,10 +295,17 @@ struct Letter {
 
 /// The dead letters of an inbox (of `topic` when known). Without the privilege to read them,
 /// none, and a note saying so.
-async fn dead_letters(
-    inbox: &InboxDb<'_>,
-    topic: Option<&str>,
-) -> Result<(Vec<Letter>, Option<String>), ReconcileError> {
+async fn dead_letters(inbox: &InboxDb<'_>, topic: Option<&str>) -> Result<Letters, ReconcileError> {
+    let cache_key = topic.map(String::from);
+    if let Some(read) = inbox.letters.lock().unwrap_or_else(|e| e.into_inner()).get(&cache_key) {
+        return Ok(read.clone());
+    }
+    let read = read_dead_letters(inbox, topic).await?;
+    inbox.letters.lock().unwrap_or_else(|e| e.into_inner()).insert(cache_key, read.clone());
+    Ok(read)
+}
+
+async fn read_dead_letters(inbox: &InboxDb<'_>, topic: Option<&str>) -> Result<Letters, ReconcileError> {
     let rows = match inbox
         .client
         .query(include_str!("sql/trace_dead_letters.sql"), &[&inbox.config.name, &topic])

@@ -108,7 +108,7 @@ pub struct ProcessingStep {
     pub park_reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DeadLetterStep {
     pub inbox: String,
     pub id: i64,
