@@ -117,8 +117,9 @@ async fn processing_enabled(client: &Client, inbox: &str) -> Result<bool, tokio_
     Ok(client.query_one(include_str!("sql/processing_enabled.sql"), &[&inbox]).await?.get(0))
 }
 
-/// The newest `limit` message ids of a key across every outbox and inbox, newest first (by
-/// outbox id, which inboxes keep as `sequence`).
+/// The newest `limit` message ids of a key across every outbox, inbox and dead letter, newest
+/// first (by outbox id, which inboxes keep as `sequence`; those known only from a dead letter
+/// last).
 async fn key_ids(
     outboxes: &[(&str, Client)],
     inboxes: &[InboxDb<'_>],
@@ -144,6 +145,15 @@ async fn key_ids(
             .map_err(db_error(format!("inbox {}", inbox.config.name)))?;
         for row in rows {
             found.entry(row.get(0)).or_insert(row.get(1));
+        }
+    }
+    // Dead-lettered everywhere and purged from the outbox: known only by its envelope.
+    for inbox in inboxes {
+        let (letters, _) = dead_letters(inbox, Some(topic)).await?;
+        for letter in letters.iter().filter(|l| l.key.as_deref() == Some(key)) {
+            if let Some(id) = letter.message_id {
+                found.entry(id).or_insert(0);
+            }
         }
     }
     let mut ids: Vec<(i64, Uuid)> = found.into_iter().map(|(id, order)| (order, id)).collect();
@@ -219,6 +229,17 @@ async fn trace_one(
     for (inbox, row) in inboxes.iter().zip(stored_rows) {
         path.inboxes.push(inbox_step(inbox, row, id, topic.as_deref()).await?);
     }
+    for inbox in inboxes {
+        if path.topic.is_some() && path.key.is_some() {
+            break;
+        }
+        // Known only from a dead letter: its envelope names the topic and key.
+        let (letters, _) = dead_letters(inbox, topic.as_deref()).await?;
+        if let Some(letter) = letters.iter().find(|l| l.message_id == Some(id)) {
+            path.topic = path.topic.or_else(|| letter.topic.clone());
+            path.key = path.key.or_else(|| letter.key.clone());
+        }
+    }
     if path.outboxes.is_empty() {
         path.outbox_note = Some(outbox_note(outboxes, &path).await?);
     }
@@ -289,6 +310,9 @@ fn subscribed(topic: Option<&str>, topics: &[String]) -> bool {
 #[derive(Clone)]
 struct Letter {
     message_id: Option<Uuid>,
+    /// The topic and key its envelope names, when it decodes.
+    topic: Option<String>,
+    key: Option<String>,
     raw_key: Option<Vec<u8>>,
     step: DeadLetterStep,
 }
@@ -321,12 +345,13 @@ async fn read_dead_letters(inbox: &InboxDb<'_>, topic: Option<&str>) -> Result<L
         .iter()
         .map(|r| {
             let value: Option<&[u8]> = r.get(0);
-            let message_id = value
-                .and_then(|bytes| relay_envelope::Envelope::decode(bytes).ok())
-                .and_then(|envelope| Uuid::try_parse(&envelope.message_id).ok());
+            let envelope = value.and_then(|bytes| relay_envelope::Envelope::decode(bytes).ok());
+            let message_id = envelope.as_ref().and_then(|e| Uuid::try_parse(&e.message_id).ok());
             let v: Value = r.get(2);
             Letter {
                 message_id,
+                topic: envelope.as_ref().map(|e| e.topic.clone()),
+                key: envelope.map(|e| e.key),
                 raw_key: r.get(1),
                 step: DeadLetterStep {
                     inbox: inbox.config.name.clone(),

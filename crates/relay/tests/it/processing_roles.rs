@@ -82,4 +82,10 @@ async fn operator_consumer_and_reconciler_roles_can_do_their_processing_work_and
     assert_eq!(ledger["state"], "dead_lettered", "{report}");
     assert_eq!(ledger["dead_letters"][0]["kafka_offset"], 7);
     assert!(!out.contains(crate::roles::PASSWORD));
+    // By its key too: known only from the dead letter's envelope.
+    let (code, out) =
+        trace(&reconciler_origin, &both, "payments", &["--topic", "payments", "--key", "acct-2"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("message {id}  topic payments  key acct-2")), "{out}");
+    assert!(out.contains("inbox ledger: NOT STORED: dead-lettered"), "{out}");
 }
