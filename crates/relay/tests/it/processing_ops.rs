@@ -255,6 +255,7 @@ async fn the_consumer_publishes_the_processing_backlog_of_an_inbox_that_processe
     let mut env = consumer_env(&inbox_db, "ledger", &topic);
     let addr = with_endpoint(&mut env);
     let _consumer = spawn("processing_metrics", "consumer", CONSUMER, &env);
+    await_table(&origin, "relay.outbox").await;
     enqueue_many(&origin, &topic, 6, 2, 6).await;
     await_inbox(&inbox_db, "ledger", &topic, 6, Duration::from_secs(120)).await;
     // Without processing: the lag is published, the backlog is not.
