@@ -16,7 +16,10 @@ use clap::Parser;
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
-#[command(name = "relay-bench", about = "Relay benchmarks: drain, steady latency, memory, processing, ceilings")]
+#[command(
+    name = "relay-bench",
+    about = "Relay benchmarks: drain, steady latency, memory, processing, ceilings"
+)]
 struct Args {
     #[arg(long, env = "KAFKA_BROKERS")]
     brokers: String,
@@ -75,7 +78,8 @@ pub fn main() -> anyhow::Result<()> {
             steady.push(scenarios::steady(&stack, *rate, Duration::from_secs(args.steady_secs)).await?);
         }
         eprintln!("processing ({} messages per run)", args.processing_messages);
-        let processing = processing::measure(&stack, args.processing_messages, &args.processing_workers).await?;
+        let processing =
+            processing::measure(&stack, args.processing_messages, &args.processing_workers).await?;
         eprintln!("drain ({} messages, two inboxes)", args.drain_messages);
         let drain = scenarios::drain(&stack, "drain", args.drain_messages).await?;
         eprintln!("memory (draining {} messages)", args.memory_messages);
@@ -153,7 +157,10 @@ fn render(r: &Results) -> String {
         "\n### Processing: {} inbox messages over {} keys, empty handler, one message per transaction\n",
         p.messages, p.keys
     );
-    let _ = writeln!(out, "| workers | relay-processing (msg/s) | bare SKIP LOCKED loop (msg/s) | relay / bare |");
+    let _ = writeln!(
+        out,
+        "| workers | relay-processing (msg/s) | bare SKIP LOCKED loop (msg/s) | relay / bare |"
+    );
     let _ = writeln!(out, "|---:|---:|---:|---:|");
     for run in &p.runs {
         let _ = writeln!(

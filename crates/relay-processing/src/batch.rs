@@ -121,7 +121,9 @@ async fn handle_one<H: Handler>(
                 }
                 // Refused (for instance processed meanwhile by an operator's skip): the effect
                 // must not stay, and the refusal is recorded like a handler's error.
-                Err(e) if e.as_db_error().is_some() => format!("relay.done refused the message: {}", chain(&e)),
+                Err(e) if e.as_db_error().is_some() => {
+                    format!("relay.done refused the message: {}", chain(&e))
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -136,7 +138,8 @@ async fn handle_one<H: Handler>(
         }
     };
     savepoint.rollback().await?;
-    let state: String = tx.query_one(&statements.failed, &[&inbox, &message.message_id, &failure]).await?.get(0);
+    let state: String =
+        tx.query_one(&statements.failed, &[&inbox, &message.message_id, &failure]).await?.get(0);
     if state == "parked" {
         tracing::error!(error = %failure, attempts = message.attempts + 1, "message parked; its key waits for an operator");
         Ok(Outcome::Parked)

@@ -140,7 +140,10 @@ mod tests {
             ("PROCESSING_INBOX", "ledger"),
         ]);
         let config = ProcessingConfig::from_env(&env).expect("valid");
-        assert_eq!((config.inbox.as_str(), config.workers, config.batch, config.max_attempts), ("ledger", 4, 1, 10));
+        assert_eq!(
+            (config.inbox.as_str(), config.workers, config.batch, config.max_attempts),
+            ("ledger", 4, 1, 10)
+        );
         assert_eq!(config.backoff_initial, Duration::from_secs(1));
         assert_eq!(config.backoff_max, Duration::from_secs(300));
         assert_eq!(config.poll_interval, Duration::from_secs(1));

@@ -82,7 +82,12 @@ async fn enable(config: &ProcessingConfig) -> Result<(), ProcessingError> {
     let result = client
         .execute(
             include_str!("enable.sql"),
-            &[&config.inbox, &config.max_attempts, &millis(config.backoff_initial), &millis(config.backoff_max)],
+            &[
+                &config.inbox,
+                &config.max_attempts,
+                &millis(config.backoff_initial),
+                &millis(config.backoff_max),
+            ],
         )
         .await;
     match result {
@@ -121,7 +126,9 @@ async fn work<H: Handler>(
         };
         // Seen before claiming: a notification from now on wakes this worker after an empty claim.
         wake.borrow_and_update();
-        match batch::process(connection, statements, &shared.inbox, shared.batch, &shared.handler, &shutdown).await {
+        match batch::process(connection, statements, &shared.inbox, shared.batch, &shared.handler, &shutdown)
+            .await
+        {
             Ok(committed) => {
                 backoff = relay_db::backoff();
                 metrics::counter!("relay_processing_done_total", &labels).increment(committed.done);

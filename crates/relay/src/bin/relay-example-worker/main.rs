@@ -31,7 +31,11 @@ impl Example {
         }
         let fail_key = r.optional("EXAMPLE_FAIL_KEY");
         let delay = r.millis("EXAMPLE_HANDLER_DELAY_MS", 0, 0, 60_000);
-        r.reject_unknown("EXAMPLE_", &["EXAMPLE_TABLE", "EXAMPLE_FAIL_KEY", "EXAMPLE_HANDLER_DELAY_MS"], |_| false);
+        r.reject_unknown(
+            "EXAMPLE_",
+            &["EXAMPLE_TABLE", "EXAMPLE_FAIL_KEY", "EXAMPLE_HANDLER_DELAY_MS"],
+            |_| false,
+        );
         Self { table, fail_key, delay }
     }
 }

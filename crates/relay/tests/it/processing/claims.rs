@@ -23,7 +23,10 @@ async fn claim(tx: &Transaction<'_>, inbox: &str, limit: i32) -> Vec<(String, i6
 
 async fn done(tx: &Transaction<'_>, inbox: &str, key: &str, sequence: i64) {
     let id: uuid::Uuid = tx
-        .query_one("SELECT message_id FROM relay.inbox WHERE inbox = $1 AND key = $2 AND sequence = $3", &[&inbox, &key, &sequence])
+        .query_one(
+            "SELECT message_id FROM relay.inbox WHERE inbox = $1 AND key = $2 AND sequence = $3",
+            &[&inbox, &key, &sequence],
+        )
         .await
         .expect("id")
         .get(0);
@@ -51,10 +54,7 @@ async fn claim_hands_out_one_head_per_key_and_nothing_of_a_key_another_transacti
     let (held_key, held_sequence) = held[0].clone();
 
     let tx2 = second.transaction().await.unwrap();
-    let rows = tx2
-        .query("SELECT source, key, sequence FROM relay.claim('ledger', 100)", &[])
-        .await
-        .unwrap();
+    let rows = tx2.query("SELECT source, key, sequence FROM relay.claim('ledger', 100)", &[]).await.unwrap();
     let claimed: Vec<(String, String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
     // Every other scope's oldest message, once; nothing of the scope the first transaction holds.
     let expected: BTreeSet<(String, String, i64)> = [
@@ -108,7 +108,10 @@ async fn a_parked_or_not_yet_due_oldest_message_makes_its_whole_key_wait() {
         tx.commit().await.unwrap();
     }
     // The retry falls due: the key resumes with its oldest message.
-    client.batch_execute("UPDATE relay.inbox SET next_attempt_at = now() - interval '1 ms' WHERE key = 'later'").await.unwrap();
+    client
+        .batch_execute("UPDATE relay.inbox SET next_attempt_at = now() - interval '1 ms' WHERE key = 'later'")
+        .await
+        .unwrap();
     let tx = client.transaction().await.unwrap();
     assert_eq!(claim(&tx, "ledger", 10).await, vec![("later".to_string(), 2)]);
     tx.rollback().await.unwrap();
@@ -143,20 +146,30 @@ async fn failed_backs_off_exponentially_up_to_the_cap_and_parks_at_max_attempts(
     let id = message_id(&client, "ledger", "k", 1).await;
     // Expected wait after attempts 1..4 (ms): 100 * 2^(n-1) capped at 300; the 5th parks.
     for (attempt, wait_ms) in [(1, 100.0), (2, 200.0), (3, 300.0), (4, 300.0)] {
-        client.execute("UPDATE relay.inbox SET next_attempt_at = NULL WHERE message_id = $1", &[&id]).await.unwrap();
+        client
+            .execute("UPDATE relay.inbox SET next_attempt_at = NULL WHERE message_id = $1", &[&id])
+            .await
+            .unwrap();
         let tx = client.transaction().await.unwrap();
         assert_eq!(claim(&tx, "ledger", 1).await, vec![("k".to_string(), 1)]);
         // The wait is bracketed by the clock before and after the call.
         let before: SystemTime = tx.query_one("SELECT clock_timestamp()", &[]).await.unwrap().get(0);
-        let state: String =
-            tx.query_one("SELECT relay.failed('ledger', $1, 'insufficient funds')", &[&id]).await.unwrap().get(0);
+        let state: String = tx
+            .query_one("SELECT relay.failed('ledger', $1, 'insufficient funds')", &[&id])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(state, "retry");
         let row = tx
-            .query_one("SELECT next_attempt_at, clock_timestamp() FROM relay.inbox WHERE message_id = $1", &[&id])
+            .query_one(
+                "SELECT next_attempt_at, clock_timestamp() FROM relay.inbox WHERE message_id = $1",
+                &[&id],
+            )
             .await
             .unwrap();
         let (next, after): (SystemTime, SystemTime) = (row.get(0), row.get(1));
-        let millis = |from: SystemTime| next.duration_since(from).expect("in the future").as_secs_f64() * 1000.0;
+        let millis =
+            |from: SystemTime| next.duration_since(from).expect("in the future").as_secs_f64() * 1000.0;
         assert!(
             millis(after) <= wait_ms + 0.01 && wait_ms <= millis(before) + 0.01,
             "attempt {attempt}: next attempt {} to {} ms after the call, expected {wait_ms}",
@@ -169,10 +182,14 @@ async fn failed_backs_off_exponentially_up_to_the_cap_and_parks_at_max_attempts(
         assert_eq!(claim(&tx, "ledger", 10).await, vec![], "attempt {attempt}");
         tx.rollback().await.unwrap();
     }
-    client.execute("UPDATE relay.inbox SET next_attempt_at = NULL WHERE message_id = $1", &[&id]).await.unwrap();
+    client
+        .execute("UPDATE relay.inbox SET next_attempt_at = NULL WHERE message_id = $1", &[&id])
+        .await
+        .unwrap();
     let tx = client.transaction().await.unwrap();
     claim(&tx, "ledger", 1).await;
-    let state: String = tx.query_one("SELECT relay.failed('ledger', $1, 'account closed')", &[&id]).await.unwrap().get(0);
+    let state: String =
+        tx.query_one("SELECT relay.failed('ledger', $1, 'account closed')", &[&id]).await.unwrap().get(0);
     assert_eq!(state, "parked");
     tx.commit().await.unwrap();
     let row = client
@@ -192,7 +209,11 @@ async fn failed_backs_off_exponentially_up_to_the_cap_and_parks_at_max_attempts(
 }
 
 /// The SQLSTATE `sql` fails with.
-async fn refusal(client: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> SqlState {
+async fn refusal(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> SqlState {
     let err = client.execute(sql, params).await.expect_err(sql);
     err.code().cloned().unwrap_or_else(|| panic!("{sql}: {err}"))
 }
@@ -204,20 +225,34 @@ async fn done_and_failed_refuse_unknown_processed_and_parked_messages_and_claim_
     insert_messages(&client, "ledger", "origin", &keys(&["k"]), 3, 1).await;
     insert_messages(&client, "audit", "origin", &keys(&["k"]), 1, 1).await;
     client.execute("SELECT relay.enable_processing('ledger')", &[]).await.unwrap();
-    let (first, second) = (message_id(&client, "ledger", "k", 1).await, message_id(&client, "ledger", "k", 2).await);
+    let (first, second) =
+        (message_id(&client, "ledger", "k", 1).await, message_id(&client, "ledger", "k", 2).await);
     client.execute("SELECT relay.done('ledger', $1)", &[&first]).await.unwrap();
-    client.execute("UPDATE relay.inbox SET parked_at = now() WHERE message_id = $1", &[&second]).await.unwrap();
+    client
+        .execute("UPDATE relay.inbox SET parked_at = now() WHERE message_id = $1", &[&second])
+        .await
+        .unwrap();
     let unknown = uuid::Uuid::new_v4();
     for function in ["SELECT relay.done('ledger', $1)", "SELECT relay.failed('ledger', $1, 'e')"] {
         assert_eq!(refusal(&client, function, &[&unknown]).await, SqlState::NO_DATA_FOUND, "{function}");
         for id in [first, second] {
-            assert_eq!(refusal(&client, function, &[&id]).await, SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE, "{function}");
+            assert_eq!(
+                refusal(&client, function, &[&id]).await,
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "{function}"
+            );
         }
     }
     // `audit` has no relay.processing row: it is not acted on, and nothing claims from it.
     let audit = message_id(&client, "audit", "k", 1).await;
-    assert_eq!(refusal(&client, "SELECT * FROM relay.claim('audit')", &[]).await, SqlState::INVALID_PARAMETER_VALUE);
-    assert_eq!(refusal(&client, "SELECT relay.done('audit', $1)", &[&audit]).await, SqlState::INVALID_PARAMETER_VALUE);
+    assert_eq!(
+        refusal(&client, "SELECT * FROM relay.claim('audit')", &[]).await,
+        SqlState::INVALID_PARAMETER_VALUE
+    );
+    assert_eq!(
+        refusal(&client, "SELECT relay.done('audit', $1)", &[&audit]).await,
+        SqlState::INVALID_PARAMETER_VALUE
+    );
     for bad in [
         "SELECT relay.enable_processing('ledger', 0)",
         "SELECT relay.enable_processing('ledger', 3, -1)",
@@ -230,7 +265,10 @@ async fn done_and_failed_refuse_unknown_processed_and_parked_messages_and_claim_
         .query_one("SELECT max_attempts, backoff_initial_ms, backoff_max_ms FROM relay.processing WHERE inbox = 'ledger'", &[])
         .await
         .unwrap();
-    assert_eq!((settings.get::<_, i32>(0), settings.get::<_, i32>(1), settings.get::<_, i32>(2)), (10, 1000, 300_000));
+    assert_eq!(
+        (settings.get::<_, i32>(0), settings.get::<_, i32>(1), settings.get::<_, i32>(2)),
+        (10, 1000, 300_000)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -238,18 +276,36 @@ async fn the_processor_role_claims_and_marks_but_cannot_write_the_inbox_or_read_
     let db = inbox_db().await;
     let setup = db.client().await;
     insert_messages(&setup, "ledger", "origin", &keys(&["k1", "k2"]), 2, 1).await;
-    let (_users, names) = Users::create(&[("processor", Some("relay_inbox_processor")), ("consumer", Some("relay_inbox_consumer"))]).await;
+    let (_users, names) = Users::create(&[
+        ("processor", Some("relay_inbox_processor")),
+        ("consumer", Some("relay_inbox_consumer")),
+    ])
+    .await;
     let mut worker = connect(&as_user(&db.url, &names[0])).await;
     worker.execute("SELECT relay.enable_processing('ledger', 3, 10, 20)", &[]).await.expect("enable");
     let tx = worker.transaction().await.unwrap();
-    let ids: Vec<uuid::Uuid> =
-        tx.query("SELECT message_id FROM relay.claim('ledger', 2)", &[]).await.expect("claim").iter().map(|r| r.get(0)).collect();
+    let ids: Vec<uuid::Uuid> = tx
+        .query("SELECT message_id FROM relay.claim('ledger', 2)", &[])
+        .await
+        .expect("claim")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(ids.len(), 2);
     tx.execute("SELECT relay.done('ledger', $1)", &[&ids[0]]).await.expect("done");
-    let state: String = tx.query_one("SELECT relay.failed('ledger', $1, 'e')", &[&ids[1]]).await.expect("failed").get(0);
+    let state: String =
+        tx.query_one("SELECT relay.failed('ledger', $1, 'e')", &[&ids[1]]).await.expect("failed").get(0);
     assert_eq!(state, "retry");
     tx.commit().await.unwrap();
-    assert_eq!(count(&worker, "SELECT count(*) FROM relay.inbox WHERE processed_at IS NOT NULL OR attempts = 1", &[]).await, 2);
+    assert_eq!(
+        count(
+            &worker,
+            "SELECT count(*) FROM relay.inbox WHERE processed_at IS NOT NULL OR attempts = 1",
+            &[]
+        )
+        .await,
+        2
+    );
 
     for sql in [
         "INSERT INTO relay.inbox (inbox, message_id, source, topic, key, msg_type, content_type, payload, headers, sequence,

@@ -17,21 +17,26 @@ type State = (i32, Option<SystemTime>, bool);
 
 async fn state(client: &tokio_postgres::Client, id: uuid::Uuid) -> State {
     let row = client
-        .query_one("SELECT attempts, next_attempt_at, parked_at IS NOT NULL FROM relay.inbox WHERE message_id = $1", &[&id])
+        .query_one(
+            "SELECT attempts, next_attempt_at, parked_at IS NOT NULL FROM relay.inbox WHERE message_id = $1",
+            &[&id],
+        )
         .await
         .expect("state");
     (row.get(0), row.get(1), row.get(2))
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failing_key_is_retried_with_backoff_then_parked_while_other_keys_flow_until_an_operator_resolves_it() {
+async fn a_failing_key_is_retried_with_backoff_then_parked_while_other_keys_flow_until_an_operator_resolves_it(
+) {
     const TEST: &str = "processing_failing_key";
     let db = inbox_db().await;
     let client = db.client().await;
     let keys: Vec<String> = ["bad", "good-1", "good-2", "good-3"].iter().map(|k| k.to_string()).collect();
     // bad: sequences 1, 5, 9; the good keys the rest of 1..12.
     insert_messages(&client, "ledger", "it-origin", &keys, 3, 1).await;
-    let bad: Vec<uuid::Uuid> = futures::future::join_all([1, 5, 9].map(|s| message_id(&client, "ledger", "bad", s))).await;
+    let bad: Vec<uuid::Uuid> =
+        futures::future::join_all([1, 5, 9].map(|s| message_id(&client, "ledger", "bad", s))).await;
     let failing = [
         ("EXAMPLE_FAIL_KEY", "bad"),
         ("PROCESSING_MAX_ATTEMPTS", "3"),
@@ -62,7 +67,10 @@ async fn a_failing_key_is_retried_with_backoff_then_parked_while_other_keys_flow
     assert!(gap >= Duration::from_millis(1000), "the second wait (1 s) starts after the first: gap {gap:?}");
     assert_eq!(seen[&3], None, "a parked message has no next attempt");
     let row = client
-        .query_one("SELECT park_reason, last_error, processed_at IS NULL FROM relay.inbox WHERE message_id = $1", &[&bad[0]])
+        .query_one(
+            "SELECT park_reason, last_error, processed_at IS NULL FROM relay.inbox WHERE message_id = $1",
+            &[&bad[0]],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "example failure for key bad");
@@ -82,7 +90,10 @@ async fn a_failing_key_is_retried_with_backoff_then_parked_while_other_keys_flow
     // The operator skips the parked message (relay-admin processing skip): the key moves on to
     // its next message, which the still-failing handler parks in turn.
     client
-        .execute("UPDATE relay.inbox SET processed_at = now(), skipped_at = now() WHERE message_id = $1", &[&bad[0]])
+        .execute(
+            "UPDATE relay.inbox SET processed_at = now(), skipped_at = now() WHERE message_id = $1",
+            &[&bad[0]],
+        )
         .await
         .unwrap();
     eventually(Duration::from_secs(60), "the second bad message parked", || async {
@@ -108,14 +119,26 @@ async fn a_failing_key_is_retried_with_backoff_then_parked_while_other_keys_flow
     let status = worker.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{status}");
 
-    assert_eq!(assert_effects_once_in_key_order(&client, "ledger", "effects").await, 17, "all but the skipped one");
-    let rows = client.query("SELECT sequence FROM effects WHERE key = 'bad' ORDER BY position", &[]).await.unwrap();
+    assert_eq!(
+        assert_effects_once_in_key_order(&client, "ledger", "effects").await,
+        17,
+        "all but the skipped one"
+    );
+    let rows =
+        client.query("SELECT sequence FROM effects WHERE key = 'bad' ORDER BY position", &[]).await.unwrap();
     assert_eq!(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), [5, 9]);
     let row = client
-        .query_one("SELECT attempts, last_error, skipped_at IS NULL FROM relay.inbox WHERE message_id = $1", &[&bad[1]])
+        .query_one(
+            "SELECT attempts, last_error, skipped_at IS NULL FROM relay.inbox WHERE message_id = $1",
+            &[&bad[1]],
+        )
         .await
         .unwrap();
-    assert_eq!((row.get::<_, i32>(0), row.get::<_, String>(1), row.get::<_, bool>(2)), (3, "example failure for key bad".into(), true), "attempts kept as evidence");
+    assert_eq!(
+        (row.get::<_, i32>(0), row.get::<_, String>(1), row.get::<_, bool>(2)),
+        (3, "example failure for key bad".into(), true),
+        "attempts kept as evidence"
+    );
     assert_eq!(processed(&client, "ledger").await, 18);
 }
 
@@ -151,7 +174,9 @@ async fn a_panicking_or_refused_effect_in_a_batch_is_rolled_back_alone_and_count
     let db = inbox_db().await;
     let client = db.client().await;
     client
-        .batch_execute("CREATE TABLE effects (message_id uuid NOT NULL, key text NOT NULL, sequence bigint NOT NULL)")
+        .batch_execute(
+            "CREATE TABLE effects (message_id uuid NOT NULL, key text NOT NULL, sequence bigint NOT NULL)",
+        )
         .await
         .unwrap();
     let keys: Vec<String> = ["panics", "refused", "ok-1", "ok-2"].iter().map(|k| k.to_string()).collect();
@@ -178,7 +203,10 @@ async fn a_panicking_or_refused_effect_in_a_batch_is_rolled_back_alone_and_count
     running.await.expect("join").expect("run");
 
     let rows = client
-        .query("SELECT key, attempts, park_reason FROM relay.inbox WHERE parked_at IS NOT NULL ORDER BY key", &[])
+        .query(
+            "SELECT key, attempts, park_reason FROM relay.inbox WHERE parked_at IS NOT NULL ORDER BY key",
+            &[],
+        )
         .await
         .unwrap();
     let parked: Vec<(String, i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
@@ -188,9 +216,18 @@ async fn a_panicking_or_refused_effect_in_a_batch_is_rolled_back_alone_and_count
     assert_eq!(parked[1].0, "refused");
     assert_eq!(parked[1].1, 2);
     assert!(parked[1].2.contains("division by zero"), "{}", parked[1].2);
-    let effects: Vec<String> =
-        client.query("SELECT key FROM effects ORDER BY sequence", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-    assert_eq!(effects, ["ok-1", "ok-2", "ok-1", "ok-2", "ok-1", "ok-2"], "only the successful effects stayed");
+    let effects: Vec<String> = client
+        .query("SELECT key FROM effects ORDER BY sequence", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        effects,
+        ["ok-1", "ok-2", "ok-1", "ok-2", "ok-1", "ok-2"],
+        "only the successful effects stayed"
+    );
     let untried = "SELECT count(*) FROM relay.inbox WHERE key IN ('panics', 'refused') AND attempts = 0 AND processed_at IS NULL";
     assert_eq!(count(&client, untried, &[]).await, 4, "the failing keys' later messages wait");
 }

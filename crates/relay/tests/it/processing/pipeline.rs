@@ -34,7 +34,13 @@ async fn messages_enqueued_at_the_origin_are_acted_on_once_in_key_order_through_
     let mut ids = Vec::new();
     for round in 1..=2i64 {
         ids.extend(enqueue_many(&pipeline.origin, &pipeline.topic, 150, 10, 10).await);
-        await_processed(&client, "ledger", 150 * round, Duration::from_secs(if round == 1 { 120 } else { 45 })).await;
+        await_processed(
+            &client,
+            "ledger",
+            150 * round,
+            Duration::from_secs(if round == 1 { 120 } else { 45 }),
+        )
+        .await;
         assert!(notifications.try_recv().is_ok(), "round {round}: the consumer notified relay_inbox");
     }
     let status = worker.terminate(Duration::from_secs(30)).await;
