@@ -71,9 +71,13 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = relay::init_logging(config.log_format, "relay-example-worker");
     let mut client = relay_db::connect(&config.database_url).await?;
     let tx = client.transaction().await?;
-    // Several example workers may start at once on a new database.
+    // Several example workers may start at once on a new database. A table made beforehand is
+    // used as it is (the worker's user may have no right to create one).
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('relay-example-worker'))", &[]).await?;
-    tx.batch_execute(&include_str!("create.sql").replace("{table}", &example.table)).await?;
+    let missing: bool = tx.query_one("SELECT to_regclass($1) IS NULL", &[&example.table]).await?.get(0);
+    if missing {
+        tx.batch_execute(&include_str!("create.sql").replace("{table}", &example.table)).await?;
+    }
     tx.commit().await?;
     drop(client);
     let effect = Effect {

@@ -1,10 +1,15 @@
 //! End to end: messages enqueued at the origin go through the poller, the broker and the
 //! inbox-consumer, whose notification wakes the idle worker, and each is acted on once, in key
-//! order.
+//! order; and the worker deployed as it should be, with a user that has only the processor role.
 use std::{collections::BTreeSet, time::Duration};
 
-use super::{assert_effects_once_in_key_order, await_processed, worker_env, WORKER};
-use crate::harness::*;
+use super::{
+    assert_effects_once_in_key_order, await_processed, inbox_db, insert_messages, worker_env, WORKER,
+};
+use crate::{
+    harness::*,
+    roles::{as_user, Users},
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_enqueued_at_the_origin_are_acted_on_once_in_key_order_through_poller_consumer_and_worker() {
@@ -52,4 +57,31 @@ async fn messages_enqueued_at_the_origin_are_acted_on_once_in_key_order_through_
     assert_eq!(acted, ids.into_iter().collect::<BTreeSet<_>>(), "exactly the enqueued messages");
     pipeline.poller.terminate(Duration::from_secs(30)).await;
     pipeline.consumer.terminate(Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_runs_as_a_user_with_only_the_processor_role_and_its_business_table() {
+    const TEST: &str = "processing_least_privilege";
+    let db = inbox_db().await;
+    let client = db.client().await;
+    let keys: Vec<String> = (0..5).map(|k| format!("k{k}")).collect();
+    insert_messages(&client, "ledger", "it-origin", &keys, 10, 1).await;
+    let (_users, names) = Users::create(&[("worker", Some("relay_inbox_processor"))]).await;
+    // The business table belongs to the application, which lets the worker's user write it.
+    let create =
+        include_str!("../../../src/bin/relay-example-worker/create.sql").replace("{table}", "effects");
+    client.batch_execute(&create).await.expect("business table");
+    client.batch_execute(&format!("GRANT SELECT, INSERT ON effects TO {}", names[0])).await.expect("grant");
+
+    let worker_db = TestDb::from_url(&as_user(&db.url, &names[0]));
+    let env = worker_env(&worker_db, "ledger", "effects", &[("RELAY_MIGRATE", "false")]);
+    let mut worker = spawn(TEST, "worker", WORKER, &env);
+    await_processed(&client, "ledger", 50, Duration::from_secs(60)).await;
+    let status = worker.terminate(Duration::from_secs(30)).await;
+    let log = worker.log_text();
+    assert!(status.success(), "{status}: {log}");
+    assert!(!log.contains("permission denied"), "{log}");
+    assert_eq!(assert_effects_once_in_key_order(&client, "ledger", "effects").await, 50);
+    // The user's grant goes with the table, so that the user can be dropped.
+    client.batch_execute("DROP TABLE effects").await.expect("drop business table");
 }
