@@ -258,7 +258,9 @@ async fn a_database_owner_without_createrole_migrates_once_the_roles_exist() {
     // The roles exist once any database of the cluster was migrated by a user allowed to make them.
     let first = TestDb::new().await;
     let url = relay_config::DatabaseUrl::parse(first.url.clone().into()).expect("url");
-    relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("migrate as postgres");
+    for schema in [relay_db::Schema::Outbox, relay_db::Schema::Inbox] {
+        relay_db::prepare_schema(&url, schema, true).await.expect("migrate as postgres");
+    }
 
     let (_users, names) = Users::create(&[("owner", None), ("app", Some("relay_outbox_writer"))]).await;
     let (owner, app) = (&names[0], &names[1]);
