@@ -17,6 +17,7 @@ mod health;
 mod kafka_security;
 mod ordering;
 mod poison;
+mod processing;
 mod processing_ops;
 mod processing_reconcile;
 mod processing_roles;
