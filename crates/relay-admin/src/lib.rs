@@ -146,7 +146,7 @@ pub async fn run(args: Args) -> Result<i32, AdminError> {
             dead_letters::run(&client, &url, command, args.format).await
         }
         Command::Processing(command) => {
-            check_schema(&client, "inbox", "processed_at", "V6__processing.sql").await?;
+            check_schema(&client, "inbox", "skip_reason", "V8__processing_operator.sql").await?;
             processing::run(&mut client, command, args.format).await
         }
     }
