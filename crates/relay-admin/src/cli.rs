@@ -3,6 +3,7 @@
 use std::fmt;
 
 use secrecy::SecretString;
+use uuid::Uuid;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,7 +39,7 @@ fn reason(raw: &str) -> Result<String, String> {
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "relay-admin",
-    about = "Operator commands for parked outbox rows and dead letters",
+    about = "Operator commands for parked outbox rows, dead letters and inbox processing",
     after_help = "Exit codes: 0 done; 1 a named id did not match or a re-drive still fails; 2 could not run."
 )]
 pub struct Args {
@@ -60,6 +61,9 @@ pub enum Command {
     /// Records an inbox-consumer could not store (relay.dead_letter).
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// Inbox messages a receiving service failed on or parked (relay.claim / relay.failed).
+    #[command(subcommand)]
+    Processing(Processing),
 }
 
 /// Which rows a command acts on: the listed ids, or every one that qualifies.
@@ -72,6 +76,50 @@ pub struct Selection {
     /// Every row that qualifies.
     #[arg(long)]
     pub all: bool,
+}
+
+/// Which inbox messages a processing command acts on: the listed ids, or every parked one.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct MessageSelection {
+    /// Message ids (repeat the flag or list several after it); parked or failing messages.
+    #[arg(long = "message-id", value_name = "ID", num_args = 1..)]
+    pub message_ids: Vec<Uuid>,
+    /// Every parked message of the inbox (failing ones not yet parked only by id).
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Processing {
+    /// Lists unprocessed messages that are parked or failed at least once, oldest first, with how
+    /// many later messages of their key wait behind them.
+    List {
+        /// The inbox (its INBOX_NAME).
+        #[arg(long)]
+        inbox: String,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+        limit: i64,
+    },
+    /// Makes messages due again at once: un-parks them (failed attempts and last error are kept).
+    Retry {
+        /// The inbox (its INBOX_NAME).
+        #[arg(long)]
+        inbox: String,
+        #[command(flatten)]
+        selection: MessageSelection,
+    },
+    /// Marks messages processed without acting on them, so later messages of their key go on.
+    Skip {
+        /// The inbox (its INBOX_NAME).
+        #[arg(long)]
+        inbox: String,
+        #[command(flatten)]
+        selection: MessageSelection,
+        /// Why, for the audit trail.
+        #[arg(long, value_parser = reason)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -175,6 +223,18 @@ mod tests {
             .expect("valid");
         let Command::DeadLetters(DeadLetters::Discard { reason, .. }) = args.command else { panic!() };
         assert_eq!(reason, "test");
+    }
+
+    #[test]
+    fn processing_commands_take_message_ids_or_all_and_skipping_needs_a_reason() {
+        let id = "0b6f6f7e-3c1a-4f43-9d55-2f1d64a3a0c2";
+        let args = parse(&["processing", "retry", "--inbox", "ledger", "--message-id", id]).expect("valid");
+        let Command::Processing(Processing::Retry { selection, .. }) = args.command else { panic!() };
+        assert_eq!(selection.message_ids, vec![id.parse::<Uuid>().unwrap()]);
+        assert!(parse(&["processing", "retry", "--inbox", "ledger", "--message-id", "42"]).is_err());
+        assert!(parse(&["processing", "retry", "--inbox", "ledger"]).is_err(), "no selection");
+        assert!(parse(&["processing", "skip", "--inbox", "ledger", "--all"]).is_err(), "no reason");
+        assert!(parse(&["processing", "skip", "--inbox", "ledger", "--all", "--reason", "x"]).is_ok());
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! - `dead-letters`: records an inbox-consumer could not store (undecodable, unknown envelope
 //!   version, oversized, refused by the database). List them, re-drive them through the
 //!   consumer's own checks, or discard them with a reason.
+//! - `processing`: inbox messages whose receiving service failed on them (`relay.failed`) or
+//!   parked them, which holds up the later messages of their key. List them, retry them once
+//!   the cause is fixed, or skip them with a reason so the key moves on.
 //!
-//! Nothing is deleted: discarded rows and resolved dead letters stay, with when and why.
+//! Nothing is deleted: discarded rows, resolved dead letters and skipped messages stay, with when
+//! and why.
 //! Exit codes: [`EXIT_OK`], [`EXIT_INCOMPLETE`] (a named id was not acted on, or a re-drive still
 //! fails), [`EXIT_COULD_NOT_RUN`] (bad arguments or configuration, database unreachable).
 #![forbid(unsafe_code)]
@@ -15,8 +19,9 @@ mod cli;
 mod dead_letters;
 mod output;
 mod parked;
+mod processing;
 
-pub use cli::{Args, Command, DeadLetters, Format, Parked, Secret, Selection};
+pub use cli::{Args, Command, DeadLetters, Format, MessageSelection, Parked, Processing, Secret, Selection};
 use relay_config::{ConfigError, DatabaseUrl, Problem, ProcessEnv, Reader};
 use serde::Serialize;
 
@@ -36,9 +41,20 @@ pub enum AdminError {
     Redrive(#[from] relay_inbox::InboxError),
     #[error(
         "relay.{table} has no column {column}: run this version's {service} once (it upgrades the \
-         schema) or apply crates/relay-db/migrations/{schema}/V3__operator.sql"
+         schema) or apply crates/relay-db/migrations/{schema}/{migration}"
     )]
-    SchemaOutdated { table: &'static str, column: &'static str, service: &'static str, schema: &'static str },
+    SchemaOutdated {
+        table: &'static str,
+        column: &'static str,
+        service: &'static str,
+        schema: &'static str,
+        migration: &'static str,
+    },
+    #[error(
+        "inbox {0} does not process messages through relay.claim (no relay.processing row): its \
+         workers enable it with relay.enable_processing"
+    )]
+    ProcessingOff(String),
 }
 
 pub(crate) fn db(error: tokio_postgres::Error) -> AdminError {
@@ -99,11 +115,12 @@ fn database_url(arg: Option<Secret>) -> Result<DatabaseUrl, ConfigError> {
         .map_err(|message| ConfigError(vec![Problem { variable: VARIABLE.into(), message }]))
 }
 
-/// Fails with a clear message when the schema predates the operator columns.
+/// Fails with a clear message when the schema predates `column`, added by `migration`.
 async fn check_schema(
     client: &tokio_postgres::Client,
     table: &'static str,
     column: &'static str,
+    migration: &'static str,
 ) -> Result<(), AdminError> {
     let row =
         client.query_one(include_str!("sql/column_exists.sql"), &[&table, &column]).await.map_err(db)?;
@@ -112,7 +129,7 @@ async fn check_schema(
     }
     let (service, schema) =
         if table == "outbox" { ("outbox-poller", "outbox") } else { ("inbox-consumer", "inbox") };
-    Err(AdminError::SchemaOutdated { table, column, service, schema })
+    Err(AdminError::SchemaOutdated { table, column, service, schema, migration })
 }
 
 /// Runs one command, printing its result to stdout; returns the exit code.
@@ -121,12 +138,16 @@ pub async fn run(args: Args) -> Result<i32, AdminError> {
     let mut client = relay_db::connect_checked(&url).await?;
     match args.command {
         Command::Parked(command) => {
-            check_schema(&client, "outbox", "discarded_at").await?;
+            check_schema(&client, "outbox", "discarded_at", "V3__operator.sql").await?;
             parked::run(&mut client, command, args.format).await
         }
         Command::DeadLetters(command) => {
-            check_schema(&client, "dead_letter", "resolved_at").await?;
+            check_schema(&client, "dead_letter", "resolved_at", "V3__operator.sql").await?;
             dead_letters::run(&client, &url, command, args.format).await
+        }
+        Command::Processing(command) => {
+            check_schema(&client, "inbox", "skip_reason", "V8__processing_operator.sql").await?;
+            processing::run(&mut client, command, args.format).await
         }
     }
 }

@@ -1,4 +1,7 @@
-//! How results are shown: aligned text for people, JSON for scripts.
+//! How results are shown: aligned text for people, JSON for scripts. Every cell and line goes
+//! through `relay_config::printable` and JSON through `relay_config::json_printable`, so a
+//! writer-chosen key, topic or error cannot drive the operator's terminal.
+use relay_config::{json_printable, printable};
 use serde::Serialize;
 
 use crate::cli::Format;
@@ -15,15 +18,15 @@ impl<T: Serialize> Shown<T> {
         match format {
             Format::Json => {
                 let text = serde_json::to_string_pretty(&self.json)
-                    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-                println!("{text}");
+                    .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()));
+                println!("{}", json_printable(text));
             }
             Format::Table => {
                 if let Some(table) = &self.table {
                     print!("{}", table.render());
                 }
                 for line in &self.lines {
-                    println!("{line}");
+                    println!("{}", printable(line));
                 }
             }
         }
@@ -37,12 +40,18 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    /// The table as text, every cell escaped by `relay_config::printable`; empty without rows.
     pub fn render(&self) -> String {
         if self.rows.is_empty() {
             return String::new();
         }
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|row| row.iter().map(|cell| printable(cell).into_owned()).collect())
+            .collect();
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
+        for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
             }
@@ -52,7 +61,7 @@ impl Table {
             format!("{}\n", padded.join("  ").trim_end())
         };
         let mut out = line(&mut self.headers.iter().copied());
-        for row in &self.rows {
+        for row in &rows {
             out.push_str(&line(&mut row.iter().map(String::as_str)));
         }
         out
@@ -99,6 +108,8 @@ mod tests {
         assert_eq!(bytes_text(Some(b"acct-1")).as_deref(), Some("acct-1"));
         assert_eq!(bytes_text(Some(b"\xde\x00")).as_deref(), Some("0xde00"));
         assert_eq!(bytes_text(None), None);
+        let hostile = Table { headers: vec!["KEY"], rows: vec![vec!["k\x1b[2J\u{202e}".into()]] };
+        assert_eq!(hostile.render(), "KEY\nk\\x1b[2J\\u{202e}\n");
         assert_eq!(
             count_line("parked rows", 2, 5),
             "5 parked rows (showing the first 2; raise --limit for more)"

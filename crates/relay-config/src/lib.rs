@@ -15,6 +15,7 @@ mod kafka_security;
 mod limits;
 mod reader;
 mod retention;
+mod text;
 
 pub use common::{names, Common, LogFormat};
 pub use database::{DatabaseTls, DatabaseUrl};
@@ -26,6 +27,7 @@ pub use kafka_security::{
 pub use limits::PayloadLimits;
 pub use reader::{is_service_link, topic_env_name, Problem, Reader};
 pub use retention::Retention;
+pub use text::{is_unsafe, json_printable, printable};
 
 /// Every problem found in one pass over the environment.
 #[derive(Debug, thiserror::Error)]

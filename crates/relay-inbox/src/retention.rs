@@ -5,7 +5,8 @@
 //! Per source, only a contiguous prefix in sequence order is deleted (`purge_received.sql`): the
 //! first row received too recently stops it, so the marker is exact. A message delivered again
 //! after its entry was deleted is stored again; that is why the retention must outlast every
-//! redelivery window (see the README). Dead letters are never deleted here.
+//! redelivery window (see the README). Dead letters are never deleted here, nor, in an inbox
+//! with processing enabled (`relay.processing`), a row not processed yet: it ends the run.
 //!
 //! Several consumers of one inbox may run; a transaction-scoped advisory lock per inbox lets only
 //! one of them delete at a time, the others skip the pass. Failures are logged and retried next

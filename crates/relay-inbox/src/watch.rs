@@ -1,6 +1,8 @@
 //! The consumer's probe: every `RELAY_PROBE_INTERVAL_MS` it checks the database and the brokers
 //! for `/readyz` and publishes the lag of each assigned partition (high watermark minus the
-//! consumer's position), on connections of its own so a stuck write cannot hide an outage.
+//! consumer's position), on connections of its own so a stuck write cannot hide an outage. For
+//! an inbox whose receiving service processes messages through `relay.claim`, it also publishes
+//! that service's backlog (`relay_inbox_unprocessed` and friends, see [`publish_processing`]).
 use std::{sync::Arc, time::Duration};
 
 use metrics::gauge;
@@ -24,7 +26,9 @@ pub(crate) async fn watch(
     let probe =
         relay_kafka::Probe::new(&config.common, &client_id).map_err(|e| health.degraded(KAFKA, e)).ok();
     loop {
-        health.record(DATABASE, database_answers(&pool).await);
+        if health.record(DATABASE, database_answers(&pool).await).is_some() {
+            publish_processing(&pool, &config.inbox).await;
+        }
         if let Some(probe) = &probe {
             if health.record(KAFKA, probe.check().await).is_some() {
                 publish_lag(&consumer, &config.inbox, probe.timeout()).await;
@@ -41,6 +45,37 @@ async fn database_answers(pool: &deadpool_postgres::Pool) -> Result<(), relay_db
     let client = pool.get().await?;
     client.query_one("SELECT 1", &[]).await?;
     Ok(())
+}
+
+/// Sets, for an inbox with processing enabled (a `relay.processing` row), labelled `inbox`:
+/// - `relay_inbox_unprocessed`: messages stored and not processed yet (waiting, failing, parked);
+/// - `relay_inbox_oldest_unprocessed_age_seconds`: seconds since the oldest of them was stored
+///   (0 when there is none);
+/// - `relay_inbox_processing_attempts`: failed attempts (`relay.failed`) recorded on them: grows
+///   while a handler keeps failing, drops as they are processed or skipped;
+/// - `relay_inbox_processing_parked`: those parked, each holding up the later messages of its key.
+///
+/// Nothing is set for an inbox without processing. A failed query is logged at debug level and
+/// retried next probe (the database check above reports outages).
+async fn publish_processing(pool: &deadpool_postgres::Pool, inbox: &str) {
+    let backlog = async {
+        let client = pool.get().await?;
+        Ok::<_, relay_db::DbError>(client.query_opt(include_str!("processing_backlog.sql"), &[&inbox]).await?)
+    };
+    let row = match backlog.await {
+        Ok(Some(row)) => row,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the processing backlog; retrying next probe");
+            return;
+        }
+    };
+    let labels = [("inbox", inbox.to_string())];
+    gauge!("relay_inbox_unprocessed", &labels).set(row.get::<_, i64>("unprocessed") as f64);
+    gauge!("relay_inbox_oldest_unprocessed_age_seconds", &labels)
+        .set(row.get::<_, f64>("oldest_age_seconds"));
+    gauge!("relay_inbox_processing_attempts", &labels).set(row.get::<_, f64>("attempts"));
+    gauge!("relay_inbox_processing_parked", &labels).set(row.get::<_, i64>("parked") as f64);
 }
 
 /// Sets `relay_inbox_consumer_lag{inbox,topic,partition}` for every partition this member owns.

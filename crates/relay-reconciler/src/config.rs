@@ -3,6 +3,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use relay_config::{ConfigError, DatabaseUrl, Problem};
+use uuid::Uuid;
 
 /// Output format of one-shot runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -15,7 +16,8 @@ pub enum Format {
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "reconciler",
-    about = "Compare every outbox with every inbox; report and re-drive what is missing"
+    about = "Compare every outbox with every inbox; report and re-drive what is missing",
+    after_help = "Exit codes: 0 clean; 1 discrepancies found (trace: the message was found nowhere); 2 could not run."
 )]
 pub struct Args {
     /// An outbox as SOURCE=DATABASE_URL, SOURCE being its OUTBOX_SOURCE. Repeatable.
@@ -33,13 +35,17 @@ pub struct Args {
     /// Outbox rows unpublished for longer than this are reported stuck.
     #[arg(long, env = "RECONCILE_STUCK_SECS", default_value_t = 300)]
     pub stuck_secs: u64,
+    /// In inboxes with processing enabled, messages stored longer ago than this and not
+    /// processed yet are reported unprocessed (parked ones always are).
+    #[arg(long, env = "RECONCILE_UNPROCESSED_SECS", default_value_t = 300)]
+    pub unprocessed_secs: u64,
     /// Outbox ids per bucket; only buckets whose count or hash differ are compared row by row.
     #[arg(long, env = "RECONCILE_BUCKET_SIZE", default_value_t = 10_000)]
     pub bucket_size: i64,
     /// The most message ids listed per finding (counts are always complete).
     #[arg(long, env = "RECONCILE_MAX_IDS", default_value_t = 1_000)]
     pub max_ids: i64,
-    #[arg(long, env = "RECONCILE_FORMAT", value_enum, default_value_t = Format::Table)]
+    #[arg(long, env = "RECONCILE_FORMAT", value_enum, default_value_t = Format::Table, global = true)]
     pub format: Format,
     /// Run as a service: reconcile every interval, log findings, serve metrics.
     #[arg(long, env = "RECONCILE_SERVE")]
@@ -64,6 +70,40 @@ pub struct Args {
     /// `RECONCILE_*` variables whose value their flag refuses; filled by [`Args::from_env`].
     #[arg(skip)]
     pub env_problems: Vec<Problem>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of a reconciliation.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Where is my message? Follows one message, or the newest messages of one key, through
+    /// every configured outbox and inbox: enqueued, published (partition, offset) or parked,
+    /// stored, dead-lettered, processed, parked or skipped. Exit 0 found, 1 found nowhere.
+    Trace(TraceArgs),
+}
+
+/// `reconciler trace` arguments: a message id, or a topic and a key.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TraceArgs {
+    /// The message id (relay.enqueue's result, the record's relay-message-id header).
+    #[arg(long, conflicts_with_all = ["topic", "key"], required_unless_present = "topic")]
+    pub message_id: Option<Uuid>,
+    /// With --key: every message of this topic and key (newest first, up to --limit).
+    #[arg(long, requires = "key")]
+    pub topic: Option<String>,
+    #[arg(long, requires = "topic")]
+    pub key: Option<String>,
+    /// With --topic and --key: the most messages shown.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub limit: i64,
+}
+
+/// What `reconciler trace` looks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceQuery {
+    Message(Uuid),
+    Key { topic: String, key: String, limit: i64 },
 }
 
 /// One inbox to check.
@@ -91,6 +131,10 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     pub repair: bool,
     pub execute: bool,
+    /// In inboxes with processing enabled: not processed after this long is a finding.
+    pub unprocessed: Duration,
+    /// `reconciler trace`: follow this message or key instead of reconciling.
+    pub trace: Option<TraceQuery>,
 }
 
 fn pairs(raw: &[String], flag: &str, problems: &mut Vec<Problem>) -> Vec<(String, String)> {
@@ -209,6 +253,15 @@ impl Config {
             metrics_addr,
             repair: args.repair,
             execute: args.execute,
+            unprocessed: Duration::from_secs(args.unprocessed_secs),
+            trace: args.command.map(|Command::Trace(t)| match (t.message_id, t.topic, t.key) {
+                (Some(id), _, _) => TraceQuery::Message(id),
+                (None, topic, key) => TraceQuery::Key {
+                    topic: topic.unwrap_or_default(),
+                    key: key.unwrap_or_default(),
+                    limit: t.limit,
+                },
+            }),
         })
     }
 }

@@ -51,6 +51,9 @@ impl Args {
         let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
         let given = command.clone().try_get_matches_from(&argv)?;
         let mut env_problems = Vec::new();
+        // Variables go right after the program name: before a subcommand (`trace`), whose own
+        // flags would not accept them.
+        let mut at = 1.min(argv.len());
         for flag in &flags {
             if given.value_source(&flag.id) == Some(ValueSource::CommandLine) {
                 continue;
@@ -59,7 +62,10 @@ impl Args {
                 continue;
             };
             match flag.argument(&command, value.trim()) {
-                Ok(Some(argument)) => argv.push(argument),
+                Ok(Some(argument)) => {
+                    argv.insert(at, argument);
+                    at += 1;
+                }
                 Ok(None) => {}
                 Err(message) => env_problems.push(Problem { variable: flag.variable.clone(), message }),
             }
@@ -153,6 +159,33 @@ mod tests {
         let config = Config::from_args(Args::from_env(&env, ["reconciler"]).unwrap()).unwrap();
         let names: Vec<&str> = config.inboxes.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["ledger", "notifications"]);
+    }
+
+    #[test]
+    fn trace_takes_the_reconcilers_databases_from_the_variables() {
+        let mut vars = base();
+        vars.push(("RECONCILE_FORMAT", "json"));
+        let id = "0b6f6f7e-3c1a-4f43-9d55-2f1d64a3a0c2";
+        let argv = ["reconciler", "trace", "--message-id", id];
+        let config = Config::from_args(Args::from_env(&MapEnv::new(vars.clone()), argv).unwrap()).unwrap();
+        assert_eq!(config.trace, Some(crate::TraceQuery::Message(id.parse().unwrap())));
+        assert_eq!(config.format, crate::Format::Json);
+        assert_eq!(config.outboxes.keys().collect::<Vec<_>>(), ["payments"]);
+        let argv = ["reconciler", "trace", "--topic", "payments.v1", "--key", "acct-1"];
+        let config = Config::from_args(Args::from_env(&MapEnv::new(vars.clone()), argv).unwrap()).unwrap();
+        let key = crate::TraceQuery::Key { topic: "payments.v1".into(), key: "acct-1".into(), limit: 20 };
+        assert_eq!(config.trace, Some(key));
+        let env = MapEnv::new(vars);
+        assert!(Args::from_env(&env, ["reconciler", "trace"]).is_err(), "nothing to trace");
+        assert!(
+            Args::from_env(&env, ["reconciler", "trace", "--topic", "t"]).is_err(),
+            "a topic needs a key"
+        );
+        assert!(Args::from_env(
+            &env,
+            ["reconciler", "trace", "--message-id", id, "--topic", "t", "--key", "k"]
+        )
+        .is_err());
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //!
 //! For every (inbox, outbox) pair it reports messages missing from the inbox, extra in it,
 //! stored with different content, and how far the inbox lags; for every outbox, rows stuck
-//! unpublished and rows parked. It runs once (exit 0 clean, 1 discrepancies, 2 could not run) or
-//! as a service (a log line and metrics per finding every interval). `--repair` re-drives
-//! missing messages through their outbox; inbox data is never edited.
+//! unpublished and rows parked; for every inbox with processing enabled, messages its receiving
+//! service has not processed in time or parked. It runs once (exit 0 clean, 1 discrepancies, 2
+//! could not run) or as a service (a log line and metrics per finding every interval).
+//! `--repair` re-drives missing messages through their outbox; inbox data is never edited.
+//! `reconciler trace` follows one message (or one key) through every database instead.
 #![forbid(unsafe_code)]
 
 mod compare;
@@ -12,13 +14,16 @@ mod config;
 mod env_args;
 mod report;
 mod service;
+mod trace;
+mod trace_report;
+mod unprocessed;
 
 use std::{
     collections::HashMap,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-pub use config::{Args, Config, Format};
+pub use config::{Args, Command, Config, Format, TraceArgs, TraceQuery};
 pub use env_args::ENV_PREFIX;
 pub use report::Report;
 use report::{InboxReport, OutboxReport, ParkedRow, Stats};
@@ -47,6 +52,9 @@ fn db_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Re
 
 /// Runs once or as a service, according to `config`; returns the process exit code.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<i32, ReconcileError> {
+    if let Some(query) = &config.trace {
+        return trace::run(&config, query).await;
+    }
     if config.serve {
         service::serve(&config, shutdown).await?;
         return Ok(EXIT_CLEAN);
@@ -128,9 +136,14 @@ pub(crate) async fn reconcile(
             .map_err(db_error(format!("inbox {}", inbox.name)))?;
         meter.rows += strays.len() as u64;
         meter.bytes += strays.len() as u64 * 24;
+        let unprocessed =
+            unprocessed::findings(&client, &inbox.name, config.unprocessed, config.max_ids, &mut meter)
+                .await
+                .map_err(db_error(format!("inbox {}", inbox.name)))?;
         inbox_reports.push(InboxReport {
             inbox: inbox.name.clone(),
             extra_unknown_source_or_topic: report::Ids::from_rows(&strays, 1),
+            unprocessed,
         });
     }
     let mut outbox_reports = Vec::new();

@@ -1,6 +1,9 @@
 //! What a reconciliation found, and how it is shown: a table for people, JSON for machines.
+//! Names and reasons pass through `relay_config::printable` (table) and `json_printable`
+//! (JSON), so writer-chosen text cannot drive the operator's terminal.
 use std::fmt::Write as _;
 
+use relay_config::{json_printable, printable};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -59,11 +62,33 @@ pub struct PairReport {
     pub buckets_differing: u64,
 }
 
-/// Inbox rows that belong to no configured outbox or subscription.
+/// Findings about one inbox by itself.
 #[derive(Debug, Clone, Serialize)]
 pub struct InboxReport {
     pub inbox: String,
+    /// Inbox rows that belong to no configured outbox or subscription.
     pub extra_unknown_source_or_topic: Ids,
+    /// Messages its receiving service has not processed; `None` when the inbox does not process
+    /// messages through `relay.claim`.
+    pub unprocessed: Option<Unprocessed>,
+}
+
+/// The "unprocessed" finding of an inbox with processing enabled.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unprocessed {
+    /// The threshold: messages stored longer ago than this many seconds are late.
+    pub after_secs: u64,
+    /// Stored before the threshold, not processed, not parked.
+    pub late: Ids,
+    /// Parked by the receiving service after its last attempt; each holds up its key.
+    pub parked_count: u64,
+    pub parked: Vec<ParkedRow>,
+}
+
+impl Unprocessed {
+    pub fn is_empty(&self) -> bool {
+        self.late.is_empty() && self.parked_count == 0
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,18 +128,24 @@ pub struct Report {
 }
 
 impl Report {
-    /// True when nothing is missing, extra, mismatched, stuck or parked.
+    /// True when nothing is missing, extra, mismatched, stuck, parked or unprocessed.
     pub fn compute_clean(&self) -> bool {
         self.pairs.iter().all(|p| p.missing.is_empty() && p.extra.is_empty() && p.mismatched.is_empty())
-            && self.inboxes.iter().all(|i| i.extra_unknown_source_or_topic.is_empty())
+            && self.inboxes.iter().all(|i| {
+                i.extra_unknown_source_or_topic.is_empty()
+                    && i.unprocessed.as_ref().is_none_or(Unprocessed::is_empty)
+            })
             && self.outboxes.iter().all(|o| o.stuck.is_empty() && o.parked_count == 0)
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        json_printable(
+            serde_json::to_string_pretty(self)
+                .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string())),
+        )
     }
 
-    /// A table, then every listed id under its finding.
+    /// A table, then every listed id under its finding; every name and reason escaped.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -126,8 +157,8 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{:<16} {:<20} {:>8} {:>8} {:>10} {:>12} {:>10.1} {:>3}/{:<4}",
-                p.inbox,
-                p.source,
+                printable(&p.inbox),
+                printable(&p.source),
                 p.missing.count,
                 p.extra.count,
                 p.mismatched.count,
@@ -145,14 +176,20 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "note: outbox {} purged below id {}; {} rows of inbox {} in that range were not checked",
-                    p.source, purged.below, purged.unverifiable_rows, p.inbox
+                    printable(&p.source),
+                    purged.below,
+                    purged.unverifiable_rows,
+                    printable(&p.inbox)
                 );
             }
             if let Some(purged) = &p.purged_at_inbox {
                 let _ = writeln!(
                     out,
                     "note: inbox {} purged {} below sequence {}; {} outbox rows in that range were not checked",
-                    p.inbox, p.source, purged.below, purged.unverifiable_rows
+                    printable(&p.inbox),
+                    printable(&p.source),
+                    purged.below,
+                    purged.unverifiable_rows
                 );
             }
         }
@@ -162,15 +199,19 @@ impl Report {
                 &format!("extra in {} (unknown source or topic)", i.inbox),
                 &i.extra_unknown_source_or_topic,
             );
+            if let Some(u) = &i.unprocessed {
+                list(&mut out, &format!("unprocessed in {} for over {}s", i.inbox, u.after_secs), &u.late);
+                parked(
+                    &mut out,
+                    &format!("parked by the receiving service of {}", i.inbox),
+                    u.parked_count,
+                    &u.parked,
+                );
+            }
         }
         for o in &self.outboxes {
             list(&mut out, &format!("stuck in outbox {}", o.source), &o.stuck);
-            if o.parked_count > 0 {
-                let _ = writeln!(out, "parked in outbox {} ({}):", o.source, o.parked_count);
-                for row in &o.parked {
-                    let _ = writeln!(out, "  {}  {}", row.message_id, row.reason);
-                }
-            }
+            parked(&mut out, &format!("parked in outbox {}", o.source), o.parked_count, &o.parked);
         }
         let _ = writeln!(
             out,
@@ -184,6 +225,17 @@ impl Report {
     }
 }
 
+/// `title (count):` and one `id  reason` line per listed row; nothing when `count` is 0.
+fn parked(out: &mut String, title: &str, count: u64, rows: &[ParkedRow]) {
+    if count == 0 {
+        return;
+    }
+    let _ = writeln!(out, "{} ({count}):", printable(title));
+    for row in rows {
+        let _ = writeln!(out, "  {}  {}", row.message_id, printable(&row.reason));
+    }
+}
+
 fn list(out: &mut String, title: &str, ids: &Ids) {
     if ids.is_empty() {
         return;
@@ -191,7 +243,8 @@ fn list(out: &mut String, title: &str, ids: &Ids) {
     let more = ids.count.saturating_sub(ids.ids.len() as u64);
     let _ = writeln!(
         out,
-        "{title} ({}{}):",
+        "{} ({}{}):",
+        printable(title),
         ids.count,
         if more > 0 { format!(", {more} not listed") } else { String::new() }
     );

@@ -57,6 +57,15 @@ fn record(report: &Report) {
         for id in &i.extra_unknown_source_or_topic.ids {
             tracing::warn!(finding = "extra", inbox = %i.inbox, message_id = %id, "reconciliation finding: unknown source or topic");
         }
+        let Some(u) = &i.unprocessed else { continue };
+        gauge!("relay_reconcile_unprocessed", "inbox" => i.inbox.clone()).set(u.late.count as f64);
+        gauge!("relay_reconcile_unprocessed_parked", "inbox" => i.inbox.clone()).set(u.parked_count as f64);
+        for id in &u.late.ids {
+            tracing::warn!(finding = "unprocessed", inbox = %i.inbox, message_id = %id, after_s = u.after_secs, "reconciliation finding");
+        }
+        for row in &u.parked {
+            tracing::warn!(finding = "unprocessed_parked", inbox = %i.inbox, message_id = %row.message_id, reason = %row.reason, "reconciliation finding");
+        }
     }
     for o in &report.outboxes {
         gauge!("relay_reconcile_stuck", "source" => o.source.clone()).set(o.stuck.count as f64);

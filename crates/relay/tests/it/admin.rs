@@ -14,7 +14,7 @@ use crate::{
 const ADMIN: &str = env!("CARGO_BIN_EXE_relay-admin");
 
 /// Runs relay-admin on `db`; returns the exit code, stdout and stderr.
-async fn admin_raw(db: &TestDb, args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn admin_raw(db: &TestDb, args: &[&str]) -> (i32, String, String) {
     let output = tokio::process::Command::new(ADMIN)
         .env_clear()
         .env("DATABASE_URL", &db.url)

@@ -10,7 +10,7 @@ use crate::{admin::admin, harness::*, verify::inbox_equals_outbox};
 
 const RECONCILER: &str = env!("CARGO_BIN_EXE_reconciler");
 /// Every test login's password: distinctive, so finding it in any output is a leak.
-pub const PASSWORD: &str = "relay-it-Pw7Marker";
+pub(crate) const PASSWORD: &str = "relay-it-Pw7Marker";
 
 /// LOGIN users made for one test. Roles belong to the whole cluster and tests run in parallel,
 /// so each name is unique; they are dropped when the test ends, however it ends.
@@ -258,7 +258,9 @@ async fn a_database_owner_without_createrole_migrates_once_the_roles_exist() {
     // The roles exist once any database of the cluster was migrated by a user allowed to make them.
     let first = TestDb::new().await;
     let url = relay_config::DatabaseUrl::parse(first.url.clone().into()).expect("url");
-    relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("migrate as postgres");
+    for schema in [relay_db::Schema::Outbox, relay_db::Schema::Inbox] {
+        relay_db::prepare_schema(&url, schema, true).await.expect("migrate as postgres");
+    }
 
     let (_users, names) = Users::create(&[("owner", None), ("app", Some("relay_outbox_writer"))]).await;
     let (owner, app) = (&names[0], &names[1]);

@@ -106,20 +106,21 @@ async fn a_migration_behind_an_open_transaction_steps_aside_and_is_retried() {
     let db = TestDb::new().await;
     let url = url(&db);
     relay_db::prepare_schema(&url, relay_db::Schema::Inbox, true).await.expect("migrate");
-    // Back to V4, so that V5 (an ALTER TABLE of relay.dead_letter) is pending again.
+    // Back before V8, so that V8 (an ALTER TABLE of relay.inbox) is pending again. The newest
+    // migration, so that no applied later one makes refinery call it missing.
     let admin = db.client().await;
     admin
         .batch_execute(
-            "ALTER TABLE relay.dead_letter DROP COLUMN raw_key_id, DROP COLUMN raw_signature;
-             DELETE FROM relay_inbox_schema_history WHERE version = 5",
+            "ALTER TABLE relay.inbox DROP CONSTRAINT inbox_skip_reason_is_skipped, DROP COLUMN skip_reason;
+             DELETE FROM relay_inbox_schema_history WHERE version = 8",
         )
         .await
-        .expect("revert V5");
+        .expect("revert V8");
 
     // An application transaction reads the table and stays open.
     let mut holder = db.client().await;
     let open = holder.transaction().await.expect("begin");
-    open.execute("SELECT count(*) FROM relay.dead_letter", &[]).await.expect("read");
+    open.execute("SELECT count(*) FROM relay.inbox", &[]).await.expect("read");
 
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (tx, mut retries) = tokio::sync::mpsc::unbounded_channel();
@@ -142,7 +143,7 @@ async fn a_migration_behind_an_open_transaction_steps_aside_and_is_retried() {
     let reader = db.client().await;
     reader.batch_execute("SET statement_timeout = '10s'").await.expect("timeout");
     let started = std::time::Instant::now();
-    reader.execute("SELECT count(*) FROM relay.dead_letter", &[]).await.expect("another reader gets through");
+    reader.execute("SELECT count(*) FROM relay.inbox", &[]).await.expect("another reader gets through");
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(4), "another reader waited {waited:?}");
     assert!(!migrating.is_finished(), "the migration cannot finish while the transaction is open");
@@ -155,13 +156,13 @@ async fn a_migration_behind_an_open_transaction_steps_aside_and_is_retried() {
     let columns = count(
         &admin,
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'relay' \
-         AND table_name = 'dead_letter' AND column_name IN ('raw_key_id', 'raw_signature')",
+         AND table_name = 'inbox' AND column_name = 'skip_reason'",
         &[],
     )
     .await;
-    assert_eq!(columns, 2);
+    assert_eq!(columns, 1);
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM relay_inbox_schema_history WHERE version = 5", &[]).await,
+        count(&admin, "SELECT count(*) FROM relay_inbox_schema_history WHERE version = 8", &[]).await,
         1
     );
 }
