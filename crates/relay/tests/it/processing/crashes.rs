@@ -19,11 +19,14 @@ async fn twenty_thousand_messages_over_200_keys_are_acted_on_once_in_key_order_w
     // Four processes with different worker counts and batch sizes; each effect takes at least
     // a millisecond with its transaction open, so a kill lands inside transactions.
     let shapes = [("2", "1"), ("2", "10"), ("3", "5"), ("1", "1")];
+    // Each process names its connections, so that a kill can wait for one inside a transaction.
+    let names: Vec<String> = (0..shapes.len()).map(|i| format!("relay-it-worker-{i}")).collect();
     let envs: Vec<_> = shapes
         .iter()
-        .map(|(workers, batch)| {
+        .zip(&names)
+        .map(|((workers, batch), name)| {
             worker_env(
-                &db,
+                &TestDb::from_url(&format!("{}?application_name={name}", db.url)),
                 "ledger",
                 "effects",
                 &[
@@ -38,10 +41,18 @@ async fn twenty_thousand_messages_over_200_keys_are_acted_on_once_in_key_order_w
         envs.iter().enumerate().map(|(i, env)| spawn(TEST, &format!("worker-{i}"), WORKER, env)).collect();
 
     // Ten kills spread over the run (after 1,500, 3,000, ... 15,000 of 20,000 are done), each
-    // worker restarted at once.
+    // the moment the victim holds claimed messages in an open transaction (it has a transaction
+    // id: its claim locked rows), each worker restarted at once.
+    let holding =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND backend_xid IS NOT NULL";
     for kill in 1..=10i64 {
         await_processed(&client, "ledger", kill * 1_500, Duration::from_secs(300)).await;
         let victim = kill as usize % workers.len();
+        let name = &names[victim];
+        eventually(Duration::from_secs(60), &format!("{name} inside a transaction"), || async {
+            (count(&client, holding, &[name]).await > 0).then_some(())
+        })
+        .await;
         workers[victim].kill().await;
         workers[victim] = spawn(TEST, &format!("worker-{victim}"), WORKER, &envs[victim]);
     }

@@ -85,3 +85,37 @@ async fn the_worker_runs_as_a_user_with_only_the_processor_role_and_its_business
     // The user's grant goes with the table, so that the user can be dropped.
     client.batch_execute("DROP TABLE effects").await.expect("drop business table");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_with_bad_settings_lists_every_problem_exits_2_and_prints_no_password() {
+    let secret = "Sup3rS3cret-processing";
+    let env: std::collections::BTreeMap<String, String> = [
+        ("DATABASE_URL", format!("postgres://app:{secret}@db:not-a-port/ledger")),
+        ("PROCESSING_WORKERS", "0".into()),
+        ("PROCESSING_BACKOFF_INITIAL_MS", "5000".into()),
+        ("PROCESSING_BACKOFF_MAX_MS", "1000".into()),
+        ("PROCESSING_BACTH", "10".into()),
+        ("EXAMPLE_TABLE", "Robert'); DROP TABLE x;--".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut worker = spawn("processing_config", "worker", WORKER, &env);
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.child.wait())
+        .await
+        .expect("exits promptly")
+        .expect("wait");
+    let stderr = worker.log_text();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    for expected in [
+        "DATABASE_URL: is not a valid PostgreSQL connection string",
+        "PROCESSING_INBOX: is required",
+        "PROCESSING_WORKERS: 0 is outside 1..=256",
+        "PROCESSING_BACKOFF_MAX_MS: 1000 is below PROCESSING_BACKOFF_INITIAL_MS (5000)",
+        "PROCESSING_BACTH: is not a setting",
+        "EXAMPLE_TABLE: must be a plain lower-case table name",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in {stderr}");
+    }
+    assert!(!stderr.contains(secret), "the password leaked: {stderr}");
+}
