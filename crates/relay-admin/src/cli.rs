@@ -60,6 +60,28 @@ pub enum Command {
     /// Records an inbox-consumer could not store (relay.dead_letter).
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// Relay's schema for teams that install it with their own migration tool.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+/// Which of Relay's schemas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaName {
+    /// relay.outbox and relay.enqueue (origin side).
+    Outbox,
+    /// relay.inbox and relay.dead_letter (receiving side).
+    Inbox,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SchemaCommand {
+    /// Prints an idempotent install-or-upgrade script that leaves the migration history exactly as
+    /// the services write it (needs no database).
+    Sql {
+        #[arg(long, value_enum)]
+        schema: SchemaName,
+    },
 }
 
 /// Which rows a command acts on: the listed ids, or every one that qualifies.
@@ -175,6 +197,15 @@ mod tests {
             .expect("valid");
         let Command::DeadLetters(DeadLetters::Discard { reason, .. }) = args.command else { panic!() };
         assert_eq!(reason, "test");
+    }
+
+    #[test]
+    fn schema_sql_names_one_schema() {
+        let args = parse(&["schema", "sql", "--schema", "inbox"]).expect("valid");
+        let Command::Schema(SchemaCommand::Sql { schema }) = args.command;
+        assert_eq!(schema, SchemaName::Inbox);
+        assert!(parse(&["schema", "sql"]).is_err(), "no schema");
+        assert!(parse(&["schema", "sql", "--schema", "both"]).is_err(), "unknown schema");
     }
 
     #[test]

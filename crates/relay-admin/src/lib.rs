@@ -5,6 +5,8 @@
 //! - `dead-letters`: records an inbox-consumer could not store (undecodable, unknown envelope
 //!   version, oversized, refused by the database). List them, re-drive them through the
 //!   consumer's own checks, or discard them with a reason.
+//! - `schema sql`: the install-or-upgrade script for teams that install Relay's schema with their
+//!   own migration tool (see [`schema_sql`]).
 //!
 //! Nothing is deleted: discarded rows and resolved dead letters stay, with when and why.
 //! Exit codes: [`EXIT_OK`], [`EXIT_INCOMPLETE`] (a named id was not acted on, or a re-drive still
@@ -15,8 +17,9 @@ mod cli;
 mod dead_letters;
 mod output;
 mod parked;
+pub mod schema_sql;
 
-pub use cli::{Args, Command, DeadLetters, Format, Parked, Secret, Selection};
+pub use cli::{Args, Command, DeadLetters, Format, Parked, SchemaCommand, SchemaName, Secret, Selection};
 use relay_config::{ConfigError, DatabaseUrl, Problem, ProcessEnv, Reader};
 use serde::Serialize;
 
@@ -117,18 +120,33 @@ async fn check_schema(
 
 /// Runs one command, printing its result to stdout; returns the exit code.
 pub async fn run(args: Args) -> Result<i32, AdminError> {
-    let url = database_url(args.database_url)?;
-    let mut client = relay_db::connect(&url).await?;
     match args.command {
+        Command::Schema(SchemaCommand::Sql { schema }) => {
+            let schema = match schema {
+                SchemaName::Outbox => relay_db::Schema::Outbox,
+                SchemaName::Inbox => relay_db::Schema::Inbox,
+            };
+            print!("{}", schema_sql::script(schema)?);
+            Ok(EXIT_OK)
+        }
         Command::Parked(command) => {
+            let (_, mut client) = connect(args.database_url).await?;
             check_schema(&client, "outbox", "discarded_at").await?;
             parked::run(&mut client, command, args.format).await
         }
         Command::DeadLetters(command) => {
+            let (url, client) = connect(args.database_url).await?;
             check_schema(&client, "dead_letter", "resolved_at").await?;
             dead_letters::run(&client, &url, command, args.format).await
         }
     }
+}
+
+/// The database named by `--database-url` (or the environment) and a connection to it.
+async fn connect(arg: Option<Secret>) -> Result<(DatabaseUrl, tokio_postgres::Client), AdminError> {
+    let url = database_url(arg)?;
+    let client = relay_db::connect(&url).await?;
+    Ok((url, client))
 }
 
 impl AdminError {
