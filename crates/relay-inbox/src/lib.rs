@@ -237,6 +237,7 @@ async fn write_once(
     let tx = client.transaction().await?;
     match store::write_all(&tx, inbox, records).await {
         Ok(written) => {
+            store::notify_if_inserted(&tx, inbox, &written).await?;
             tx.commit().await?;
             Ok(written)
         }
@@ -245,6 +246,7 @@ async fn write_once(
             tx.rollback().await?;
             let mut tx = client.transaction().await?;
             let written = store::write_each(&mut tx, inbox, records).await?;
+            store::notify_if_inserted(&tx, inbox, &written).await?;
             tx.commit().await?;
             Ok(written)
         }

@@ -89,6 +89,20 @@ pub(crate) fn refused_reason(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Wakes the inbox's processing workers (`LISTEN relay_inbox`, payload: the inbox name) when the
+/// batch stored a new message; sent by PostgreSQL only if the transaction commits.
+pub(crate) async fn notify_if_inserted(
+    tx: &Transaction<'_>,
+    inbox: &str,
+    written: &Written,
+) -> Result<(), tokio_postgres::Error> {
+    if written.inserted > 0 {
+        let statement = tx.prepare_cached(include_str!("notify_inbox.sql")).await?;
+        tx.execute(&statement, &[&inbox]).await?;
+    }
+    Ok(())
+}
+
 /// Inserts decoded messages; returns how many were new (the rest were already in the inbox).
 pub(crate) async fn insert_rows(
     tx: &Transaction<'_>,
