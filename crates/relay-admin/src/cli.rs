@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn schema_sql_names_one_schema() {
         let args = parse(&["schema", "sql", "--schema", "inbox"]).expect("valid");
-        let Command::Schema(SchemaCommand::Sql { schema }) = args.command;
+        let Command::Schema(SchemaCommand::Sql { schema }) = args.command else { panic!("schema sql") };
         assert_eq!(schema, SchemaName::Inbox);
         assert!(parse(&["schema", "sql"]).is_err(), "no schema");
         assert!(parse(&["schema", "sql", "--schema", "both"]).is_err(), "unknown schema");

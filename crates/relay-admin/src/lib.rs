@@ -37,6 +37,8 @@ pub enum AdminError {
     Db(#[from] relay_db::DbError),
     #[error("re-drive failed: {0}")]
     Redrive(#[from] relay_inbox::InboxError),
+    #[error(transparent)]
+    Script(#[from] schema_sql::ScriptError),
     #[error(
         "relay.{table} has no column {column}: run this version's {service} once (it upgrades the \
          schema) or apply crates/relay-db/migrations/{schema}/V3__operator.sql"

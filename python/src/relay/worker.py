@@ -18,6 +18,7 @@ transaction is Django's ``atomic()`` and handlers use the ORM).
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import signal
@@ -155,7 +156,8 @@ def _message(inbox: str, row: tuple[Any, ...], connection: Any) -> Message:
         msg_type=msg_type,
         content_type=content_type,
         payload=bytes(payload),
-        headers=dict(headers or {}),
+        # Django's psycopg 3 backend leaves jsonb as text (JSONField parses it itself).
+        headers=json.loads(headers) if isinstance(headers, str) else dict(headers or {}),
         traceparent=traceparent,
         tracestate=tracestate,
         sequence=sequence,
