@@ -14,9 +14,8 @@ import pytest
 
 import support
 from ledger.models import Entry
-from relay import ConfigurationError, Message, Registry, handler, registry
+from relay import Message
 from relay.options import WorkerOptions
-from relay.worker import error_text
 from relay_django import worker
 from relay_django.models import InboxMessage
 
@@ -31,11 +30,20 @@ def payment(amount: int, fail: bool = False) -> bytes:
 def running(db_name: str) -> Iterator[Any]:
     """Starts the Django worker in this process on a given inbox; stops it at the end."""
     started: list[tuple[threading.Thread, threading.Event]] = []
+    errors: list[BaseException] = []
+    worker.load_handlers(())
 
     def start(inbox: str, **options: Any) -> None:
         stop = threading.Event()
         opts = WorkerOptions(inbox=inbox, poll_interval=0.05, **options)
-        t = threading.Thread(target=worker.run, args=(opts, "default", stop))
+
+        def target() -> None:
+            try:
+                worker.run(opts, "default", stop)
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=target)
         t.start()
         started.append((t, stop))
 
@@ -44,6 +52,7 @@ def running(db_name: str) -> Iterator[Any]:
         stop.set()
         t.join(10)
         assert not t.is_alive()
+    assert errors == []
 
 
 def state(inbox: str, message_id: uuid.UUID) -> InboxMessage:
@@ -125,53 +134,3 @@ def test_the_psycopg_worker_runs_plain_handlers(db_name: str) -> None:
     with support.connect(db_name) as conn:
         rows = conn.execute("SELECT message_id, body FROM plain_effect ORDER BY body").fetchall()
     assert rows == [(i, f"body {n}") for n, i in enumerate(ids)]
-
-
-def test_the_psycopg_worker_reports_every_bad_option_and_exits_2() -> None:
-    env = {"PATH": os.environ.get("PATH", ""), "RELAY_WORKERS": "many", "RELAY_POLL_INTERVAL": "5"}
-    proc = support.Process("relay-worker-bad", [sys.executable, "-m", "relay.worker", "--batch-size", "0"], env)
-    assert proc.proc.wait(30) == 2
-    text = proc.text()
-    for fragment in ("database_url: is required", "handlers: is required", "inbox: is required",
-                     "workers: 'many' is not a valid int", "batch_size: 0 is not a whole number",
-                     "poll_interval: 5.0 is not a number of seconds"):
-        assert fragment in text, text
-
-
-def test_a_worker_refuses_to_start_without_handlers_for_its_inbox() -> None:
-    with pytest.raises(ConfigurationError, match="no handler is registered for inbox 'nobody'"):
-        worker.run(WorkerOptions(inbox="nobody"), "default", threading.Event())
-
-
-def test_handlers_match_most_specific_first_and_conflicts_are_refused() -> None:
-    r = Registry()
-
-    def a(m: Message) -> None: ...
-    def b(m: Message) -> None: ...
-    def c(m: Message) -> None: ...
-    def d(m: Message) -> None: ...
-
-    r.handler("in", topic="t", msg_type="m")(a)
-    r.handler("in", msg_type="m")(b)
-    r.handler("in", topic="t")(c)
-    r.handler("in")(d)
-    assert [r.find("in", "t", "m"), r.find("in", "x", "m"), r.find("in", "t", "x"), r.find("in", "x", "x")] == [a, b, c, d]
-    assert r.find("other", "t", "m") is None
-    from relay import HandlerConflict
-
-    with pytest.raises(HandlerConflict, match="two handlers for inbox 'in'"):
-        r.handler("in")(a)
-    assert registry.find("e2e", "any", "payment.created") is not None
-    assert handler is registry.handler
-
-
-def test_error_text_is_storable() -> None:
-    assert error_text(ValueError("bad\x00byte")) == "ValueError: bad\\x00byte"
-    assert error_text(KeyError()) == "KeyError"
-    assert len(error_text(RuntimeError("x" * 10_000))) == 4000
-
-    class Unprintable(Exception):
-        def __str__(self) -> str:
-            raise RuntimeError("no")
-
-    assert error_text(Unprintable()).endswith("Unprintable: <the exception's message could not be read>")

@@ -132,8 +132,7 @@ mod tests {
         for schema in [Schema::Outbox, Schema::Inbox] {
             let text = script(schema).expect("script");
             for m in relay_db::migrations(schema) {
-                let insert =
-                    format!("VALUES ({}, '{}', to_char(", m.version(), m.name().replace('\'', "''"));
+                let insert = format!("VALUES ({}, '{}', to_char(", m.version(), m.name().replace('\'', "''"));
                 assert_eq!(text.matches(&insert).count(), 1, "V{} of {}", m.version(), schema.dir());
                 assert_eq!(text.matches(&format!("'{}');", m.checksum())).count(), 1);
                 assert!(text.contains(m.sql().expect("sql")));

@@ -18,8 +18,17 @@ fn script(schema: Schema) -> String {
 
 /// Every history row as text: (version, name, applied_on, checksum).
 async fn history(client: &Client, schema: Schema) -> Vec<(i32, String, String, String)> {
-    let sql = format!("SELECT version, name, applied_on, checksum FROM {} ORDER BY version", schema.history_table());
-    client.query(&sql, &[]).await.expect("history").iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+    let sql = format!(
+        "SELECT version, name, applied_on, checksum FROM {} ORDER BY version",
+        schema.history_table()
+    );
+    client
+        .query(&sql, &[])
+        .await
+        .expect("history")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
