@@ -45,8 +45,6 @@ def test_handlers_match_most_specific_first_and_conflicts_are_refused() -> None:
     r.handler("in")(d)
     assert [r.find("in", "t", "m"), r.find("in", "x", "m"), r.find("in", "t", "x"), r.find("in", "x", "x")] == [a, b, c, d]
     assert r.find("other", "t", "m") is None
-    from relay import HandlerConflict
-
     with pytest.raises(HandlerConflict, match="two handlers for inbox 'in'"):
         r.handler("in")(a)
     worker.load_handlers(())

@@ -14,7 +14,6 @@ import pytest
 
 import support
 from ledger.models import Entry
-from relay import Message
 from relay.options import WorkerOptions
 from relay_django import worker
 from relay_django.models import InboxMessage

@@ -61,9 +61,9 @@ def enqueue(
     problems: list[str] = []
     for name, value in (("topic", topic), ("key", key), ("msg_type", msg_type)):
         _check_text(problems, name, value)
-    for name, value in (("content_type", content_type), ("traceparent", traceparent), ("tracestate", tracestate)):
-        if value is not None:
-            _check_text(problems, name, value)
+    for name, optional in (("content_type", content_type), ("traceparent", traceparent), ("tracestate", tracestate)):
+        if optional is not None:
+            _check_text(problems, name, optional)
     body, default_type = _payload(problems, payload)
     headers_json = _headers(problems, headers)
     if problems:

@@ -54,7 +54,8 @@ class Session(Protocol):
     :attr:`Message.connection`.
     """
 
-    connection: Any
+    @property
+    def connection(self) -> Any: ...
 
     def transaction(self) -> AbstractContextManager[Any]: ...
 
