@@ -53,9 +53,9 @@ def test_the_services_start_on_a_django_migrated_database_and_create_nothing(db_
     procs = (services["poller"], services["consumer"])
     for addr in services["addrs"].values():
         support.eventually(
-            60, f"{addr}/readyz?parts=schema", lambda a=addr: support.http_get(a, "/readyz?parts=schema") == (200, "schema: ok\n") or None,
-            watch=procs,
+            60, f"{addr}/readyz", lambda a=addr: (support.http_get(a, "/readyz") or (0, ""))[0] == 200, watch=procs
         )
+        assert support.http_get(addr, "/readyz?parts=schema") == (200, "schema: ok\n")
     for table, before in services["history_before"].items():
         assert support.history(db_name, table) == before, "a service re-applied a migration"
     for p in procs:
