@@ -52,10 +52,10 @@ except (OSError, ET.ParseError):
     print("python: 0 passed, 1 failed")
     raise SystemExit
 suite = suites if suites.tag == "testsuite" else suites.find("testsuite")
-total, failed = int(suite.get("tests", 0)), int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-skipped = int(suite.get("skipped", 0))
+failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+passed = int(suite.get("tests", 0)) - failed - int(suite.get("skipped", 0))
 if status != 0 and failed == 0:
     failed = 1  # pytest failed outside any test (collection, internal error, no tests)
-print(f"python: {total - failed - skipped} passed, {failed} failed")
+print(f"python: {passed} passed, {failed} failed")
 PY
 exit "$status"
