@@ -133,3 +133,46 @@ def test_the_psycopg_worker_runs_plain_handlers(db_name: str) -> None:
     with support.connect(db_name) as conn:
         rows = conn.execute("SELECT message_id, body FROM plain_effect ORDER BY body").fetchall()
     assert rows == [(i, f"body {n}") for n, i in enumerate(ids)]
+
+
+def test_workers_reconnect_after_their_connections_are_terminated(db_name: str, running: Any) -> None:
+    from django.db import connection
+
+    inbox = "retrying"
+    first = support.insert_inbox(db_name, inbox, "reconnect-1", payment(1))
+    running(inbox, workers=2)
+    support.eventually(30, "the first message processed", lambda: state(inbox, first).processed_at)
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        mine = cur.fetchone()[0]
+    with support.connect(db_name) as admin:
+        killed = admin.execute(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid NOT IN (pg_backend_pid(), %s)) AS t",
+            [db_name, mine],
+        ).fetchone()[0]
+    assert killed >= 3, "two workers and the listener were connected"
+    second = support.insert_inbox(db_name, inbox, "reconnect-2", payment(2))
+    support.eventually(30, "a message stored after the outage processed", lambda: state(inbox, second).processed_at)
+    assert Entry.objects.filter(message_id__in=[first, second]).count() == 2
+
+
+def test_the_listener_wakes_workers_only_for_its_inbox(db_name: str) -> None:
+    from relay.listener import Wakeup, listen_loop
+
+    wake, stop = Wakeup(), threading.Event()
+    options = WorkerOptions(inbox="listened", poll_interval=0.1)
+    t = threading.Thread(target=listen_loop, args=(lambda: support.connect(db_name), options, wake, stop))
+    t.start()
+    try:
+        support.eventually(30, "the listener connected", lambda: wake.generation() >= 1)
+        seen = wake.generation()
+        with support.connect(db_name) as conn:
+            conn.execute("SELECT pg_notify('relay_inbox', 'another-inbox')")
+            conn.execute("SELECT pg_notify('relay_inbox', 'listened')")
+        support.eventually(30, "the wake-up for its inbox", lambda: wake.generation() > seen)
+        # Notifications arrive in order: the other inbox's came first and woke nobody.
+        assert wake.generation() == seen + 1
+    finally:
+        stop.set()
+        t.join(10)
