@@ -62,3 +62,17 @@ def test_error_text_is_storable() -> None:
             raise RuntimeError("no")
 
     assert error_text(Unprintable()).endswith("Unprintable: <the exception's message could not be read>")
+
+
+def test_the_psycopg_worker_on_a_database_without_the_processing_schema_exits_1_saying_why() -> None:
+    name = support.create_database()
+    try:
+        env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": support.url(name), "RELAY_INBOX": "plain",
+               "RELAY_HANDLERS": "plainhandlers", "PYTHONPATH": str(support.TESTS)}
+        proc = support.Process("relay-worker-no-schema", [sys.executable, "-m", "relay.worker"], env)
+        assert proc.proc.wait(30) == 1
+        text = proc.text()
+        assert "cannot enable processing for inbox 'plain'" in text and "must be at V6" in text, text
+        assert "Traceback" not in text, text
+    finally:
+        support.drop_database(name)

@@ -9,7 +9,14 @@
 """
 
 from .enqueue import enqueue
-from .errors import ConfigurationError, HandlerConflict, InvalidMessage, NotInTransaction, RelayError
+from .errors import (
+    ConfigurationError,
+    HandlerConflict,
+    InvalidMessage,
+    NotInTransaction,
+    RelayError,
+    StartupError,
+)
 from .handlers import Message, Registry, handler, registry
 
 __all__ = [
@@ -20,6 +27,7 @@ __all__ = [
     "NotInTransaction",
     "Registry",
     "RelayError",
+    "StartupError",
     "enqueue",
     "handler",
     "registry",

@@ -17,12 +17,13 @@ import os
 import sys
 from typing import Any, Optional
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, StartupError
 from .handlers import registry
 from .options import WorkerOptions, parse
 from .worker import PsycopgSession, run
 
 EXIT_CONFIG = 2
+EXIT_STARTUP = 1
 
 _ENV = {
     "database_url": "DATABASE_URL",
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="relay-worker",
         description="Runs @relay.handler functions on an inbox's messages: claim, handle, done, in one transaction.",
         epilog="Each option may instead come from the variable in brackets. Exit codes: 0 stopped by "
-        "SIGTERM/SIGINT; 2 invalid configuration.",
+        "SIGTERM/SIGINT; 1 could not start (database); 2 invalid configuration.",
     )
     for option, variable in _ENV.items():
         p.add_argument("--" + option.replace("_", "-"), dest=option, help=f"[{variable}]")
@@ -101,4 +102,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigurationError as e:
         print(f"relay-worker: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    except StartupError as e:
+        print(f"relay-worker: {e}", file=sys.stderr)
+        return EXIT_STARTUP
     return 0

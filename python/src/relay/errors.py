@@ -36,5 +36,9 @@ class ConfigurationError(RelayError):
         super().__init__("invalid Relay configuration:\n  " + "\n  ".join(self.problems))
 
 
+class StartupError(RelayError):
+    """The worker could not start: the database refused or could not be reached."""
+
+
 class HandlerConflict(RelayError):
     """Two handlers were registered for the same (inbox, topic, msg_type)."""

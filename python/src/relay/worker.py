@@ -26,7 +26,7 @@ import threading
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Optional, Protocol
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, StartupError
 from .handlers import Message, Registry
 from .listener import Wakeup, listen_loop
 from .options import WorkerOptions
@@ -233,7 +233,8 @@ def run(
     ``sessions`` makes one :class:`Session` per worker thread (called in that thread);
     ``listen`` opens a psycopg 3 connection in autocommit mode for ``LISTEN``. Calls
     ``relay.enable_processing`` first. Raises :class:`ConfigurationError` for bad options or
-    when no handler is registered for the inbox (every message would fail and park).
+    when no handler is registered for the inbox (every message would fail and park), and
+    :class:`StartupError` when ``relay.enable_processing`` fails (database down, schema too old).
     """
     options.check()
     if options.inbox not in registry.inboxes():
@@ -247,6 +248,11 @@ def run(
     try:
         with first.transaction():
             first.query(_ENABLE, [options.inbox, options.max_attempts, options.backoff_initial_ms, options.backoff_max_ms])
+    except Exception as e:
+        raise StartupError(
+            f"cannot enable processing for inbox {options.inbox!r}: {e} (the inbox schema must be at V6 or "
+            "later: run a current inbox-consumer, or `manage.py migrate` with relay_django)"
+        ) from e
     finally:
         first.close()
     restore = _on_signals(stop, wake)

@@ -67,6 +67,10 @@ def load_handlers(modules: tuple[str, ...]) -> None:
 
 def run(options: WorkerOptions, alias: str, stop: Optional[Any] = None) -> None:
     """Runs the workers on database ``alias`` until SIGTERM/SIGINT (or ``stop`` is set)."""
-    if connections[alias].vendor != "postgresql":
-        raise ConfigurationError([f"database {alias!r} is not PostgreSQL"])
+    wrapper = connections[alias]
+    if wrapper.vendor != "postgresql" or getattr(wrapper, "Database", None).__name__ != "psycopg":
+        raise ConfigurationError([
+            f"database {alias!r}: relay_worker needs PostgreSQL through Django's psycopg 3 backend "
+            "(pip install 'psycopg[binary]')"
+        ])
     worker.run(options, registry, lambda: DjangoSession(alias), lambda: listener(alias), stop)

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from relay.errors import ConfigurationError
+from relay.errors import ConfigurationError, StartupError
 from relay_django.conf import relay_settings
 from relay_django.worker import load_handlers, run
 
@@ -36,3 +36,5 @@ class Command(BaseCommand):
             run(options, opts["database"] or conf.database)
         except ConfigurationError as e:
             raise CommandError(str(e), returncode=2) from e
+        except StartupError as e:
+            raise CommandError(str(e), returncode=1) from e
