@@ -1,10 +1,12 @@
-//! `make bench`: Relay's throughput, latency and memory, side by side with the machine's ceiling.
+//! `make bench`: Relay's throughput, latency and memory, side by side with the machine's ceiling,
+//! and the receiving side's processing beside a bare SKIP LOCKED loop.
 //!
 //! Runs the real release binaries against the same PostgreSQL and broker as the ceilings, and
 //! writes `results.md` and `results.json` to `--out-dir`.
 #![forbid(unsafe_code)]
 
 mod ceilings;
+mod processing;
 mod scenarios;
 mod stack;
 
@@ -14,7 +16,10 @@ use clap::Parser;
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
-#[command(name = "relay-bench", about = "Relay benchmarks: drain, steady latency, memory, ceilings")]
+#[command(
+    name = "relay-bench",
+    about = "Relay benchmarks: drain, steady latency, memory, processing, ceilings"
+)]
 struct Args {
     #[arg(long, env = "KAFKA_BROKERS")]
     brokers: String,
@@ -36,6 +41,11 @@ struct Args {
     steady_secs: u64,
     #[arg(long, default_value_t = 200_000)]
     ceiling_messages: usize,
+    /// Messages per processing run (one run per worker count, relay and bare loop each).
+    #[arg(long, default_value_t = 10_000)]
+    processing_messages: i64,
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 8])]
+    processing_workers: Vec<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,6 +54,7 @@ struct Results {
     drain: scenarios::Drain,
     memory: scenarios::Drain,
     steady: Vec<scenarios::Steady>,
+    processing: processing::Processing,
 }
 
 /// Runs every benchmark and prints the Markdown report.
@@ -66,11 +77,14 @@ pub fn main() -> anyhow::Result<()> {
             eprintln!("steady {rate} msg/s for {} s", args.steady_secs);
             steady.push(scenarios::steady(&stack, *rate, Duration::from_secs(args.steady_secs)).await?);
         }
+        eprintln!("processing ({} messages per run)", args.processing_messages);
+        let processing =
+            processing::measure(&stack, args.processing_messages, &args.processing_workers).await?;
         eprintln!("drain ({} messages, two inboxes)", args.drain_messages);
         let drain = scenarios::drain(&stack, "drain", args.drain_messages).await?;
         eprintln!("memory (draining {} messages)", args.memory_messages);
         let memory = scenarios::drain(&stack, "memory", args.memory_messages).await?;
-        anyhow::Ok(Results { ceilings, drain, memory, steady })
+        anyhow::Ok(Results { ceilings, drain, memory, steady, processing })
     })?;
     let markdown = render(&results);
     std::fs::write(args.out_dir.join("results.md"), &markdown)?;
@@ -137,5 +151,26 @@ fn render(r: &Results) -> String {
         let _ = writeln!(out, "| inbox-consumer {} | {rss:.1} |", ["a", "b"][i.min(1)]);
     }
     let _ = writeln!(out, "\n(1M drain: {:.0} msg/s end to end.)", m.end_to_end_per_sec);
+    let p = &r.processing;
+    let _ = writeln!(
+        out,
+        "\n### Processing: {} inbox messages over {} keys, empty handler, one message per transaction\n",
+        p.messages, p.keys
+    );
+    let _ = writeln!(
+        out,
+        "| workers | relay-processing (msg/s) | bare SKIP LOCKED loop (msg/s) | relay / bare |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|");
+    for run in &p.runs {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {:.0}% |",
+            run.workers,
+            run.relay_per_sec,
+            run.bare_per_sec,
+            100.0 * run.relay_per_sec / run.bare_per_sec
+        );
+    }
     out
 }

@@ -16,6 +16,7 @@ mod health;
 mod kafka_security;
 mod ordering;
 mod poison;
+mod processing;
 mod reconcile;
 mod retention;
 mod roles;

@@ -14,13 +14,13 @@ const PASSWORD: &str = "relay-it-Pw7Marker";
 
 /// LOGIN users made for one test. Roles belong to the whole cluster and tests run in parallel,
 /// so each name is unique; they are dropped when the test ends, however it ends.
-struct Users {
+pub struct Users {
     names: Vec<String>,
 }
 
 impl Users {
     /// Creates one LOGIN user per `(label, group role)`; returns their names in that order.
-    async fn create(roles: &[(&str, Option<&str>)]) -> (Self, Vec<String>) {
+    pub async fn create(roles: &[(&str, Option<&str>)]) -> (Self, Vec<String>) {
         let admin = connect(&format!("{}/postgres", pg_base())).await;
         let suffix = unique();
         let mut users = Users { names: Vec::new() };
@@ -63,14 +63,14 @@ impl Drop for Users {
 }
 
 /// `url` with `user` (and the test password) in place of its user.
-fn as_user(url: &str, user: &str) -> String {
+pub fn as_user(url: &str, user: &str) -> String {
     let (scheme, rest) = url.split_once("://").expect("a URL");
     let host = rest.split_once('@').map_or(rest, |(_, host)| host);
     format!("{scheme}://{user}:{PASSWORD}@{host}")
 }
 
 /// Asserts that `sql` is refused for lack of privilege.
-async fn refused(client: &Client, who: &str, sql: &str) {
+pub async fn refused(client: &Client, who: &str, sql: &str) {
     let err = client.batch_execute(sql).await.expect_err(&format!("{who} may not: {sql}"));
     assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{who}: {sql}: {err}");
 }
@@ -258,7 +258,9 @@ async fn a_database_owner_without_createrole_migrates_once_the_roles_exist() {
     // The roles exist once any database of the cluster was migrated by a user allowed to make them.
     let first = TestDb::new().await;
     let url = relay_config::DatabaseUrl::parse(first.url.clone().into()).expect("url");
-    relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("migrate as postgres");
+    for schema in [relay_db::Schema::Outbox, relay_db::Schema::Inbox] {
+        relay_db::prepare_schema(&url, schema, true).await.expect("migrate as postgres");
+    }
 
     let (_users, names) = Users::create(&[("owner", None), ("app", Some("relay_outbox_writer"))]).await;
     let (owner, app) = (&names[0], &names[1]);

@@ -24,9 +24,9 @@ async fn concurrent_start_ups_migrate_once_and_all_succeed() {
     // Running again is a no-op.
     relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("idempotent");
     let client = db.client().await;
-    // V1 to V4 of each schema and the inbox's V5, each applied exactly once.
+    // V1 to V4 of each schema and the inbox's V5 and V6, each applied exactly once.
     assert_eq!(count(&client, "SELECT count(*) FROM relay_outbox_schema_history", &[]).await, 4);
-    assert_eq!(count(&client, "SELECT count(*) FROM relay_inbox_schema_history", &[]).await, 5);
+    assert_eq!(count(&client, "SELECT count(*) FROM relay_inbox_schema_history", &[]).await, 6);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -104,20 +104,24 @@ async fn a_migration_behind_an_open_transaction_steps_aside_and_is_retried() {
     let db = TestDb::new().await;
     let url = url(&db);
     relay_db::prepare_schema(&url, relay_db::Schema::Inbox, true).await.expect("migrate");
-    // Back to V4, so that V5 (an ALTER TABLE of relay.dead_letter) is pending again.
+    // Back to V5, so that V6 (an ALTER TABLE of relay.inbox) is pending again.
     let admin = db.client().await;
     admin
         .batch_execute(
-            "ALTER TABLE relay.dead_letter DROP COLUMN raw_key_id, DROP COLUMN raw_signature;
-             DELETE FROM relay_inbox_schema_history WHERE version = 5",
+            "DROP FUNCTION relay.enable_processing(text, integer, integer, integer), relay.claim(text, integer),
+                           relay.done(text, uuid), relay.failed(text, uuid, text);
+             DROP TABLE relay.processing;
+             ALTER TABLE relay.inbox DROP COLUMN processed_at, DROP COLUMN skipped_at, DROP COLUMN attempts,
+                 DROP COLUMN last_error, DROP COLUMN next_attempt_at, DROP COLUMN parked_at, DROP COLUMN park_reason;
+             DELETE FROM relay_inbox_schema_history WHERE version = 6",
         )
         .await
-        .expect("revert V5");
+        .expect("revert V6");
 
     // An application transaction reads the table and stays open.
     let mut holder = db.client().await;
     let open = holder.transaction().await.expect("begin");
-    open.execute("SELECT count(*) FROM relay.dead_letter", &[]).await.expect("read");
+    open.execute("SELECT count(*) FROM relay.inbox", &[]).await.expect("read");
 
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (tx, mut retries) = tokio::sync::mpsc::unbounded_channel();
@@ -140,7 +144,7 @@ async fn a_migration_behind_an_open_transaction_steps_aside_and_is_retried() {
     let reader = db.client().await;
     reader.batch_execute("SET statement_timeout = '10s'").await.expect("timeout");
     let started = std::time::Instant::now();
-    reader.execute("SELECT count(*) FROM relay.dead_letter", &[]).await.expect("another reader gets through");
+    reader.execute("SELECT count(*) FROM relay.inbox", &[]).await.expect("another reader gets through");
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(4), "another reader waited {waited:?}");
     assert!(!migrating.is_finished(), "the migration cannot finish while the transaction is open");
@@ -153,13 +157,13 @@ async fn a_migration_behind_an_open_transaction_steps_aside_and_is_retried() {
     let columns = count(
         &admin,
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'relay' \
-         AND table_name = 'dead_letter' AND column_name IN ('raw_key_id', 'raw_signature')",
+         AND table_name = 'inbox' AND column_name IN ('processed_at', 'parked_at')",
         &[],
     )
     .await;
     assert_eq!(columns, 2);
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM relay_inbox_schema_history WHERE version = 5", &[]).await,
+        count(&admin, "SELECT count(*) FROM relay_inbox_schema_history WHERE version = 6", &[]).await,
         1
     );
 }
