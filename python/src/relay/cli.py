@@ -64,7 +64,7 @@ def options_from(args: argparse.Namespace, env: dict[str, str]) -> tuple[WorkerO
     options = WorkerOptions(
         inbox=raw["inbox"] or "",
         workers=parse(problems, "workers", raw["workers"], int, 1),
-        batch_size=parse(problems, "batch_size", raw["batch_size"], int, 10),
+        batch_size=parse(problems, "batch_size", raw["batch_size"], int, 1),
         poll_interval=parse(problems, "poll_interval", raw["poll_interval"], float, 1.0),
         max_attempts=parse(problems, "max_attempts", raw["max_attempts"], int, 10),
         backoff_initial_ms=parse(problems, "backoff_initial_ms", raw["backoff_initial_ms"], int, 1000),

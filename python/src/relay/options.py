@@ -28,7 +28,7 @@ class WorkerOptions:
 
     inbox: str
     workers: int = 1
-    batch_size: int = 10
+    batch_size: int = 1
     poll_interval: float = 1.0
     max_attempts: int = 10
     backoff_initial_ms: int = 1000

@@ -7,7 +7,7 @@ key                      default               meaning
 ``DATABASE``             ``"default"``         the database alias ``relay_worker`` uses
 ``INBOX``                ``None``              the inbox ``relay_worker`` runs (or ``--inbox``)
 ``WORKERS``              ``1``                 worker threads, each with its own connection
-``BATCH_SIZE``           ``10``                messages claimed per transaction (one per key)
+``BATCH_SIZE``           ``1``                 messages claimed per transaction (one per key)
 ``POLL_INTERVAL``        ``1.0``               seconds between claims without a notification (<= 1)
 ``MAX_ATTEMPTS``         ``10``                failed attempts before a message parks
 ``BACKOFF_INITIAL_MS``   ``1000``              first retry delay; doubles per attempt
@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",
     "INBOX": None,
     "WORKERS": 1,
-    "BATCH_SIZE": 10,
+    "BATCH_SIZE": 1,
     "POLL_INTERVAL": 1.0,
     "MAX_ATTEMPTS": 10,
     "BACKOFF_INITIAL_MS": 1000,
