@@ -1,5 +1,5 @@
 # Relay: one command runs the relay locally, one runs the tests.
-.PHONY: demo test lint build tools bench bench-reconcile chaos clean-stack fuzz
+.PHONY: demo test lint build tools bench bench-reconcile chaos clean-stack fuzz schema-sql
 
 ## make demo: the whole relay on this machine (PostgreSQL + Tansu broker), with a report.
 demo:
@@ -35,6 +35,11 @@ build:
 ## make tools: install the local broker (Tansu) once; later runs reuse it.
 tools:
 	bash -c 'source scripts/lib.sh && ensure_tansu'
+
+## make schema-sql: regenerate the schema scripts the Python package ships (after adding a migration).
+schema-sql:
+	cargo run --quiet --locked -p relay --bin relay-admin -- schema sql --schema outbox > python/src/relay/sql/outbox.sql
+	cargo run --quiet --locked -p relay --bin relay-admin -- schema sql --schema inbox > python/src/relay/sql/inbox.sql
 
 clean-stack:
 	rm -rf .stack

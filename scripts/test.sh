@@ -38,8 +38,14 @@ export TANSU_BIN RELAY_TEST_PG="${RELAY_TEST_PG:-postgres://$PGUSER@$PGHOST:$PGP
 set +e
 cargo test --workspace --locked -- --test-threads "${RELAY_TEST_THREADS:-6}" 2>&1 | tee "$stack/cargo-test.log"
 status=${PIPESTATUS[0]}
+# The Python package (python/), on the same PostgreSQL and broker, with the binaries just built.
+bash "$RELAY_ROOT/scripts/python-test.sh" 2>&1 | tee "$stack/python-test.log"
+py_status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole suite (cargo prints one per test binary).
-grep -E '^test result:' "$stack/cargo-test.log" |
-  awk '{ passed += $4; failed += $6 } END { printf "relay: %d passed, %d failed\n", passed, failed }'
-exit "$status"
+# One closing line for the whole suite (cargo prints one per test binary, pytest one more).
+{
+  grep -E '^test result:' "$stack/cargo-test.log" | awk '{ print $4 + 0, $6 + 0 }' || true
+  grep -E '^python: [0-9]+ passed, [0-9]+ failed$' "$stack/python-test.log" | tail -n 1 | awk '{ print $2 + 0, $4 + 0 }' || true
+} | awk '{ passed += $1; failed += $2 } END { printf "relay: %d passed, %d failed\n", passed, failed }'
+if [[ $status -ne 0 ]]; then exit "$status"; fi
+exit "$py_status"

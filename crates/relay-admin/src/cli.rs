@@ -64,6 +64,28 @@ pub enum Command {
     /// Inbox messages a receiving service failed on or parked (relay.claim / relay.failed).
     #[command(subcommand)]
     Processing(Processing),
+    /// Relay's schema for teams that install it with their own migration tool.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+/// Which of Relay's schemas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaName {
+    /// relay.outbox and relay.enqueue (origin side).
+    Outbox,
+    /// relay.inbox and relay.dead_letter (receiving side).
+    Inbox,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SchemaCommand {
+    /// Prints an idempotent install-or-upgrade script that leaves the migration history exactly as
+    /// the services write it (needs no database).
+    Sql {
+        #[arg(long, value_enum)]
+        schema: SchemaName,
+    },
 }
 
 /// Which rows a command acts on: the listed ids, or every one that qualifies.
@@ -235,6 +257,15 @@ mod tests {
         assert!(parse(&["processing", "retry", "--inbox", "ledger"]).is_err(), "no selection");
         assert!(parse(&["processing", "skip", "--inbox", "ledger", "--all"]).is_err(), "no reason");
         assert!(parse(&["processing", "skip", "--inbox", "ledger", "--all", "--reason", "x"]).is_ok());
+    }
+
+    #[test]
+    fn schema_sql_names_one_schema() {
+        let args = parse(&["schema", "sql", "--schema", "inbox"]).expect("valid");
+        let Command::Schema(SchemaCommand::Sql { schema }) = args.command else { panic!("schema sql") };
+        assert_eq!(schema, SchemaName::Inbox);
+        assert!(parse(&["schema", "sql"]).is_err(), "no schema");
+        assert!(parse(&["schema", "sql", "--schema", "both"]).is_err(), "unknown schema");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - `processing`: inbox messages whose receiving service failed on them (`relay.failed`) or
 //!   parked them, which holds up the later messages of their key. List them, retry them once
 //!   the cause is fixed, or skip them with a reason so the key moves on.
+//! - `schema sql`: the install-or-upgrade script for teams that install Relay's schema with their
+//!   own migration tool (see [`schema_sql`]).
 //!
 //! Nothing is deleted: discarded rows, resolved dead letters and skipped messages stay, with when
 //! and why.
@@ -20,8 +22,12 @@ mod dead_letters;
 mod output;
 mod parked;
 mod processing;
+pub mod schema_sql;
 
-pub use cli::{Args, Command, DeadLetters, Format, MessageSelection, Parked, Processing, Secret, Selection};
+pub use cli::{
+    Args, Command, DeadLetters, Format, MessageSelection, Parked, Processing, SchemaCommand, SchemaName, Secret,
+    Selection,
+};
 use relay_config::{ConfigError, DatabaseUrl, Problem, ProcessEnv, Reader};
 use serde::Serialize;
 
@@ -39,6 +45,8 @@ pub enum AdminError {
     Db(#[from] relay_db::DbError),
     #[error("re-drive failed: {0}")]
     Redrive(#[from] relay_inbox::InboxError),
+    #[error(transparent)]
+    Script(#[from] schema_sql::ScriptError),
     #[error(
         "relay.{table} has no column {column}: run this version's {service} once (it upgrades the \
          schema) or apply crates/relay-db/migrations/{schema}/{migration}"
@@ -134,15 +142,30 @@ async fn check_schema(
 
 /// Runs one command, printing its result to stdout; returns the exit code.
 pub async fn run(args: Args) -> Result<i32, AdminError> {
-    let url = database_url(args.database_url)?;
-    let mut client = relay_db::connect_checked(&url).await?;
+mod processing;
+pub mod schema_sql;
+
+pub use cli::{
+    Args, Command, DeadLetters, Format, MessageSelection, Parked, Processing, SchemaCommand, SchemaName, Secret,
+    Selection,
+};
     match args.command {
-        Command::Parked(command) => {
-            check_schema(&client, "outbox", "discarded_at", "V3__operator.sql").await?;
-            parked::run(&mut client, command, args.format).await
+        Command::Schema(SchemaCommand::Sql { schema }) => {
+            let schema = match schema {
+                SchemaName::Outbox => relay_db::Schema::Outbox,
+                SchemaName::Inbox => relay_db::Schema::Inbox,
+            };
+            print!("{}", schema_sql::script(schema)?);
+            Ok(EXIT_OK)
         }
-        Command::DeadLetters(command) => {
-            check_schema(&client, "dead_letter", "resolved_at", "V3__operator.sql").await?;
+        Command::Parked(command) => {
+mod processing;
+pub mod schema_sql;
+
+pub use cli::{
+    Args, Command, DeadLetters, Format, MessageSelection, Parked, Processing, SchemaCommand, SchemaName, Secret,
+    Selection,
+};
             dead_letters::run(&client, &url, command, args.format).await
         }
         Command::Processing(command) => {
@@ -150,6 +173,13 @@ pub async fn run(args: Args) -> Result<i32, AdminError> {
             processing::run(&mut client, command, args.format).await
         }
     }
+}
+
+/// The database named by `--database-url` (or the environment) and a connection to it.
+async fn connect(arg: Option<Secret>) -> Result<(DatabaseUrl, tokio_postgres::Client), AdminError> {
+    let url = database_url(arg)?;
+    let client = relay_db::connect(&url).await?;
+    Ok((url, client))
 }
 
 impl AdminError {

@@ -30,7 +30,7 @@ mod migrations {
 /// inbox schemas share `relay`, so they must not be created at the same moment either.
 /// Its class differs from relay.enqueue's per-key locks (1380273217) and the poller's leader
 /// lock (1380273218), so no key can ever collide with it.
-const MIGRATION_LOCK: (i32, i32) = (1_380_273_219, 1);
+pub const MIGRATION_LOCK: (i32, i32) = (1_380_273_219, 1);
 
 /// How long a migration statement may wait for a table lock. `ALTER TABLE` needs an exclusive
 /// lock, and while it waits behind an open application transaction every later statement on that
@@ -172,13 +172,15 @@ impl Schema {
             Schema::Inbox => "relay.inbox",
         }
     }
-    fn dir(self) -> &'static str {
+    /// `outbox` or `inbox`: the directory under `crates/relay-db/migrations/`.
+    pub fn dir(self) -> &'static str {
         match self {
             Schema::Outbox => "outbox",
             Schema::Inbox => "inbox",
         }
     }
-    fn history_table(self) -> &'static str {
+    /// The table refinery keeps this schema's migration history in.
+    pub fn history_table(self) -> &'static str {
         match self {
             Schema::Outbox => "relay_outbox_schema_history",
             Schema::Inbox => "relay_inbox_schema_history",
@@ -314,13 +316,24 @@ pub async fn listen(
     Ok((client, rx))
 }
 
-/// The newest migration version of `schema` this build carries.
-pub fn latest_version(schema: Schema) -> i32 {
-    let runner = match schema {
+fn runner(schema: Schema) -> refinery::Runner {
+    match schema {
         Schema::Outbox => migrations::outbox::migrations::runner(),
         Schema::Inbox => migrations::inbox::migrations::runner(),
-    };
-    runner.get_migrations().iter().map(|m| m.version()).max().unwrap_or(0)
+    }
+}
+
+/// The newest migration version of `schema` this build carries.
+pub fn latest_version(schema: Schema) -> i32 {
+    runner(schema).get_migrations().iter().map(|m| m.version()).max().unwrap_or(0)
+}
+
+/// Every migration of `schema` this build carries, oldest first, exactly as refinery applies them
+/// (version, name, checksum, SQL): for scripts that must leave the history refinery would.
+pub fn migrations(schema: Schema) -> Vec<refinery::Migration> {
+    let mut all = runner(schema).get_migrations().clone();
+    all.sort();
+    all
 }
 
 /// Creates or upgrades `schema` when `migrate` is true; otherwise checks that it exists. First
@@ -345,10 +358,7 @@ pub async fn prepare_schema(url: &DatabaseUrl, schema: Schema, migrate: bool) ->
     }
     let (class, object) = MIGRATION_LOCK;
     client.execute("SELECT pg_advisory_lock($1, $2)", &[&class, &object]).await?;
-    let mut runner = match schema {
-        Schema::Outbox => migrations::outbox::migrations::runner(),
-        Schema::Inbox => migrations::inbox::migrations::runner(),
-    };
+    let mut runner = runner(schema);
     runner.set_migration_table_name(schema.history_table());
     // After taking the advisory lock, which may wait as long as another instance migrates.
     client.batch_execute(&format!("SET lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'")).await?;

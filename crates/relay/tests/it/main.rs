@@ -27,6 +27,7 @@ mod reconcile;
 mod retention;
 mod roles;
 mod schema;
+mod schema_script;
 mod signing;
 mod telemetry;
 mod tls;
