@@ -2,6 +2,7 @@
 //! envelopes as `consumer_record` inputs (header layout in `fuzz/src/lib.rs`).
 //!
 //! `cargo run -p relay-envelope --example fuzz_seeds -- fuzz/corpus`
+#![forbid(unsafe_code)]
 use std::{collections::HashMap, path::PathBuf};
 
 use relay_envelope::{encode, Envelope, TraceContext, ENVELOPE_VERSION};

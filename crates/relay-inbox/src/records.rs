@@ -1,15 +1,19 @@
 //! Turns Kafka records into what the inbox stores: a message row, or a dead letter with a reason.
 //!
 //! [`classify`] works on a record's raw parts, so the consumer (records fresh from Kafka) and a
-//! re-drive (records kept raw in `relay.dead_letter`, signature headers included) apply exactly
-//! the same checks. With signatures on, the signature is checked first, before any decoding.
+//! re-drive (records kept raw in `relay.dead_letter`, headers included) apply exactly the same
+//! checks. The headers are judged first ([`crate::headers`]), then the signature (when
+//! signatures are on), before any decoding.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use relay_kafka::raw::{RawHeader, RawMessage};
 
-use crate::Verification;
+use crate::{
+    headers::{self, KeptHeaders},
+    Verification,
+};
 
-/// A Kafka record as it arrived: where it sits, its key and its value, undecoded.
+/// A Kafka record as it arrived: where it sits, its key, value and headers, undecoded.
 #[derive(Debug, Clone, Copy)]
 pub struct RawRecord<'a> {
     pub topic: &'a str,
@@ -17,25 +21,19 @@ pub struct RawRecord<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
-    /// The `relay-key-id` header, if any.
-    pub key_id: Option<&'a [u8]>,
-    /// The `relay-signature` header, if any.
-    pub signature: Option<&'a [u8]>,
+    /// Every header in record order, names as raw bytes; or why they cannot be read.
+    pub headers: Result<&'a [RawHeader], &'a str>,
 }
 
-impl<'a> From<&'a OwnedMessage> for RawRecord<'a> {
-    fn from(message: &'a OwnedMessage) -> Self {
-        let header = |name: &str| {
-            message.headers().and_then(|headers| headers.iter().find(|h| h.key == name).and_then(|h| h.value))
-        };
+impl<'a> From<&'a RawMessage> for RawRecord<'a> {
+    fn from(message: &'a RawMessage) -> Self {
         Self {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key(),
-            value: message.payload(),
-            key_id: header(relay_envelope::HEADER_KEY_ID),
-            signature: header(relay_envelope::HEADER_SIGNATURE),
+            topic: &message.topic,
+            partition: message.partition,
+            offset: message.offset,
+            key: message.key.as_deref(),
+            value: message.value.as_deref(),
+            headers: message.headers.as_deref().map_err(String::as_str),
         }
     }
 }
@@ -72,8 +70,12 @@ pub struct DeadLetter {
     pub position: Position,
     pub raw_key: Option<Vec<u8>>,
     pub raw_value: Option<Vec<u8>>,
+    /// The first `relay-key-id` and `relay-signature` headers, if any (their own columns, which
+    /// re-drives of dead letters older than `raw_headers` read).
     pub raw_key_id: Option<Vec<u8>>,
     pub raw_signature: Option<Vec<u8>>,
+    /// Every header as it arrived.
+    pub raw_headers: KeptHeaders,
     pub error: String,
     /// For a signature failure, its kind (the `reason` label of the failure counter).
     pub signature_failure: Option<&'static str>,
@@ -101,8 +103,9 @@ impl DeadLetter {
             position: position_of(raw),
             raw_key: raw.key.map(<[u8]>::to_vec),
             raw_value: raw.value.map(<[u8]>::to_vec),
-            raw_key_id: raw.key_id.map(<[u8]>::to_vec),
-            raw_signature: raw.signature.map(<[u8]>::to_vec),
+            raw_key_id: headers::first(raw.headers, relay_envelope::HEADER_KEY_ID).map(<[u8]>::to_vec),
+            raw_signature: headers::first(raw.headers, relay_envelope::HEADER_SIGNATURE).map(<[u8]>::to_vec),
+            raw_headers: KeptHeaders::of(raw.headers),
             error,
             signature_failure: None,
         }
@@ -119,10 +122,14 @@ fn position_of(raw: &RawRecord<'_>) -> Position {
 /// what an `i64` of microseconds can name, so there is no upper bound to check.
 const PG_MIN_UNIX_MICROS: i64 = -210_866_803_200_000_000;
 
-/// Checks one record's signature (when `verification` is on), decodes and checks it; payloads
-/// over `limit` bytes (the topic's) are refused.
+/// Checks one record's headers and signature (when `verification` is on), decodes and checks
+/// it; payloads over `limit` bytes (the topic's) are refused. Never panics, whatever the record.
 pub fn classify(raw: &RawRecord<'_>, limit: usize, verification: &Verification) -> Record {
-    if let Err(e) = verification.check(raw.key_id, raw.signature, raw.value) {
+    let signed = match headers::check(raw.headers) {
+        Ok(signed) => signed,
+        Err(reason) => return Record::Dead(DeadLetter::from_refused(raw, reason)),
+    };
+    if let Err(e) = verification.check(signed.key_id, signed.signature, raw.value) {
         let mut dead = DeadLetter::from_refused(raw, e.to_string());
         dead.signature_failure = e.signature_failure();
         return Record::Dead(dead);
@@ -197,8 +204,7 @@ mod tests {
             offset: 40,
             key: Some(b"acct-1"),
             value: Some(value),
-            key_id: None,
-            signature: None,
+            headers: Ok(&[]),
         }
     }
 
@@ -254,7 +260,11 @@ mod tests {
         let signer = relay_envelope::SigningKey::new("k1", &secret.to_string().into()).expect("key");
         let bytes = relay_envelope::encode(&envelope(b"x"));
         let signature = signer.sign(&bytes);
-        let signed = RawRecord { key_id: Some(b"k1"), signature: Some(signature.as_bytes()), ..raw(&bytes) };
+        let signature_headers = [
+            RawHeader { name: b"relay-key-id".to_vec(), value: Some(b"k1".to_vec()) },
+            RawHeader { name: b"relay-signature".to_vec(), value: Some(signature.clone().into_bytes()) },
+        ];
+        let signed = RawRecord { headers: Ok(&signature_headers), ..raw(&bytes) };
         assert!(matches!(classify(&signed, 1000, &verification), Record::Store(_)));
         let garbage = b"\xde\xad";
         let forged = RawRecord { value: Some(garbage), ..signed };
@@ -271,6 +281,37 @@ mod tests {
         assert!(reason.starts_with("signature missing"), "{reason}");
         let Record::Dead(dead) = classify(&raw(garbage), 1000, &Verification::off()) else { panic!() };
         assert_eq!(dead.signature_failure, None, "not a signature failure when the check is off");
+    }
+
+    #[test]
+    fn bad_headers_dead_letter_a_valid_envelope_keeping_every_header_whatever_the_signature_setting() {
+        let bytes = relay_envelope::encode(&envelope(b"x"));
+        let bad_name = vec![
+            RawHeader { name: b"\xff\xfe".to_vec(), value: None },
+            RawHeader { name: vec![], value: Some(vec![]) },
+        ];
+        let doubled = vec![
+            RawHeader { name: b"relay-signature".to_vec(), value: Some(b"a".to_vec()) },
+            RawHeader { name: b"relay-signature".to_vec(), value: Some(b"b".to_vec()) },
+        ];
+        for (headers, reason) in [
+            (&bad_name, "header 1 has a name that is not UTF-8 (hex fffe)"),
+            (&doubled, "header relay-signature appears 2 times; a record may carry it once"),
+        ] {
+            let record = RawRecord { headers: Ok(headers), ..raw(&bytes) };
+            let Record::Dead(dead) = classify(&record, 1000, &Verification::off()) else { panic!("stored") };
+            assert_eq!(dead.error, reason);
+            assert_eq!(dead.raw_headers, KeptHeaders::Headers(headers.clone()));
+            assert_eq!(dead.raw_value.as_deref(), Some(&bytes[..]));
+        }
+        let unreadable =
+            RawRecord { headers: Err("the record's headers cannot be parsed: bad"), ..raw(&bytes) };
+        let Record::Dead(dead) = classify(&unreadable, 1000, &Verification::off()) else { panic!("stored") };
+        assert_eq!(dead.error, "the record's headers cannot be parsed: bad");
+        assert_eq!(
+            dead.raw_headers,
+            KeptHeaders::Unreadable("the record's headers cannot be parsed: bad".into())
+        );
     }
 
     /// `i64::MIN` microseconds used to be classified as storable, and the PostgreSQL driver

@@ -4,7 +4,7 @@
 //! size limit) must not block the partition: the batch is then written row by row under
 //! savepoints and each refused row becomes a dead letter with the database's reason.
 use deadpool_postgres::Transaction;
-use rdkafka::message::OwnedMessage;
+use relay_kafka::raw::RawMessage;
 
 use crate::records::{DeadLetter, InboxRow, RawRecord, Record};
 
@@ -26,7 +26,7 @@ pub(crate) fn is_poison(error: &tokio_postgres::Error) -> bool {
 pub(crate) async fn write_all(
     tx: &Transaction<'_>,
     inbox: &str,
-    records: &[(OwnedMessage, Record)],
+    records: &[(RawMessage, Record)],
 ) -> Result<Written, tokio_postgres::Error> {
     let rows: Vec<&InboxRow> = records
         .iter()
@@ -51,7 +51,7 @@ pub(crate) async fn write_all(
 pub(crate) async fn write_each(
     tx: &mut Transaction<'_>,
     inbox: &str,
-    records: &[(OwnedMessage, Record)],
+    records: &[(RawMessage, Record)],
 ) -> Result<Written, tokio_postgres::Error> {
     let mut written = Written::default();
     for (message, record) in records {
@@ -155,10 +155,11 @@ async fn insert_dead(
     let errors: Vec<&str> = dead.iter().map(|d| d.error.as_str()).collect();
     let key_ids: Vec<Option<&[u8]>> = dead.iter().map(|d| d.raw_key_id.as_deref()).collect();
     let signatures: Vec<Option<&[u8]>> = dead.iter().map(|d| d.raw_signature.as_deref()).collect();
+    let headers: Vec<serde_json::Value> = dead.iter().map(|d| d.raw_headers.to_json()).collect();
     let statement = tx.prepare_cached(include_str!("insert_dead_letter.sql")).await?;
     tx.execute(
         &statement,
-        &[&inbox, &topics, &partitions, &offsets, &keys, &values, &errors, &key_ids, &signatures],
+        &[&inbox, &topics, &partitions, &offsets, &keys, &values, &errors, &key_ids, &signatures, &headers],
     )
     .await?;
     Ok(())

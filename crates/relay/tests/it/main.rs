@@ -1,5 +1,6 @@
 //! Relay's integration tests: real PostgreSQL, a real Kafka-protocol broker, the real binaries.
 //! One test binary; every test makes its own databases and topics, so they run in parallel.
+#![forbid(unsafe_code)]
 mod harness;
 mod verify;
 
@@ -13,6 +14,7 @@ mod deploy_files;
 mod failover;
 mod faults;
 mod health;
+mod hostile;
 mod kafka_security;
 mod ordering;
 mod poison;
