@@ -88,6 +88,7 @@ fn check_headers_acceptable(headers: Result<&[RawHeader], &str>) {
 
 fn check_row(row: &InboxRow, parts: &RawParts<'_>, position: &Position) {
     assert_eq!(&row.position, position);
+    assert_eq!(row.topic, TOPIC, "stored a record whose envelope names another topic");
     assert!(row.payload.len() <= parts.limit, "payload of {} over limit {}", row.payload.len(), parts.limit);
     let decoded = relay_envelope::decode(parts.value).expect("a stored record decodes");
     let envelope = &decoded.envelope;
