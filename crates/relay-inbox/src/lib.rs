@@ -7,12 +7,14 @@
 //!    `INBOX_VERIFY_KEYS` is set) and decode it; what fails or cannot be stored becomes a dead
 //!    letter with its reason;
 //! 3. insert messages (`ON CONFLICT DO NOTHING` on `(inbox, message_id)`) and dead letters in one
-//!    transaction, retrying transient database errors with backoff;
+//!    transaction, retrying transient database errors with backoff; a message whose id is
+//!    stored already with other content is a conflict, and a dead letter too;
 //! 4. only after COMMIT, store the next offsets; librdkafka commits them. A crash before step 4
 //!    redelivers the batch, which step 3 then stores as duplicates of nothing.
 #![forbid(unsafe_code)]
 
 mod config;
+mod content;
 mod headers;
 mod records;
 mod redrive;
@@ -131,10 +133,12 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         totals.inserted += written.inserted;
         totals.duplicates += written.duplicates;
         totals.dead_lettered += written.dead_lettered;
+        totals.conflicts += written.conflicts;
         let labels = [("inbox", config.inbox.clone())];
         metrics::counter!("relay_inbox_inserted_total", &labels).increment(written.inserted);
         metrics::counter!("relay_inbox_duplicates_total", &labels).increment(written.duplicates);
         metrics::counter!("relay_inbox_dead_letters_total", &labels).increment(written.dead_lettered);
+        metrics::counter!("relay_inbox_conflicts_total", &labels).increment(written.conflicts);
         count_signature_failures(&config.inbox, &records);
         tracing::debug!(?written, "batch stored");
         store_offsets(&consumer, &records);
@@ -150,6 +154,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         inserted = totals.inserted,
         duplicates = totals.duplicates,
         dead_lettered = totals.dead_lettered,
+        conflicts = totals.conflicts,
         "inbox consumer stopped"
     );
     Ok(())

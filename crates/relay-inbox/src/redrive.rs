@@ -3,9 +3,10 @@
 //! A dead letter keeps the record's raw key and value. After an operator raised a payload limit
 //! or fixed what made the database refuse a row, [`redrive_dead_letters`] classifies the record
 //! with the same code the consumer runs ([`crate::records::classify`]) and stores it with the
-//! same insert (`ON CONFLICT (inbox, message_id) DO NOTHING`). Each dead letter is handled in a
-//! transaction of its own, under a row lock: the message goes in and the dead letter is resolved
-//! together, or neither happens. A record that still fails stays unresolved with the new reason.
+//! same insert (`ON CONFLICT (inbox, message_id) DO NOTHING`); a message stored already with
+//! other content stays a conflict. Each dead letter is handled in a transaction of its own,
+//! under a row lock: the message goes in and the dead letter is resolved together, or neither
+//! happens. A record that still fails stays unresolved with the new reason.
 //!
 //! Headers: the record's headers come back from `raw_headers` as they arrived, so the consumer's
 //! header rules judge them again; a dead letter older than that column has only its signature
@@ -127,13 +128,13 @@ async fn redrive_one(
         Record::Store(message) => {
             // Under a savepoint, so a refusal leaves the transaction usable to record the reason.
             let savepoint = tx.savepoint("relay_redrive").await?;
-            match store::insert_rows(&savepoint, inbox, &[message.as_ref()]).await {
-                Ok(inserted) => {
+            match store::insert_rows(&savepoint, inbox, &[message.as_ref()]).await.map(|mut s| s.pop()) {
+                Ok(stored) => {
                     savepoint.commit().await?;
-                    if inserted == 1 {
-                        Outcome::Stored
-                    } else {
-                        Outcome::AlreadyPresent
+                    match stored {
+                        Some(store::Stored::New) => Outcome::Stored,
+                        Some(store::Stored::Conflict(reason)) => Outcome::StillFailing(reason),
+                        _ => Outcome::AlreadyPresent,
                     }
                 }
                 Err(e) if store::is_poison(&e) => {

@@ -9,3 +9,9 @@
 -- raw_signature (V5) as their only headers.
 ALTER TABLE relay.dead_letter
     ADD COLUMN raw_headers jsonb;
+
+-- A re-drive tells a redelivery from a conflict (the same message id with other content) by
+-- comparing with the stored message, so relay-admin reads the stored content it compares.
+GRANT SELECT (source, topic, key, msg_type, content_type, payload, headers, traceparent, tracestate, sequence,
+              created_at, kafka_topic, kafka_partition, kafka_offset)
+    ON relay.inbox TO relay_operator;

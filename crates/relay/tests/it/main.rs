@@ -19,6 +19,7 @@ mod kafka_security;
 mod ordering;
 mod poison;
 mod reconcile;
+mod replay;
 mod retention;
 mod roles;
 mod schema;
