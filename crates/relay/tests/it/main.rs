@@ -15,6 +15,7 @@ mod failover;
 mod faults;
 mod health;
 mod hostile;
+mod http_timeouts;
 mod kafka_security;
 mod ordering;
 mod poison;
