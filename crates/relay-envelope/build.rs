@@ -1,4 +1,5 @@
 //! Compiles `proto/` with protox (pure Rust), so no system `protoc` is needed.
+#![forbid(unsafe_code)]
 fn main() {
     let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
     let file = "relay/envelope/v1/envelope.proto";

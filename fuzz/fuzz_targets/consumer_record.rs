@@ -1,13 +1,19 @@
-//! The consumer's record check (`relay_inbox::classify`) on arbitrary raw parts: never panics,
-//! and returns either a row PostgreSQL can store that says what the envelope says, or a dead
-//! letter that keeps the record's exact bytes and position with a short, storable reason.
+//! The consumer's record check (`relay_inbox::classify`) on arbitrary raw records, headers
+//! included: never panics, and returns either a row PostgreSQL can store that says what the
+//! envelope says, or a dead letter that keeps the record's exact bytes, headers and position with
+//! a short, storable reason. The headers go through librdkafka and back first (the code that
+//! reads a consumed record's headers), so names of any bytes reach the check as a consumer
+//! would see them.
 #![no_main]
 
-use std::time::UNIX_EPOCH;
+use std::{sync::OnceLock, time::UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
 use relay_fuzz::RawParts;
-use relay_inbox::{classify, DeadLetter, InboxRow, Position, RawRecord, Record, Verification};
+use relay_inbox::{
+    classify, DeadLetter, InboxRow, KeptHeaders, Position, RawHeader, RawRecord, Record, Verification,
+};
+use relay_kafka::raw::NativeHeaders;
 
 const TOPIC: &str = "payments.v1";
 /// PostgreSQL's earliest `timestamptz` (4714-11-24 BC) in microseconds since 1970.
@@ -15,27 +21,74 @@ const PG_MIN_UNIX_MICROS: u64 = 210_866_803_200_000_000;
 /// A dead-letter reason is logged and stored with every refused record; it must not grow with
 /// the input.
 const MAX_REASON_BYTES: usize = 1024;
+const UNREADABLE: &str = "the record's headers cannot be parsed: Local: Bad message format";
+const SECRET: &str = "fuzz-key-0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// The check with key `k1` and the key to sign with, made once.
+fn keys() -> &'static (Verification, relay_envelope::SigningKey) {
+    static KEYS: OnceLock<(Verification, relay_envelope::SigningKey)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let env = relay_config::MapEnv::new([("INBOX_VERIFY_KEYS", format!("k1={SECRET}"))]);
+        let mut reader = relay_config::Reader::new(&env);
+        let verification = Verification::read(&mut reader);
+        reader.finish().expect("valid keys");
+        let signer = relay_envelope::SigningKey::new("k1", &SECRET.to_string().into()).expect("key");
+        (verification, signer)
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     let parts = RawParts::parse(data);
+    let signature = parts.signed.then(|| keys().1.sign(parts.value.unwrap_or_default()));
+    let mut written = parts.headers.clone();
+    if let Some(signature) = &signature {
+        written.push((b"relay-key-id", Some(b"k1")));
+        written.push((b"relay-signature", Some(signature.as_bytes())));
+    }
+    let read = NativeHeaders::new(&written).read();
+    check_read_back(&written, &read);
+    let headers: Result<&[RawHeader], &str> = if parts.unreadable { Err(UNREADABLE) } else { Ok(&read) };
     let raw = RawRecord {
         topic: TOPIC,
         partition: parts.partition,
         offset: parts.offset,
         key: parts.key,
         value: parts.value,
-        key_id: None,
-        signature: None,
+        headers,
     };
+    let verification = if parts.signed { keys().0.clone() } else { Verification::off() };
     let position = Position { topic: TOPIC.into(), partition: parts.partition, offset: parts.offset };
-    match classify(&raw, parts.limit, &Verification::off()) {
-        Record::Store(row) => check_row(&row, &parts, &position),
-        Record::Dead(dead) => check_dead(&dead, &parts, &position),
+    match classify(&raw, parts.limit, &verification) {
+        Record::Store(row) => {
+            check_headers_acceptable(headers);
+            check_row(&row, &parts, &position);
+        }
+        Record::Dead(dead) => check_dead(&dead, &parts, &position, headers),
     }
 });
 
+/// librdkafka gives back every header in order, each name up to its first NUL.
+fn check_read_back(written: &[(&[u8], Option<&[u8]>)], read: &[RawHeader]) {
+    assert_eq!(read.len(), written.len());
+    for ((name, value), header) in written.iter().zip(read) {
+        let cut = name.iter().position(|b| *b == 0).map_or(*name, |nul| &name[..nul]);
+        assert_eq!(header.name, cut);
+        assert_eq!(header.value.as_deref(), *value);
+    }
+}
+
+/// A stored record had readable headers, names all UTF-8, each signature header at most once.
+fn check_headers_acceptable(headers: Result<&[RawHeader], &str>) {
+    let headers = headers.expect("a record with unreadable headers was stored");
+    assert!(headers.iter().all(|h| std::str::from_utf8(&h.name).is_ok()), "a name that is not UTF-8 passed");
+    for name in [&b"relay-key-id"[..], b"relay-signature"] {
+        assert!(headers.iter().filter(|h| h.name == name).count() <= 1, "a repeated signature header passed");
+    }
+}
+
 fn check_row(row: &InboxRow, parts: &RawParts<'_>, position: &Position) {
     assert_eq!(&row.position, position);
+    assert_eq!(row.topic, TOPIC, "stored a record whose envelope names another topic");
     assert!(row.payload.len() <= parts.limit, "payload of {} over limit {}", row.payload.len(), parts.limit);
     let decoded = relay_envelope::decode(parts.value).expect("a stored record decodes");
     let envelope = &decoded.envelope;
@@ -66,10 +119,21 @@ fn check_row(row: &InboxRow, parts: &RawParts<'_>, position: &Position) {
     }
 }
 
-fn check_dead(dead: &DeadLetter, parts: &RawParts<'_>, position: &Position) {
+fn check_dead(dead: &DeadLetter, parts: &RawParts<'_>, position: &Position, headers: Result<&[RawHeader], &str>) {
     assert_eq!(&dead.position, position);
     assert_eq!(dead.raw_key.as_deref(), parts.key, "dead letter lost the key");
     assert_eq!(dead.raw_value.as_deref(), parts.value, "dead letter lost the value");
+    let kept = match headers {
+        Ok(headers) => KeptHeaders::Headers(headers.to_vec()),
+        Err(reason) => KeptHeaders::Unreadable(reason.to_string()),
+    };
+    assert_eq!(dead.raw_headers, kept, "dead letter lost the headers");
+    assert_eq!(KeptHeaders::from_json(&kept.to_json()).as_ref(), Some(&kept), "raw_headers column round trip");
+    if let Ok(headers) = headers {
+        if headers.iter().any(|h| std::str::from_utf8(&h.name).is_err()) {
+            assert!(dead.error.contains("name that is not UTF-8"), "{}", dead.error);
+        }
+    }
     assert!(!dead.error.is_empty(), "dead letter without a reason");
     assert!(!dead.error.contains('\0'), "reason PostgreSQL cannot store: {:?}", dead.error);
     assert!(dead.error.len() <= MAX_REASON_BYTES, "reason of {} bytes", dead.error.len());

@@ -1,7 +1,8 @@
 //! Writes the seed corpora of the fuzz targets in `fuzz/`: a few valid envelopes, and the same
-//! envelopes as `consumer_record` inputs (header layout in `fuzz/src/lib.rs`).
+//! envelopes as `consumer_record` inputs (layout in `fuzz/src/lib.rs`), also with Kafka headers.
 //!
 //! `cargo run -p relay-envelope --example fuzz_seeds -- fuzz/corpus`
+#![forbid(unsafe_code)]
 use std::{collections::HashMap, path::PathBuf};
 
 use relay_envelope::{encode, Envelope, TraceContext, ENVELOPE_VERSION};
@@ -51,6 +52,21 @@ fn record_input(key: &[u8], value: &[u8]) -> Vec<u8> {
     input
 }
 
+/// As [`record_input`], with a header block (flag 4), signed by the target's key (flag 8) when
+/// `signed`: `headers` are `(name, value)`, names of any bytes.
+fn record_input_with_headers(key: &[u8], value: &[u8], headers: &[(&[u8], &[u8])], signed: bool) -> Vec<u8> {
+    let mut input = record_input(key, b"");
+    input[0] |= 4 | if signed { 8 } else { 0 };
+    input.push(headers.len() as u8);
+    for (name, value) in headers {
+        input.extend_from_slice(&[name.len() as u8, value.len() as u8]);
+        input.extend_from_slice(name);
+        input.extend_from_slice(value);
+    }
+    input.extend_from_slice(value);
+    input
+}
+
 fn main() -> std::io::Result<()> {
     let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
     let (decode_dir, record_dir) = (root.join("envelope_decode"), root.join("consumer_record"));
@@ -60,6 +76,12 @@ fn main() -> std::io::Result<()> {
         let bytes = encode(envelope);
         std::fs::write(decode_dir.join(format!("seed-{i}")), &bytes)?;
         std::fs::write(record_dir.join(format!("seed-{i}")), record_input(envelope.key.as_bytes(), &bytes))?;
+        let tenant: &[(&[u8], &[u8])] = &[(b"tenant", b"acme")];
+        let input = record_input_with_headers(envelope.key.as_bytes(), &bytes, tenant, true);
+        std::fs::write(record_dir.join(format!("seed-{i}-signed")), input)?;
+        let foreign: &[(&[u8], &[u8])] = &[(b"\xff\xfe", b"v"), (b"relay-key-id", b"k1")];
+        let input = record_input_with_headers(envelope.key.as_bytes(), &bytes, foreign, false);
+        std::fs::write(record_dir.join(format!("seed-{i}-foreign")), input)?;
     }
     println!("wrote {} seeds per target under {}", envelopes().len(), root.display());
     Ok(())

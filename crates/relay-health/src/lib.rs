@@ -7,8 +7,11 @@
 //! only the named parts: a sidecar's pod-level readiness probe asks only whether the schema the
 //! application writes to is in place, so a Kafka outage never takes the application beside it out
 //! of its Service. `/healthz` answers 200 while the process serves requests at all. `/metrics` renders the Prometheus registry that the `metrics`
-//! macros across the crates write to.
+//! macros across the crates write to. Every connection is held to the timeouts and limits in
+//! [`server`], so a client that sends nothing, or too little, cannot keep one open.
 #![forbid(unsafe_code)]
+
+mod server;
 
 use std::{
     collections::BTreeMap,
@@ -35,6 +38,8 @@ pub const KAFKA: &str = "kafka";
 /// when migrations are off); it never degrades afterwards. A sidecar's pod-level readiness probe
 /// asks for this part alone (`/readyz?parts=schema`).
 pub const SCHEMA: &str = "schema";
+
+pub use server::{CONNECTION_LIFETIME, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES};
 
 /// Errors of the HTTP endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +141,8 @@ impl Health {
 }
 
 /// Installs the Prometheus recorder and, when `addr` is set, serves the three endpoints on it
-/// until `shutdown`. Without an address nothing is served and metrics are not recorded.
+/// until `shutdown`, each connection held to [`HEADER_READ_TIMEOUT`] and [`CONNECTION_LIFETIME`].
+/// Without an address nothing is served and metrics are not recorded.
 pub async fn serve(
     addr: Option<SocketAddr>,
     health: Health,
@@ -154,12 +160,7 @@ pub async fn serve(
         .route("/metrics", get(render))
         .with_state(Endpoints { health, recorder });
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "health endpoint stopped");
-        }
-    });
+    tokio::spawn(server::serve(listener, app, shutdown));
     Ok(Some(bound))
 }
 

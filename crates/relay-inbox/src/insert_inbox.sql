@@ -1,5 +1,6 @@
 -- One statement per batch. ON CONFLICT DO NOTHING on (inbox, message_id) makes redeliveries and
--- re-published duplicates no-ops; rows_affected counts what was new. Rows keep batch order, so
+-- re-published duplicates no-ops; RETURNING names what was new, and the caller compares the rest
+-- with what is stored (a conflict is dead-lettered). Rows keep batch order, so
 -- seq follows arrival order.
 INSERT INTO relay.inbox (inbox, message_id, source, topic, key, msg_type, content_type, payload, headers,
                          traceparent, tracestate, sequence, created_at, kafka_topic, kafka_partition, kafka_offset)
@@ -11,3 +12,4 @@ FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text
                           traceparent, tracestate, sequence, created_at, kafka_topic, kafka_partition, kafka_offset, ord)
 ORDER BY m.ord
 ON CONFLICT (inbox, message_id) DO NOTHING
+RETURNING message_id

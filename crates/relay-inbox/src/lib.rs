@@ -2,15 +2,20 @@
 //!
 //! Order of operations per batch, which is what makes it lossless and duplicate-free:
 //! 1. collect up to `INBOX_BATCH_SIZE` records (waiting at most `INBOX_BATCH_WAIT_MS`);
-//! 2. check each record's signature (when `INBOX_VERIFY_KEYS` is set) and decode it; what fails
-//!    or cannot be stored becomes a dead letter with its reason;
+//! 2. copy each record with its headers as raw bytes (`relay_kafka::raw`: rdkafka's header API
+//!    panics on a header name that is not UTF-8), judge its headers, check its signature (when
+//!    `INBOX_VERIFY_KEYS` is set) and decode it; what fails or cannot be stored becomes a dead
+//!    letter with its reason;
 //! 3. insert messages (`ON CONFLICT DO NOTHING` on `(inbox, message_id)`) and dead letters in one
-//!    transaction, retrying transient database errors with backoff;
+//!    transaction, retrying transient database errors with backoff; a message whose id is
+//!    stored already with other content is a conflict, and a dead letter too;
 //! 4. only after COMMIT, store the next offsets; librdkafka commits them. A crash before step 4
 //!    redelivers the batch, which step 3 then stores as duplicates of nothing.
 #![forbid(unsafe_code)]
 
 mod config;
+mod content;
+mod headers;
 mod records;
 mod redrive;
 mod retention;
@@ -21,9 +26,9 @@ mod watch;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 pub use config::{names, ConsumerConfig};
+pub use headers::KeptHeaders;
 use rdkafka::{
     consumer::{CommitMode, Consumer, StreamConsumer},
-    message::{Message, OwnedMessage},
     Offset, TopicPartitionList,
 };
 /// The record check, exposed for the fuzz targets in `fuzz/`; not a stable API.
@@ -31,6 +36,8 @@ use rdkafka::{
 pub use records::{classify, DeadLetter, InboxRow, Position, RawRecord, Record};
 pub use redrive::{redrive_dead_letters, RedriveReport, Selection};
 use relay_health::Health;
+pub use relay_kafka::raw::RawHeader;
+use relay_kafka::raw::RawMessage;
 pub use signatures::Verification;
 use store::Written;
 use tokio_util::sync::CancellationToken;
@@ -105,10 +112,10 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
             }
             continue;
         }
-        let records: Vec<(OwnedMessage, Record)> = batch
+        let records: Vec<(RawMessage, Record)> = batch
             .into_iter()
             .map(|m| {
-                let limit = config.max_payload.for_topic(m.topic());
+                let limit = config.max_payload.for_topic(&m.topic);
                 let record = records::classify(&RawRecord::from(&m), limit, &config.verification);
                 (m, record)
             })
@@ -126,10 +133,12 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         totals.inserted += written.inserted;
         totals.duplicates += written.duplicates;
         totals.dead_lettered += written.dead_lettered;
+        totals.conflicts += written.conflicts;
         let labels = [("inbox", config.inbox.clone())];
         metrics::counter!("relay_inbox_inserted_total", &labels).increment(written.inserted);
         metrics::counter!("relay_inbox_duplicates_total", &labels).increment(written.duplicates);
         metrics::counter!("relay_inbox_dead_letters_total", &labels).increment(written.dead_lettered);
+        metrics::counter!("relay_inbox_conflicts_total", &labels).increment(written.conflicts);
         count_signature_failures(&config.inbox, &records);
         tracing::debug!(?written, "batch stored");
         store_offsets(&consumer, &records);
@@ -145,6 +154,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         inserted = totals.inserted,
         duplicates = totals.duplicates,
         dead_lettered = totals.dead_lettered,
+        conflicts = totals.conflicts,
         "inbox consumer stopped"
     );
     Ok(())
@@ -168,18 +178,19 @@ fn delivery_span(inbox: &str, record: &Record) -> Option<tracing::Span> {
 }
 
 /// Waits for a first record, then gathers more until the batch is full or `batch_wait` passed.
+/// Each record is copied with its headers as raw bytes; rdkafka's header API is never used.
 async fn collect_batch(
     consumer: &StreamConsumer,
     config: &ConsumerConfig,
     shutdown: &CancellationToken,
-) -> Vec<OwnedMessage> {
+) -> Vec<RawMessage> {
     let mut batch = Vec::new();
     let first = tokio::select! {
         _ = shutdown.cancelled() => return batch,
         message = consumer.recv() => message,
     };
     match first {
-        Ok(message) => batch.push(message.detach()),
+        Ok(message) => batch.push(relay_kafka::raw::read_message(&message)),
         Err(e) => {
             tracing::warn!(error = %e, "Kafka consumer error");
             return batch;
@@ -188,7 +199,7 @@ async fn collect_batch(
     let deadline = tokio::time::Instant::now() + config.batch_wait;
     while batch.len() < config.batch_size {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(message)) => batch.push(message.detach()),
+            Ok(Ok(message)) => batch.push(relay_kafka::raw::read_message(&message)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Kafka consumer error");
                 break;
@@ -203,7 +214,7 @@ async fn collect_batch(
 async fn write_with_retry(
     pool: &deadpool_postgres::Pool,
     inbox: &str,
-    records: &[(OwnedMessage, Record)],
+    records: &[(RawMessage, Record)],
     health: &Health,
     shutdown: &CancellationToken,
 ) -> Option<Written> {
@@ -231,7 +242,7 @@ async fn write_with_retry(
 async fn write_once(
     pool: &deadpool_postgres::Pool,
     inbox: &str,
-    records: &[(OwnedMessage, Record)],
+    records: &[(RawMessage, Record)],
 ) -> Result<Written, relay_db::DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -255,7 +266,7 @@ async fn write_once(
 }
 
 /// Counts the batch's signature failures by kind; each one is also a dead letter.
-fn count_signature_failures(inbox: &str, records: &[(OwnedMessage, Record)]) {
+fn count_signature_failures(inbox: &str, records: &[(RawMessage, Record)]) {
     for (_, record) in records {
         if let Record::Dead(records::DeadLetter { signature_failure: Some(reason), .. }) = record {
             metrics::counter!("relay_inbox_signature_failures_total", "inbox" => inbox.to_string(), "reason" => *reason)
@@ -265,7 +276,7 @@ fn count_signature_failures(inbox: &str, records: &[(OwnedMessage, Record)]) {
 }
 
 /// Stores, per partition, the offset after the highest record of the batch.
-fn store_offsets(consumer: &StreamConsumer, records: &[(OwnedMessage, Record)]) {
+fn store_offsets(consumer: &StreamConsumer, records: &[(RawMessage, Record)]) {
     let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for (_, record) in records {
         let p = record.position();

@@ -3,9 +3,14 @@
 //! A dead letter keeps the record's raw key and value. After an operator raised a payload limit
 //! or fixed what made the database refuse a row, [`redrive_dead_letters`] classifies the record
 //! with the same code the consumer runs ([`crate::records::classify`]) and stores it with the
-//! same insert (`ON CONFLICT (inbox, message_id) DO NOTHING`). Each dead letter is handled in a
-//! transaction of its own, under a row lock: the message goes in and the dead letter is resolved
-//! together, or neither happens. A record that still fails stays unresolved with the new reason.
+//! same insert (`ON CONFLICT (inbox, message_id) DO NOTHING`); a message stored already with
+//! other content stays a conflict. Each dead letter is handled in a transaction of its own,
+//! under a row lock: the message goes in and the dead letter is resolved together, or neither
+//! happens. A record that still fails stays unresolved with the new reason.
+//!
+//! Headers: the record's headers come back from `raw_headers` as they arrived, so the consumer's
+//! header rules judge them again; a dead letter older than that column has only its signature
+//! headers (`raw_key_id`, `raw_signature`), which then stand for all of them.
 //!
 //! Signatures: given the consumer's keys ([`Verification`]), each record's signature is checked
 //! again from the headers kept with the dead letter, exactly as the consumer checks it. Without
@@ -13,9 +18,11 @@
 //! nothing could tell a forged record from a real one; others are re-driven unchecked.
 use relay_config::DatabaseUrl;
 
+use relay_kafka::raw::RawHeader;
+
 use crate::{
     records::{self, RawRecord, Record},
-    store, InboxError, Verification,
+    store, InboxError, KeptHeaders, Verification,
 };
 
 /// Why a signature failure is not re-driven without keys. Begins as every signature failure does,
@@ -100,15 +107,14 @@ async fn redrive_one(
     };
     let (topic, key, value, previous): (String, Option<Vec<u8>>, Option<Vec<u8>>, String) =
         (row.get(0), row.get(3), row.get(4), row.get(5));
-    let (key_id, signature): (Option<Vec<u8>>, Option<Vec<u8>>) = (row.get(6), row.get(7));
+    let headers = kept_headers(row.get(6), row.get(7), row.get(8));
     let raw = RawRecord {
         topic: &topic,
         partition: row.get(1),
         offset: row.get(2),
         key: key.as_deref(),
         value: value.as_deref(),
-        key_id: key_id.as_deref(),
-        signature: signature.as_deref(),
+        headers: headers.as_record(),
     };
     let unchecked_signature_failure =
         !verification.is_on() && relay_envelope::is_signature_failure_reason(&previous);
@@ -122,13 +128,13 @@ async fn redrive_one(
         Record::Store(message) => {
             // Under a savepoint, so a refusal leaves the transaction usable to record the reason.
             let savepoint = tx.savepoint("relay_redrive").await?;
-            match store::insert_rows(&savepoint, inbox, &[message.as_ref()]).await {
-                Ok(inserted) => {
+            match store::insert_rows(&savepoint, inbox, &[message.as_ref()]).await.map(|mut s| s.pop()) {
+                Ok(stored) => {
                     savepoint.commit().await?;
-                    if inserted == 1 {
-                        Outcome::Stored
-                    } else {
-                        Outcome::AlreadyPresent
+                    match stored {
+                        Some(store::Stored::New) => Outcome::Stored,
+                        Some(store::Stored::Conflict(reason)) => Outcome::StillFailing(reason),
+                        _ => Outcome::AlreadyPresent,
                     }
                 }
                 Err(e) if store::is_poison(&e) => {
@@ -155,4 +161,30 @@ async fn redrive_one(
     }
     tx.commit().await?;
     Ok(Some(outcome))
+}
+
+/// A dead letter's headers: `raw_headers` as kept, or, for a dead letter older than that column,
+/// its signature headers alone. A `raw_headers` value the consumer would not write reads as
+/// unreadable headers, so the record is refused again rather than judged without them.
+fn kept_headers(
+    key_id: Option<Vec<u8>>,
+    signature: Option<Vec<u8>>,
+    kept: Option<serde_json::Value>,
+) -> KeptHeaders {
+    match kept {
+        Some(json) => KeptHeaders::from_json(&json).unwrap_or_else(|| {
+            KeptHeaders::Unreadable("raw_headers of this dead letter is not in the consumer's format".into())
+        }),
+        None => {
+            let named =
+                [(relay_envelope::HEADER_KEY_ID, key_id), (relay_envelope::HEADER_SIGNATURE, signature)];
+            let headers = named
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    value.map(|v| RawHeader { name: name.as_bytes().to_vec(), value: Some(v) })
+                })
+                .collect();
+            KeptHeaders::Headers(headers)
+        }
+    }
 }

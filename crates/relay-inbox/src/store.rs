@@ -3,17 +3,40 @@
 //! A database error that a retry cannot fix (bad data, a constraint other than the dedup key, a
 //! size limit) must not block the partition: the batch is then written row by row under
 //! savepoints and each refused row becomes a dead letter with the database's reason.
-use deadpool_postgres::Transaction;
-use rdkafka::message::OwnedMessage;
+//!
+//! A record whose message id is already stored is a duplicate only when its content is the
+//! stored content ([`crate::content`]); otherwise it is a conflict, dead-lettered with both
+//! content digests. The stored message stays as it is.
+use std::collections::{HashMap, HashSet};
 
-use crate::records::{DeadLetter, InboxRow, RawRecord, Record};
+use deadpool_postgres::Transaction;
+use relay_kafka::raw::RawMessage;
+
+use crate::{
+    content,
+    records::{DeadLetter, InboxRow, Position, RawRecord, Record},
+};
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Written {
     pub inserted: u64,
+    /// Already stored with the same content: dropped.
     pub duplicates: u64,
+    /// Dead letters, conflicts included.
     pub dead_lettered: u64,
+    /// Already stored with other content: dead-lettered.
+    pub conflicts: u64,
+}
+
+/// What became of one row given to [`insert_rows`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stored {
+    New,
+    /// The id was stored already, with this content.
+    Duplicate,
+    /// The id was stored already with other content; the dead-letter reason.
+    Conflict(String),
 }
 
 /// True for SQLSTATE classes that mean "this data will never go in": data exceptions (22),
@@ -26,32 +49,45 @@ pub(crate) fn is_poison(error: &tokio_postgres::Error) -> bool {
 pub(crate) async fn write_all(
     tx: &Transaction<'_>,
     inbox: &str,
-    records: &[(OwnedMessage, Record)],
+    records: &[(RawMessage, Record)],
 ) -> Result<Written, tokio_postgres::Error> {
-    let rows: Vec<&InboxRow> = records
+    let (messages, rows): (Vec<&RawMessage>, Vec<&InboxRow>) = records
         .iter()
-        .filter_map(|(_, r)| match r {
-            Record::Store(row) => Some(row.as_ref()),
+        .filter_map(|(message, r)| match r {
+            Record::Store(row) => Some((message, row.as_ref())),
             Record::Dead(_) => None,
         })
-        .collect();
+        .unzip();
+    let mut written = Written::default();
+    let mut conflicts = Vec::new();
+    for (message, stored) in messages.into_iter().zip(insert_rows(tx, inbox, &rows).await?) {
+        match stored {
+            Stored::New => written.inserted += 1,
+            Stored::Duplicate => written.duplicates += 1,
+            Stored::Conflict(reason) => {
+                conflicts.push(DeadLetter::from_refused(&RawRecord::from(message), reason))
+            }
+        }
+    }
     let dead: Vec<&DeadLetter> = records
         .iter()
         .filter_map(|(_, r)| match r {
             Record::Dead(d) => Some(d),
             Record::Store(_) => None,
         })
+        .chain(&conflicts)
         .collect();
-    let inserted = insert_rows(tx, inbox, &rows).await?;
     insert_dead(tx, inbox, &dead).await?;
-    Ok(Written { inserted, duplicates: rows.len() as u64 - inserted, dead_lettered: dead.len() as u64 })
+    written.conflicts = conflicts.len() as u64;
+    written.dead_lettered = dead.len() as u64;
+    Ok(written)
 }
 
 /// Row-by-row fallback: each row under a savepoint; a refused row is dead-lettered instead.
 pub(crate) async fn write_each(
     tx: &mut Transaction<'_>,
     inbox: &str,
-    records: &[(OwnedMessage, Record)],
+    records: &[(RawMessage, Record)],
 ) -> Result<Written, tokio_postgres::Error> {
     let mut written = Written::default();
     for (message, record) in records {
@@ -59,11 +95,18 @@ pub(crate) async fn write_each(
             Record::Dead(dead) => dead.clone(),
             Record::Store(row) => {
                 let savepoint = tx.savepoint("relay_row").await?;
-                match insert_rows(&savepoint, inbox, &[row.as_ref()]).await {
-                    Ok(n) => {
+                match insert_rows(&savepoint, inbox, &[row.as_ref()]).await.map(|mut s| s.pop()) {
+                    Ok(Some(Stored::Conflict(reason))) => {
                         savepoint.commit().await?;
-                        written.inserted += n;
-                        written.duplicates += 1 - n;
+                        written.conflicts += 1;
+                        DeadLetter::from_refused(&RawRecord::from(message), reason)
+                    }
+                    Ok(stored) => {
+                        savepoint.commit().await?;
+                        match stored {
+                            Some(Stored::New) => written.inserted += 1,
+                            _ => written.duplicates += 1,
+                        }
                         continue;
                     }
                     Err(e) if is_poison(&e) => {
@@ -103,14 +146,16 @@ pub(crate) async fn notify_if_inserted(
     Ok(())
 }
 
-/// Inserts decoded messages; returns how many were new (the rest were already in the inbox).
+/// Inserts decoded messages (a message id already stored is left as it is) and says, per row,
+/// whether it was new, a duplicate of the stored content or a conflict with it. A second row
+/// with an id earlier in `rows` is compared with that earlier row, which is stored by then.
 pub(crate) async fn insert_rows(
     tx: &Transaction<'_>,
     inbox: &str,
     rows: &[&InboxRow],
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<Vec<Stored>, tokio_postgres::Error> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let col = |f: fn(&InboxRow) -> &str| rows.iter().map(|r| f(r)).collect::<Vec<&str>>();
     let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.message_id).collect();
@@ -123,28 +168,94 @@ pub(crate) async fn insert_rows(
     let partitions: Vec<i32> = rows.iter().map(|r| r.position.partition).collect();
     let offsets: Vec<i64> = rows.iter().map(|r| r.position.offset).collect();
     let statement = tx.prepare_cached(include_str!("insert_inbox.sql")).await?;
-    tx.execute(
-        &statement,
-        &[
-            &inbox,
-            &ids,
-            &col(|r| &r.source),
-            &col(|r| &r.topic),
-            &col(|r| &r.key),
-            &col(|r| &r.msg_type),
-            &col(|r| &r.content_type),
-            &payloads,
-            &headers,
-            &traceparents,
-            &tracestates,
-            &sequences,
-            &created,
-            &col(|r| &r.position.topic),
-            &partitions,
-            &offsets,
-        ],
-    )
-    .await
+    let new: HashSet<uuid::Uuid> = tx
+        .query(
+            &statement,
+            &[
+                &inbox,
+                &ids,
+                &col(|r| &r.source),
+                &col(|r| &r.topic),
+                &col(|r| &r.key),
+                &col(|r| &r.msg_type),
+                &col(|r| &r.content_type),
+                &payloads,
+                &headers,
+                &traceparents,
+                &tracestates,
+                &sequences,
+                &created,
+                &col(|r| &r.position.topic),
+                &partitions,
+                &offsets,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut first = HashSet::new();
+    let mut stored: Vec<Stored> = rows
+        .iter()
+        .map(|r| {
+            if new.contains(&r.message_id) && first.insert(r.message_id) {
+                Stored::New
+            } else {
+                Stored::Duplicate
+            }
+        })
+        .collect();
+    let repeated: Vec<usize> = (0..rows.len()).filter(|&i| stored[i] == Stored::Duplicate).collect();
+    if repeated.is_empty() {
+        return Ok(stored);
+    }
+    let kept =
+        stored_digests(tx, inbox, &repeated.iter().map(|&i| rows[i].message_id).collect::<Vec<_>>()).await?;
+    for i in repeated {
+        let id = rows[i].message_id;
+        let arriving = content::digest(rows[i]);
+        // No stored row: retention deleted it meanwhile; nothing to compare with.
+        if let Some(kept) = kept.get(&id).filter(|kept| **kept != arriving) {
+            stored[i] = Stored::Conflict(format!(
+                "conflicting duplicate: message {id} is stored with content sha256 {kept}; \
+                 this record's content is sha256 {arriving}"
+            ));
+        }
+    }
+    Ok(stored)
+}
+
+/// The content digest of each of `ids` stored in `inbox`.
+async fn stored_digests(
+    tx: &Transaction<'_>,
+    inbox: &str,
+    ids: &[uuid::Uuid],
+) -> Result<HashMap<uuid::Uuid, String>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(include_str!("select_stored.sql")).await?;
+    let rows = tx.query(&statement, &[&inbox, &ids]).await?;
+    let digests = rows.iter().map(|row| {
+        let stored = InboxRow {
+            position: Position {
+                topic: row.get("kafka_topic"),
+                partition: row.get("kafka_partition"),
+                offset: row.get("kafka_offset"),
+            },
+            message_id: row.get("message_id"),
+            source: row.get("source"),
+            topic: row.get("topic"),
+            key: row.get("key"),
+            msg_type: row.get("msg_type"),
+            content_type: row.get("content_type"),
+            payload: row.get("payload"),
+            headers: row.get("headers"),
+            traceparent: row.get("traceparent"),
+            tracestate: row.get("tracestate"),
+            sequence: row.get("sequence"),
+            created_at: row.get("created_at"),
+        };
+        (stored.message_id, content::digest(&stored))
+    });
+    Ok(digests.collect())
 }
 
 async fn insert_dead(
@@ -169,10 +280,11 @@ async fn insert_dead(
     let errors: Vec<&str> = dead.iter().map(|d| d.error.as_str()).collect();
     let key_ids: Vec<Option<&[u8]>> = dead.iter().map(|d| d.raw_key_id.as_deref()).collect();
     let signatures: Vec<Option<&[u8]>> = dead.iter().map(|d| d.raw_signature.as_deref()).collect();
+    let headers: Vec<serde_json::Value> = dead.iter().map(|d| d.raw_headers.to_json()).collect();
     let statement = tx.prepare_cached(include_str!("insert_dead_letter.sql")).await?;
     tx.execute(
         &statement,
-        &[&inbox, &topics, &partitions, &offsets, &keys, &values, &errors, &key_ids, &signatures],
+        &[&inbox, &topics, &partitions, &offsets, &keys, &values, &errors, &key_ids, &signatures, &headers],
     )
     .await?;
     Ok(())

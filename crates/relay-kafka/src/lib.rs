@@ -4,10 +4,13 @@
 //! record is retried until the broker takes it and records of one partition cannot overtake each
 //! other. The consumer never stores an offset by itself: the caller stores offsets only after its
 //! database transaction committed. [`classify`] lists which errors are worth retrying and which
-//! are permanent, so a permanent one is parked instead of retried forever.
-#![forbid(unsafe_code)]
+//! are permanent, so a permanent one is parked instead of retried forever. [`raw`] reads
+//! consumed records with their header names as raw bytes (rdkafka's own header API panics on a
+//! name that is not UTF-8); it is the one module in Relay allowed `unsafe` code.
+#![deny(unsafe_code)]
 
 mod probe;
+pub mod raw;
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! inbox-consumer: stores each message once in a receiving service's inbox. See `relay_inbox`.
+#![forbid(unsafe_code)]
 use relay_config::ProcessEnv;
 
 #[tokio::main]

@@ -1,4 +1,5 @@
 //! outbox-poller: publishes an origin database's outbox to Kafka. See `relay_poller`.
+#![forbid(unsafe_code)]
 use relay_config::ProcessEnv;
 
 #[tokio::main]

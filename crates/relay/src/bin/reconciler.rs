@@ -1,4 +1,5 @@
 //! reconciler: compares every outbox with every inbox. See `relay_reconciler`.
+#![forbid(unsafe_code)]
 use relay_config::ProcessEnv;
 
 #[tokio::main]

@@ -1,4 +1,5 @@
 //! relay-admin: operator commands for parked outbox rows and dead letters. See `relay_admin`.
+#![forbid(unsafe_code)]
 use clap::Parser;
 
 #[tokio::main]

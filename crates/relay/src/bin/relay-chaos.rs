@@ -1,4 +1,5 @@
 //! relay-chaos: the chaos suite (faults injected while Relay carries a workload). See `relay_chaos`.
+#![forbid(unsafe_code)]
 use clap::Parser;
 
 /// Exit code when the run could not complete (setup failed, or it was interrupted).

@@ -1,5 +1,6 @@
 //! Relay's integration tests: real PostgreSQL, a real Kafka-protocol broker, the real binaries.
 //! One test binary; every test makes its own databases and topics, so they run in parallel.
+#![forbid(unsafe_code)]
 mod harness;
 mod verify;
 
@@ -14,6 +15,8 @@ mod escaping;
 mod failover;
 mod faults;
 mod health;
+mod hostile;
+mod http_timeouts;
 mod kafka_security;
 mod leadership;
 mod ordering;
@@ -24,6 +27,7 @@ mod processing_ops;
 mod processing_reconcile;
 mod processing_roles;
 mod reconcile;
+mod replay;
 mod retention;
 mod roles;
 mod schema;
