@@ -71,14 +71,22 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     health.ok(relay_health::SCHEMA);
     let _retention = retention::spawn(&config, &shutdown);
     let pool = relay_db::pool(&config.database_url, config.pool_size)?;
-    let consumer: StreamConsumer = relay_kafka::consumer_config(
+    let mut client = relay_kafka::consumer_config(
         &config.common.kafka_brokers,
         &config.group_id,
         &format!("relay-inbox-consumer-{}", config.inbox),
         &config.common.kafka_properties,
-    )
-    .create()
-    .map_err(InboxError::Consumer)?;
+    );
+    // Fetch sizes that fit a record with a payload at the largest limit.
+    let sizes = relay_config::record_size_defaults(
+        &config.max_payload,
+        &config.common.kafka_properties,
+        relay_config::KafkaRole::Consumer,
+    );
+    for (property, value) in sizes {
+        client.set(property, value);
+    }
+    let consumer: StreamConsumer = client.create().map_err(InboxError::Consumer)?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(InboxError::Consumer)?;
     let consumer = Arc::new(consumer);
@@ -241,7 +249,7 @@ async fn write_once(
             Ok(written)
         }
         Err(e) if store::is_poison(&e) => {
-            tracing::warn!(error = %e, "batch refused by the database; storing row by row");
+            tracing::warn!(error = %relay_db::describe(&e), "batch refused by the database; storing row by row");
             tx.rollback().await?;
             let mut tx = client.transaction().await?;
             let written = store::write_each(&mut tx, inbox, records).await?;
