@@ -178,6 +178,23 @@ mod tests {
     }
 
     #[test]
+    fn librdkafka_accepts_the_consumer_sized_for_the_largest_limit() {
+        for limit in ["1048576", "104857600"] {
+            let env = MapEnv::new([
+                ("DATABASE_URL", "postgres://postgres@localhost/ledger"),
+                ("KAFKA_BROKERS", "localhost:9092"),
+                ("INBOX_NAME", "ledger"),
+                ("INBOX_TOPICS", "payments.v1"),
+                ("INBOX_MAX_PAYLOAD_BYTES", limit),
+            ]);
+            let config = ConsumerConfig::from_env(&env).expect("valid");
+            let consumer: Result<rdkafka::consumer::BaseConsumer, _> =
+                crate::consumer_client_config(&config).create();
+            assert!(consumer.is_ok(), "{limit}: {:?}", consumer.err());
+        }
+    }
+
+    #[test]
     fn lists_every_problem_in_one_error() {
         let env = MapEnv::new([("INBOX_BATCH_WAIT_MS", "soon"), ("KAFKA_PROPERTY_GROUP_ID", "x")]);
         let err = ConsumerConfig::from_env(&env).expect_err("invalid");

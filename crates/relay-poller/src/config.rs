@@ -308,6 +308,17 @@ mod tests {
         assert_eq!(config.max_record, 200_000);
     }
 
+    #[test]
+    fn librdkafka_accepts_the_producer_sized_for_the_largest_limit() {
+        for limit in ["1048576", "104857600"] {
+            let config =
+                PollerConfig::from_env(&valid_with(&[("OUTBOX_MAX_PAYLOAD_BYTES", limit)])).expect("valid");
+            let producer: Result<rdkafka::producer::FutureProducer, _> =
+                crate::producer_client_config(&config).create();
+            assert!(producer.is_ok(), "{limit}: {:?}", producer.err());
+        }
+    }
+
     const KEY: &str = "k3y-0123456789abcdefghijklmnopqrstuv";
 
     #[test]
