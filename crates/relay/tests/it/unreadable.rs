@@ -125,11 +125,11 @@ async fn database_in(encoding: &str) -> TestDb {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn text_that_cannot_become_utf8_is_parked_alone_and_the_rest_flows() {
-    // WIN1252 has bytes with no UTF-8 equivalent: the server cannot send such a row (SQLSTATE
-    // 22P05). SQL_ASCII stores any byte and sends it unconverted: the poller cannot decode it.
+    // WIN1252 has bytes with no UTF-8 equivalent, and SQL_ASCII stores any byte: the server
+    // cannot send such a row to a UTF-8 client (SQLSTATE 22P05, 22021).
     for (encoding, expected) in [
         ("WIN1252", "the row cannot be read: ERROR 22P05: character with byte sequence 0x81 in encoding \"WIN1252\" has no equivalent in encoding \"UTF8\""),
-        ("SQL_ASCII", "column key cannot be read: error deserializing column 3: invalid utf-8 sequence"),
+        ("SQL_ASCII", "the row cannot be read: ERROR 22021: invalid byte sequence for encoding \"UTF8\": 0x81"),
     ] {
         let relay = pipeline_on(&format!("unreadable_{encoding}"), database_in(encoding).await).await;
         let (origin, topic) = (&relay.origin, relay.topic.clone());
