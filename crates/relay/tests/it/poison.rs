@@ -178,6 +178,20 @@ async fn a_message_over_the_payload_limit_is_parked_its_key_waits_and_every_othe
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn with_parked_holds_key_off_the_later_rows_of_a_parked_key_flow_past_it() {
+    let poller = [("OUTBOX_MAX_PAYLOAD_BYTES", "2000"), ("OUTBOX_PARKED_HOLDS_KEY", "false")];
+    let relay = Pipeline::start_with("parked_does_not_hold", 1, &poller, &[]).await;
+    let (origin, inbox, topic) = (&relay.origin, &relay.inbox, relay.topic.clone());
+    let big = enqueue_one(origin, &topic, "key-big", &[0xab; 5000]).await;
+    enqueue_one(origin, &topic, "key-big", b"the same key, after the parked row").await;
+    enqueue_many(origin, &topic, 10, 2, 5).await;
+
+    assert_eq!(await_parked(origin, big).await, "payload of 5000 bytes exceeds the limit of 2000 bytes");
+    relay.await_ledger(11).await;
+    assert_eq!(inbox_equals_outbox(origin, inbox, "ledger", &topic).await, 11);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_row_for_a_topic_that_does_not_exist_is_parked_and_every_other_row_arrives() {
     // The poller publishes every topic of its outbox (OUTBOX_TOPICS empty). Tansu does not
     // create topics on a producer's request, and the producer is told not to ask either, so the
