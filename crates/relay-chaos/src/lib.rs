@@ -37,7 +37,7 @@ pub enum ChaosError {
     },
     #[error("{command} failed ({status}): {output}")]
     Command { command: String, status: String, output: String },
-    #[error("database: {0}")]
+    #[error("database: {}", relay_db::describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
     KafkaSetup(#[from] relay_kafka::KafkaSetupError),

@@ -24,7 +24,11 @@ pub use kafka::{KafkaProperties, KafkaRole};
 pub use kafka_security::{
     names as security_names, KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol, TlsFiles,
 };
-pub use limits::PayloadLimits;
+pub use limits::{
+    check_record_sizes, producer_record_limit, record_size_defaults, PayloadLimits, HEADERS_MAX_BYTES,
+    HEADERS_MAX_COUNT, KEY_MAX_BYTES, RECORD_OVERHEAD_BYTES, SOURCE_MAX_BYTES, TRACEPARENT_MAX_BYTES,
+    TRACESTATE_MAX_BYTES, TYPE_MAX_BYTES,
+};
 pub use reader::{is_service_link, topic_env_name, Problem, Reader};
 pub use retention::Retention;
 pub use text::{is_unsafe, json_printable, printable};

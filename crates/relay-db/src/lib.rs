@@ -12,9 +12,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use relay_config::DatabaseUrl;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
+mod describe;
 mod pooling;
 mod tls;
 
+pub use describe::describe;
 pub use pooling::refuse_transaction_pooling;
 
 mod migrations {
@@ -46,7 +48,7 @@ const MIGRATION_RETRY: Duration = Duration::from_secs(10);
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot connect to PostgreSQL database {database}: {}", with_causes(.source))]
+    #[error("cannot connect to PostgreSQL database {database}: {}", describe(.source))]
     Connect { database: String, source: tokio_postgres::Error },
     #[error("cannot set up TLS for the database connection: {0}")]
     Tls(String),
@@ -54,9 +56,9 @@ pub enum DbError {
     Pool(String),
     #[error("no connection from the pool: {0}")]
     Checkout(#[from] deadpool_postgres::PoolError),
-    #[error("database query failed: {}", with_causes(.0))]
+    #[error("database query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
-    #[error("schema migration failed: {0}")]
+    #[error("schema migration failed: {}", migration_failure(.0))]
     Migration(#[from] refinery::Error),
     #[error(
         "a schema migration waited {MIGRATION_LOCK_TIMEOUT} for a table lock held by another \
@@ -77,15 +79,12 @@ pub enum DbError {
     TransactionPooling { database: String, evidence: String },
 }
 
-/// An error and its causes on one line: a TLS failure says why the certificate was refused.
-fn with_causes(error: &tokio_postgres::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(e) = cause {
-        text.push_str(&format!(": {e}"));
-        cause = e.source();
+/// A failed migration with the server's SQLSTATE and message, which refinery's text leaves out.
+fn migration_failure(error: &refinery::Error) -> String {
+    match describe::describe_within(error) {
+        Some(server) => format!("{error}: {server}"),
+        None => error.to_string(),
     }
-    text
 }
 
 impl DbError {
@@ -255,7 +254,7 @@ impl Driver for Background {
     {
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "database connection closed");
+                tracing::debug!(error = %describe(&e), "database connection closed");
             }
         });
     }
@@ -283,7 +282,7 @@ impl Driver for Notifications {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN connection lost");
+                        tracing::warn!(error = %describe(&e), "LISTEN connection lost");
                         return;
                     }
                 }

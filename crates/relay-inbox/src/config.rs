@@ -83,6 +83,12 @@ impl ConsumerConfig {
         let batch_wait = r.millis(INBOX_BATCH_WAIT_MS, 1, 0, 60_000);
         let pool_size = r.number(INBOX_POOL_SIZE, 2, 1, 64) as usize;
         let max_payload = PayloadLimits::read(&mut r, PREFIX);
+        relay_config::check_record_sizes(
+            &mut r,
+            &max_payload,
+            &common.kafka_properties,
+            relay_config::KafkaRole::Consumer,
+        );
         let retention = Retention::read(&mut r, PREFIX);
         let verification = Verification::read(&mut r);
         r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
@@ -122,6 +128,70 @@ mod tests {
         assert_eq!(config.group_id, "ledger");
         assert_eq!(config.max_payload.for_topic("payments.v1"), 100);
         assert_eq!(config.max_payload.for_topic("other"), 1 << 20);
+    }
+
+    #[test]
+    fn fetch_sizes_that_cannot_carry_a_payload_limit_are_all_listed() {
+        let env = MapEnv::new([
+            ("DATABASE_URL", "postgres://postgres@localhost/ledger"),
+            ("KAFKA_BROKERS", "localhost:9092"),
+            ("INBOX_NAME", "ledger"),
+            ("INBOX_TOPICS", "payments.v1"),
+            ("INBOX_TOPIC_PAYMENTS_V1_MAX_PAYLOAD_BYTES", "3000000"),
+            ("KAFKA_PROPERTY_MAX_PARTITION_FETCH_BYTES", "1048576"),
+            ("KAFKA_PROPERTY_FETCH_MAX_BYTES", "2000000"),
+            ("KAFKA_PROPERTY_RECEIVE_MESSAGE_MAX_BYTES", "2000000"),
+        ]);
+        let err = ConsumerConfig::from_env(&env).expect_err("contradictory");
+        let text = err.to_string();
+        let problems: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            problems,
+            vec![
+                // max.partition.fetch.bytes fits neither limit; fetch.max.bytes only the default.
+                "INBOX_TOPIC_PAYMENTS_V1_MAX_PAYLOAD_BYTES",
+                "INBOX_MAX_PAYLOAD_BYTES",
+                "INBOX_TOPIC_PAYMENTS_V1_MAX_PAYLOAD_BYTES",
+                "KAFKA_PROPERTY_RECEIVE_MESSAGE_MAX_BYTES",
+            ],
+            "{text}"
+        );
+        assert!(text.contains("does not fit KAFKA_PROPERTY_FETCH_MAX_BYTES=2000000"), "{text}");
+        assert!(text.contains("must be at least fetch.max.bytes + 512 = 2000512"), "{text}");
+
+        // Unset, the sizes are Relay's: room for the largest limit.
+        let env = MapEnv::new([
+            ("DATABASE_URL", "postgres://postgres@localhost/ledger"),
+            ("KAFKA_BROKERS", "localhost:9092"),
+            ("INBOX_NAME", "ledger"),
+            ("INBOX_TOPICS", "payments.v1"),
+            ("INBOX_TOPIC_PAYMENTS_V1_MAX_PAYLOAD_BYTES", "3000000"),
+        ]);
+        let config = ConsumerConfig::from_env(&env).expect("valid");
+        let sizes = relay_config::record_size_defaults(
+            &config.max_payload,
+            &config.common.kafka_properties,
+            relay_config::KafkaRole::Consumer,
+        );
+        let need = (3_000_000 + relay_config::RECORD_OVERHEAD_BYTES).to_string();
+        assert_eq!(sizes, vec![("max.partition.fetch.bytes", need)]);
+    }
+
+    #[test]
+    fn librdkafka_accepts_the_consumer_sized_for_the_largest_limit() {
+        for limit in ["1048576", "104857600"] {
+            let env = MapEnv::new([
+                ("DATABASE_URL", "postgres://postgres@localhost/ledger"),
+                ("KAFKA_BROKERS", "localhost:9092"),
+                ("INBOX_NAME", "ledger"),
+                ("INBOX_TOPICS", "payments.v1"),
+                ("INBOX_MAX_PAYLOAD_BYTES", limit),
+            ]);
+            let config = ConsumerConfig::from_env(&env).expect("valid");
+            let consumer: Result<rdkafka::consumer::BaseConsumer, _> =
+                crate::consumer_client_config(&config).create();
+            assert!(consumer.is_ok(), "{limit}: {:?}", consumer.err());
+        }
     }
 
     #[test]

@@ -43,6 +43,26 @@ use store::Written;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// The consumer's settings, with fetch sizes that fit a record whose payload is at the largest
+/// limit.
+fn consumer_client_config(config: &ConsumerConfig) -> rdkafka::ClientConfig {
+    let mut client = relay_kafka::consumer_config(
+        &config.common.kafka_brokers,
+        &config.group_id,
+        &format!("relay-inbox-consumer-{}", config.inbox),
+        &config.common.kafka_properties,
+    );
+    let sizes = relay_config::record_size_defaults(
+        &config.max_payload,
+        &config.common.kafka_properties,
+        relay_config::KafkaRole::Consumer,
+    );
+    for (property, value) in sizes {
+        client.set(property, value);
+    }
+    client
+}
+
 /// Errors that stop the consumer. Transient trouble is retried inside [`run`] instead.
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
@@ -78,14 +98,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     health.ok(relay_health::SCHEMA);
     let _retention = retention::spawn(&config, &shutdown);
     let pool = relay_db::pool(&config.database_url, config.pool_size)?;
-    let consumer: StreamConsumer = relay_kafka::consumer_config(
-        &config.common.kafka_brokers,
-        &config.group_id,
-        &format!("relay-inbox-consumer-{}", config.inbox),
-        &config.common.kafka_properties,
-    )
-    .create()
-    .map_err(InboxError::Consumer)?;
+    let consumer: StreamConsumer = consumer_client_config(&config).create().map_err(InboxError::Consumer)?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(InboxError::Consumer)?;
     let consumer = Arc::new(consumer);
@@ -253,7 +266,7 @@ async fn write_once(
             Ok(written)
         }
         Err(e) if store::is_poison(&e) => {
-            tracing::warn!(error = %e, "batch refused by the database; storing row by row");
+            tracing::warn!(error = %relay_db::describe(&e), "batch refused by the database; storing row by row");
             tx.rollback().await?;
             let mut tx = client.transaction().await?;
             let written = store::write_each(&mut tx, inbox, records).await?;

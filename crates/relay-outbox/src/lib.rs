@@ -22,8 +22,20 @@ use uuid::Uuid;
 /// Why a message could not be enqueued. The transaction should be rolled back.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
-    #[error("relay.enqueue failed: {0}")]
+    #[error("relay.enqueue failed: {}", server_says(.0))]
     Database(#[from] tokio_postgres::Error),
+}
+
+/// The server's SQLSTATE and message (tokio-postgres alone says only "db error"), so an
+/// application logging the error learns why `relay.enqueue` refused the message.
+fn server_says(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
+    }
 }
 
 /// A message to enqueue.

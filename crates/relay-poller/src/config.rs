@@ -23,6 +23,8 @@ pub mod names {
     /// Secret; or `OUTBOX_SIGNING_KEY_FILE`.
     pub const OUTBOX_SIGNING_KEY: &str = "OUTBOX_SIGNING_KEY";
     pub const OUTBOX_SIGNING_KEY_FILE: &str = "OUTBOX_SIGNING_KEY_FILE";
+    pub const OUTBOX_DELIVERY_WAIT_MS: &str = "OUTBOX_DELIVERY_WAIT_MS";
+    pub const OUTBOX_PARKED_HOLDS_KEY: &str = "OUTBOX_PARKED_HOLDS_KEY";
     /// Per-topic limits: `OUTBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
     pub const PREFIX: &str = "OUTBOX_";
     pub const ALL: &[&str] = &[
@@ -40,6 +42,8 @@ pub mod names {
         OUTBOX_SIGNING_KEY_ID,
         OUTBOX_SIGNING_KEY,
         OUTBOX_SIGNING_KEY_FILE,
+        OUTBOX_DELIVERY_WAIT_MS,
+        OUTBOX_PARKED_HOLDS_KEY,
     ];
 }
 
@@ -64,6 +68,15 @@ pub struct PollerConfig {
     pub shutdown_grace: Duration,
     /// Larger payloads are parked instead of sent.
     pub max_payload: PayloadLimits,
+    /// The largest record the producer takes (`message.max.bytes` as set), in bytes: a row whose
+    /// encoded record is larger is parked before it is sent.
+    pub max_record: usize,
+    /// How long a batch waits for its delivery reports before the rows still unreported are set
+    /// aside (their keys held back) and the next batch goes out.
+    pub delivery_wait: Duration,
+    /// Whether a parked row holds back the later rows of its key until an operator retries or
+    /// discards it (default true).
+    pub parked_holds_key: bool,
     /// Deletion of long-published rows while leading; `None` keeps them forever.
     pub retention: Option<Retention>,
     /// Signs every record when set (`OUTBOX_SIGNING_KEY_ID` and `OUTBOX_SIGNING_KEY`).
@@ -85,6 +98,13 @@ impl PollerConfig {
         let leader_lease = r.millis(OUTBOX_LEADER_LEASE_MS, 10_000, 1_000, 600_000);
         let shutdown_grace = r.millis(OUTBOX_SHUTDOWN_GRACE_MS, 10_000, 0, 600_000);
         let max_payload = PayloadLimits::read(&mut r, PREFIX);
+        relay_config::check_record_sizes(&mut r, &max_payload, &common.kafka_properties, KafkaRole::Producer);
+        let max_record = relay_config::producer_record_limit(&max_payload, &common.kafka_properties);
+        if source.len() > relay_config::SOURCE_MAX_BYTES {
+            r.problem(OUTBOX_SOURCE, format!("is longer than {} bytes", relay_config::SOURCE_MAX_BYTES));
+        }
+        let delivery_wait = r.millis(OUTBOX_DELIVERY_WAIT_MS, 500, 10, 600_000);
+        let parked_holds_key = r.flag(OUTBOX_PARKED_HOLDS_KEY, true);
         let retention = Retention::read(&mut r, PREFIX);
         let signing = read_signing_key(&mut r);
         r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
@@ -100,6 +120,9 @@ impl PollerConfig {
             leader_lease,
             shutdown_grace,
             max_payload,
+            max_record,
+            delivery_wait,
+            parked_holds_key,
             retention,
             signing,
         })
@@ -273,6 +296,65 @@ mod tests {
         let err =
             PollerConfig::from_env(&valid_with(&[("OUTBOX_LEADER_LEASE_MS", "999")])).expect_err("short");
         assert_eq!(err.0[0].variable, "OUTBOX_LEADER_LEASE_MS");
+    }
+
+    #[test]
+    fn the_producer_is_sized_for_every_payload_limit_and_contradictions_are_all_listed() {
+        let config = PollerConfig::from_env(&valid_with(&[])).expect("valid");
+        assert_eq!(config.max_record, (1 << 20) + relay_config::RECORD_OVERHEAD_BYTES);
+        assert!(config.parked_holds_key);
+        assert_eq!(config.delivery_wait, Duration::from_millis(500));
+        let config = PollerConfig::from_env(&valid_with(&[
+            ("OUTBOX_TOPIC_BIG_MAX_PAYLOAD_BYTES", "5000000"),
+            ("OUTBOX_PARKED_HOLDS_KEY", "false"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.max_record, 5_000_000 + relay_config::RECORD_OVERHEAD_BYTES);
+        assert!(!config.parked_holds_key);
+
+        let long_source = "s".repeat(257);
+        let err = PollerConfig::from_env(&MapEnv::new([
+            ("DATABASE_URL", "postgres://postgres@localhost/origin"),
+            ("KAFKA_BROKERS", "localhost:9092"),
+            ("KAFKA_PROPERTY_MESSAGE_MAX_BYTES", "1000000"),
+            ("OUTBOX_TOPIC_BIG_MAX_PAYLOAD_BYTES", "2000000"),
+            ("OUTBOX_TOPIC_SMALL_MAX_PAYLOAD_BYTES", "1000"),
+            ("OUTBOX_SOURCE", long_source.as_str()),
+        ]))
+        .expect_err("contradictory");
+        let text = err.to_string();
+        let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            vars,
+            vec!["OUTBOX_TOPIC_BIG_MAX_PAYLOAD_BYTES", "OUTBOX_MAX_PAYLOAD_BYTES", "OUTBOX_SOURCE"],
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "OUTBOX_MAX_PAYLOAD_BYTES: a payload of 1048576 bytes plus up to 131072 bytes of key, headers \
+                 and envelope does not fit KAFKA_PROPERTY_MESSAGE_MAX_BYTES=1000000: lower the limit or raise \
+                 message.max.bytes to at least 1179648"
+            ),
+            "{text}"
+        );
+        // Room for the largest limit is enough.
+        let config = PollerConfig::from_env(&valid_with(&[
+            ("KAFKA_PROPERTY_MESSAGE_MAX_BYTES", "200000"),
+            ("OUTBOX_MAX_PAYLOAD_BYTES", "68928"),
+        ]))
+        .expect("fits");
+        assert_eq!(config.max_record, 200_000);
+    }
+
+    #[test]
+    fn librdkafka_accepts_the_producer_sized_for_the_largest_limit() {
+        for limit in ["1048576", "104857600"] {
+            let config =
+                PollerConfig::from_env(&valid_with(&[("OUTBOX_MAX_PAYLOAD_BYTES", limit)])).expect("valid");
+            let producer: Result<rdkafka::producer::FutureProducer, _> =
+                crate::producer_client_config(&config).create();
+            assert!(producer.is_ok(), "{limit}: {:?}", producer.err());
+        }
     }
 
     const KEY: &str = "k3y-0123456789abcdefghijklmnopqrstuv";

@@ -1,50 +1,128 @@
 //! An outbox row as Kafka sees it: the protobuf envelope, the headers that repeat its id and
 //! trace context for consumers that do not decode envelopes, and, when signing is on, the
 //! signature of the encoded envelope with the key's id.
+//!
+//! A row is read column by column and checked against the documented limits
+//! (`relay_config::KEY_MAX_BYTES` and the others), so a row written past `relay.enqueue`'s checks
+//! (a writer with INSERT rights, a dropped constraint, a database in another encoding) is
+//! refused with its reason and parked alone instead of stopping the poller.
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::{Header, OwnedHeaders};
+use relay_config::{
+    HEADERS_MAX_BYTES, HEADERS_MAX_COUNT, KEY_MAX_BYTES, TRACEPARENT_MAX_BYTES, TRACESTATE_MAX_BYTES,
+    TYPE_MAX_BYTES,
+};
 use relay_envelope::{Envelope, SigningKey, TraceContext};
-use tokio_postgres::Row;
+use tokio_postgres::{types::FromSql, Row};
 
-/// Builds the envelope for one outbox row; returns it with the row's topic and key.
-pub(crate) fn envelope_of<'r>(row: &'r Row, source: &str) -> (&'r str, &'r str, Envelope) {
-    let topic: &str = row.get("topic");
-    let key: &str = row.get("key");
-    let message_id: uuid::Uuid = row.get("message_id");
-    let headers: serde_json::Value = row.get("headers");
-    let headers = match headers {
-        serde_json::Value::Object(map) => {
-            map.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect()
-        }
-        _ => Default::default(),
-    };
-    let created_at: SystemTime = row.get("created_at");
+/// Builds the envelope for one outbox row (its topic and key are the envelope's). `Err` is why
+/// the row cannot be sent as it is: a column that cannot be read, a field over its limit, or
+/// headers that are not a JSON object of strings.
+pub(crate) fn envelope_of(row: &Row, source: &str) -> Result<Envelope, String> {
+    let topic: String = column(row, "topic")?;
+    let key: String = column(row, "key")?;
+    let message_id: uuid::Uuid = column(row, "message_id")?;
+    let headers = headers(column(row, "headers")?)?;
+    let created_at: SystemTime = column(row, "created_at")?;
     let created_at_unix_micros = match created_at.duration_since(UNIX_EPOCH) {
         Ok(after) => after.as_micros() as i64,
         Err(before) => -(before.duration().as_micros() as i64),
     };
-    let traceparent: Option<String> = row.get("traceparent");
-    let tracestate: Option<String> = row.get("tracestate");
+    let traceparent: Option<String> = column(row, "traceparent")?;
+    let tracestate: Option<String> = column(row, "tracestate")?;
+    let msg_type: String = column(row, "msg_type")?;
+    let content_type: String = column(row, "content_type")?;
+    let id: i64 = column(row, "id")?;
+    if !valid_topic(&topic) {
+        return Err(format!("topic {topic:?} is not a valid Kafka topic name"));
+    }
+    within("key", &key, KEY_MAX_BYTES)?;
+    within("msg_type", &msg_type, TYPE_MAX_BYTES)?;
+    within("content_type", &content_type, TYPE_MAX_BYTES)?;
+    within("traceparent", traceparent.as_deref().unwrap_or_default(), TRACEPARENT_MAX_BYTES)?;
+    within("tracestate", tracestate.as_deref().unwrap_or_default(), TRACESTATE_MAX_BYTES)?;
+    for (name, text) in [("key", &key), ("msg_type", &msg_type), ("content_type", &content_type)] {
+        if text.contains('\0') {
+            return Err(format!("{name} contains a NUL character, which consumers refuse"));
+        }
+    }
     let trace = (traceparent.is_some() || tracestate.is_some()).then(|| TraceContext {
         traceparent: traceparent.unwrap_or_default(),
         tracestate: tracestate.unwrap_or_default(),
     });
-    let envelope = Envelope {
+    Ok(Envelope {
         version: relay_envelope::ENVELOPE_VERSION,
         message_id: message_id.to_string(),
         source: source.to_string(),
-        topic: topic.to_string(),
-        key: key.to_string(),
-        r#type: row.get("msg_type"),
-        content_type: row.get("content_type"),
-        payload: row.get("payload"),
+        topic,
+        key,
+        r#type: msg_type,
+        content_type,
+        payload: column(row, "payload")?,
         headers,
         created_at_unix_micros,
         trace,
-        sequence: row.get::<_, i64>("id") as u64,
+        sequence: id as u64,
+    })
+}
+
+/// One column, or why it cannot be read (text that is not valid UTF-8, say).
+fn column<'r, T: FromSql<'r>>(row: &'r Row, name: &str) -> Result<T, String> {
+    row.try_get(name).map_err(|e| format!("column {name} cannot be read: {}", relay_db::describe(&e)))
+}
+
+/// Kafka's rule, which `relay.enqueue` checks too: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+fn valid_topic(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn within(name: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.len() > max {
+        return Err(format!("{name} of {} bytes exceeds the limit of {max} bytes", text.len()));
+    }
+    Ok(())
+}
+
+/// The application headers: a JSON object of string values, within the count and size limits.
+/// Anything else is refused rather than sent with headers silently dropped.
+fn headers(value: serde_json::Value) -> Result<std::collections::HashMap<String, String>, String> {
+    let serde_json::Value::Object(map) = value else {
+        return Err(format!("headers must be a JSON object of strings, not {}", kind(&value)));
     };
-    (topic, key, envelope)
+    if map.len() > HEADERS_MAX_COUNT {
+        return Err(format!("{} headers exceed the limit of {HEADERS_MAX_COUNT}", map.len()));
+    }
+    let mut total = 0;
+    let mut headers = std::collections::HashMap::with_capacity(map.len());
+    for (name, value) in map {
+        let serde_json::Value::String(text) = value else {
+            return Err(format!("header {name:?} must be a string, not {}", kind(&value)));
+        };
+        if name.contains('\0') || text.contains('\0') {
+            return Err(format!("header {name:?} contains a NUL character, which consumers refuse"));
+        }
+        total += name.len() + text.len();
+        headers.insert(name, text);
+    }
+    if total > HEADERS_MAX_BYTES {
+        return Err(format!("headers of {total} bytes exceed the limit of {HEADERS_MAX_BYTES} bytes"));
+    }
+    Ok(headers)
+}
+
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// The id and trace context again as Kafka headers, for consumers that do not decode envelopes;
@@ -75,4 +153,51 @@ pub(crate) fn headers_of(envelope: &Envelope, signing: Option<&SigningKey>, valu
             .insert(Header { key: relay_envelope::HEADER_SIGNATURE, value: Some(signature.as_str()) });
     }
     headers
+}
+
+/// The bytes librdkafka counts against `message.max.bytes` for one record: key, value and
+/// headers (name and value of each, with a few bytes of framing), plus the framing of the record
+/// in its batch, so a record under the limit is never refused by the client.
+pub(crate) fn record_size(key: &str, value: &[u8], headers: &OwnedHeaders) -> usize {
+    use rdkafka::message::Headers;
+    let headers: usize = headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 10).sum();
+    key.len() + value.len() + headers + RECORD_FRAMING
+}
+
+/// A record's framing in a Kafka record batch, with the batch header: under 100 bytes.
+const RECORD_FRAMING: usize = 128;
+
+#[cfg(test)]
+mod tests {
+    use super::headers;
+
+    #[test]
+    fn headers_must_be_an_object_of_strings_within_the_limits() {
+        assert_eq!(
+            headers(serde_json::json!({"a": "1"})).expect("ok").get("a").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            headers(serde_json::json!([1])).expect_err("array"),
+            "headers must be a JSON object of strings, not an array"
+        );
+        assert_eq!(
+            headers(serde_json::json!({"n": 1})).expect_err("number"),
+            "header \"n\" must be a string, not a number"
+        );
+        assert_eq!(
+            headers(serde_json::json!({"o": {"x": "y"}})).expect_err("nested"),
+            "header \"o\" must be a string, not an object"
+        );
+        let many: serde_json::Map<String, serde_json::Value> =
+            (0..257).map(|i| (format!("h{i}"), serde_json::Value::String(String::new()))).collect();
+        assert_eq!(
+            headers(serde_json::Value::Object(many)).expect_err("count"),
+            "257 headers exceed the limit of 256"
+        );
+        let big = serde_json::json!({"big": "x".repeat(64 * 1024)});
+        assert_eq!(headers(big).expect_err("size"), "headers of 65539 bytes exceed the limit of 65536 bytes");
+        let at_limit = serde_json::json!({"big": "x".repeat(64 * 1024 - 3)});
+        assert!(headers(at_limit).is_ok());
+    }
 }

@@ -11,7 +11,9 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod delivery;
 mod envelope;
+mod fetch;
 mod lease;
 mod publish;
 mod retention;
@@ -114,12 +116,20 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
+/// The producer's settings, with `message.max.bytes` large enough for every payload limit.
 fn producer_client_config(config: &PollerConfig) -> ClientConfig {
-    relay_kafka::producer_config(
+    let properties = &config.common.kafka_properties;
+    let mut client = relay_kafka::producer_config(
         &config.common.kafka_brokers,
         &format!("relay-outbox-poller-{}", config.source),
-        &config.common.kafka_properties,
-    )
+        properties,
+    );
+    for (property, value) in
+        relay_config::record_size_defaults(&config.max_payload, properties, relay_config::KafkaRole::Producer)
+    {
+        client.set(property, value);
+    }
+    client
 }
 
 /// Stands by on a lease session of its own until this poller can take the lease, then

@@ -1,30 +1,29 @@
 //! One leader's work: scan pending rows, send them in id order, mark what the broker acknowledged.
-use std::time::Duration;
+use std::collections::HashSet;
 
-use rdkafka::{
-    error::{KafkaError, RDKafkaErrorCode},
-    message::OwnedHeaders,
-    producer::Producer,
-    producer::{DeliveryFuture, FutureProducer, FutureRecord},
-};
-use relay_kafka::ErrorClass;
-use tokio_postgres::{Client, Row};
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    envelope::{envelope_of, headers_of},
+    delivery::{dispatch, settle, Dispatched, KeyOf, Outcome, Prepared, Stragglers},
+    envelope::{envelope_of, headers_of, record_size},
+    fetch::{Fetched, Fetcher, Scan},
     PollerConfig, PollerError,
 };
 
 /// Publishes batches until shutdown. Returns an error when the leader's session breaks, the
 /// producer turns fatal, or a batch makes no progress (so the caller backs off).
 ///
-/// Pipelined, without giving up order: while batch N's acknowledgements arrive, batch N+1 is
-/// fetched (every pending row except N's) and encoded; N+1 is sent only once N settled with
-/// every row acknowledged or parked, and N is marked while N+1 is in flight. If N left rows
-/// unacknowledged, N+1 is dropped unsent and the next scan starts over from the lowest pending
-/// id, so no later row of a key overtakes an earlier one.
+/// Pipelined, without giving up order: while batch N's reports arrive, batch N+1 is fetched
+/// (every pending row except N's and the stragglers') and encoded; N+1 is sent once N settled,
+/// and N is marked while N+1 is in flight. N settles when every report came or its wait
+/// (`OUTBOX_DELIVERY_WAIT_MS`) ran out; a row still unreported then is a straggler. N+1's rows
+/// of a key that has a straggler, an unacknowledged row or (by default) a parked row are not
+/// sent; they stay pending, and later scans leave such keys out until the straggler's report
+/// arrives or an operator resolves the parked row. So a key's later row never overtakes an
+/// earlier one, and a row the broker is slow to take or refuses holds back its key alone.
 pub(crate) async fn publish_until_shutdown(
     client: &Client,
     producer: &FutureProducer,
@@ -32,7 +31,7 @@ pub(crate) async fn publish_until_shutdown(
     health: &relay_health::Health,
     shutdown: &CancellationToken,
 ) -> Result<(), PollerError> {
-    let fetch = client.prepare(include_str!("fetch_pending.sql")).await?;
+    let fetcher = Fetcher::prepare(client).await?;
     let marks = Marks {
         published: client.prepare(include_str!("mark_published.sql")).await?,
         parked: client.prepare(include_str!("mark_parked.sql")).await?,
@@ -40,47 +39,79 @@ pub(crate) async fn publish_until_shutdown(
     let leader = Leader { client, producer, config, health, shutdown, marks };
     let mut wakeups = listen(config).await;
     let mut in_flight: Option<Dispatched> = None;
+    let mut stragglers = Stragglers::default();
     while !shutdown.is_cancelled() {
-        let (highest, ids) = in_flight.as_ref().map_or((0, Vec::new()), Dispatched::ids);
-        let scan = tracing::info_span!("outbox.scan", in_flight = ids.len(), rows = tracing::field::Empty);
-        let rows = client
-            .query(&fetch, &[&config.topics, &config.batch_size, &highest, &ids])
-            .instrument(scan.clone())
-            .await?;
+        let mut previous = Outcome::default();
+        stragglers.harvest(&mut previous);
+        if stragglers.len() >= config.batch_size as usize {
+            // As many records await their reports as a batch holds: wait for one.
+            if let Some(batch) = in_flight.take() {
+                previous.absorb(leader.settle(batch, &mut stragglers).await?);
+            }
+            leader.mark(previous).await?;
+            let mut reported = Outcome::default();
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                () = stragglers.next_report(&mut reported) => {}
+            }
+            leader.mark(reported).await?;
+            continue;
+        }
+        let exclude: Vec<i64> = in_flight.iter().flat_map(Dispatched::ids).chain(stragglers.ids()).collect();
+        let waiting: Vec<KeyOf> = stragglers.keys().into_iter().collect();
+        let scan =
+            tracing::info_span!("outbox.scan", in_flight = exclude.len(), rows = tracing::field::Empty);
+        let fetch = Scan {
+            topics: &config.topics,
+            batch_size: config.batch_size,
+            exclude: &exclude,
+            held: &waiting,
+            parked_holds_key: config.parked_holds_key,
+        };
+        let rows = fetcher.fetch(client, &fetch).instrument(scan.clone()).await?;
         scan.record("rows", rows.len());
         drop(scan);
-        let previous = match in_flight.take() {
-            Some(batch) => Some(leader.settle(batch).await?),
-            None => None,
-        };
+        let had_batch = in_flight.is_some();
+        if let Some(batch) = in_flight.take() {
+            previous.absorb(leader.settle(batch, &mut stragglers).await?);
+        }
         if rows.is_empty() {
-            if let Some(outcome) = previous {
-                leader.mark(outcome).await?;
+            leader.mark(previous).await?;
+            if had_batch {
                 continue;
             }
             if wakeups.is_none() {
                 wakeups = listen(config).await;
             }
-            wait_for_work(&mut wakeups, config, shutdown).await;
+            let mut reported = Outcome::default();
+            wait_for_work(&mut wakeups, config, shutdown, &mut stragglers, &mut reported).await;
+            leader.mark(reported).await?;
             continue;
         }
-        if previous.as_ref().is_some_and(|o| o.unacknowledged > 0) || shutdown.is_cancelled() {
-            // Rows of the batch before are to be sent again: send nothing after them.
-            leader.mark(previous.unwrap_or_default()).await?;
+        if shutdown.is_cancelled() {
+            leader.mark(previous).await?;
             continue;
         }
-        let (prepared, parked) = prepare(config, &rows);
-        let next = dispatch(producer, prepared, parked, shutdown).await;
-        if let Some(outcome) = previous {
-            leader.mark(outcome).await?;
+        let mut held: HashSet<KeyOf> = stragglers.keys();
+        held.extend(previous.holding(config.parked_holds_key).cloned());
+        let (prepared, parked, unkeyed) = prepare(config, rows, &mut held);
+        if unkeyed {
+            // A row parked without a readable key: park it now and scan again, so the rows of
+            // its key (whatever it is) are held back by the scan itself.
+            leader.mark(previous).await?;
+            leader.mark(parked).await?;
+            continue;
         }
+        let next = dispatch(producer, prepared, parked, held, config.parked_holds_key, shutdown).await;
+        leader.mark(previous).await?;
         in_flight = Some(next);
     }
+    let mut last = Outcome::default();
     if let Some(batch) = in_flight.take() {
-        let outcome = leader.settle(batch).await?;
-        leader.mark(outcome).await?;
+        last = leader.settle(batch, &mut stragglers).await?;
     }
-    Ok(())
+    stragglers.drain(config.shutdown_grace, &mut last).await;
+    leader.mark(last).await
 }
 
 /// The statements that record a batch's outcome, prepared once per leadership.
@@ -100,9 +131,11 @@ struct Leader<'a> {
 }
 
 impl Leader<'_> {
-    /// Waits for a dispatched batch's acknowledgements; fails if the producer turned fatal.
-    async fn settle(&self, batch: Dispatched) -> Result<Outcome, PollerError> {
-        let outcome = settle(self.producer, self.config, self.shutdown, batch).await;
+    /// Waits for a dispatched batch's reports (the late ones become stragglers); fails if the
+    /// producer turned fatal.
+    async fn settle(&self, batch: Dispatched, stragglers: &mut Stragglers) -> Result<Outcome, PollerError> {
+        let (wait, holds) = (self.config.delivery_wait, self.config.parked_holds_key);
+        let outcome = settle(self.producer, batch, wait, holds, stragglers, self.shutdown).await;
         if let Some(fatal) = self.producer.client().fatal_error() {
             self.mark(outcome).await?;
             return Err(PollerError::ProducerFatal(format!("{:?}: {}", fatal.0, fatal.1)));
@@ -165,7 +198,14 @@ async fn listen(config: &PollerConfig) -> Option<Wakeups> {
     }
 }
 
-async fn wait_for_work(wakeups: &mut Option<Wakeups>, config: &PollerConfig, shutdown: &CancellationToken) {
+/// Waits for a notification, the poll interval, or a straggler's report (recorded in `reported`).
+async fn wait_for_work(
+    wakeups: &mut Option<Wakeups>,
+    config: &PollerConfig,
+    shutdown: &CancellationToken,
+    stragglers: &mut Stragglers,
+    reported: &mut Outcome,
+) {
     let notified = async {
         match wakeups {
             Some(w) => {
@@ -182,242 +222,91 @@ async fn wait_for_work(wakeups: &mut Option<Wakeups>, config: &PollerConfig, shu
         _ = shutdown.cancelled() => {}
         _ = notified => {}
         _ = tokio::time::sleep(config.poll_interval) => {}
+        () = stragglers.next_report(reported) => {}
     }
 }
 
-#[derive(Default)]
-struct Outcome {
-    published_ids: Vec<i64>,
-    partitions: Vec<i32>,
-    offsets: Vec<i64>,
-    parked_ids: Vec<i64>,
-    park_reasons: Vec<String>,
-    unacknowledged: usize,
-    last_error: Option<String>,
-}
-
-impl Outcome {
-    fn park(&mut self, id: i64, reason: String) {
-        tracing::error!(outbox_id = id, reason = %reason, "parking outbox row: the broker will not accept it");
-        self.parked_ids.push(id);
-        self.park_reasons.push(reason);
-    }
-
-    fn published(&mut self, id: i64, partition: i32, offset: i64) {
-        self.published_ids.push(id);
-        self.partitions.push(partition);
-        self.offsets.push(offset);
-    }
-
-    fn not_acknowledged(&mut self, id: i64, error: String) {
-        tracing::warn!(outbox_id = id, error = %error, "not acknowledged; the row stays pending");
-        self.unacknowledged += 1;
-        self.last_error = Some(error);
-    }
-}
-
-/// One row ready to send.
-struct Prepared {
-    /// `relay.publish`, open from encoding until the acknowledgement, for traced messages only.
-    _span: Option<tracing::Span>,
-    id: i64,
-    topic: String,
-    key: String,
-    value: Vec<u8>,
-    headers: OwnedHeaders,
-}
-
-impl Prepared {
-    fn record(&self) -> FutureRecord<'_, str, Vec<u8>> {
-        FutureRecord::to(&self.topic)
-            .key(self.key.as_str())
-            .payload(&self.value)
-            .headers(self.headers.clone())
-    }
-}
-
-enum Sent {
-    InFlight(DeliveryFuture),
-    Refused(KafkaError),
-    /// Shutdown while the producer queue was full.
-    Abandoned,
-}
-
-/// Hands one record to the producer, waiting while its queue is full.
-async fn send(producer: &FutureProducer, row: &Prepared, shutdown: &CancellationToken) -> Sent {
-    loop {
-        match producer.send_result(row.record()) {
-            Ok(delivery) => return Sent::InFlight(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                if shutdown.is_cancelled() {
-                    return Sent::Abandoned;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((error, _)) => return Sent::Refused(error),
-        }
-    }
-}
-
-/// A batch handed to the producer, acknowledgements still to come.
-struct Dispatched {
-    prepared: Vec<Prepared>,
-    in_flight: Vec<(i64, DeliveryFuture)>,
-    outcome: Outcome,
-}
-
-impl Dispatched {
-    /// The highest id and all ids of this batch, which the next fetch leaves out.
-    fn ids(&self) -> (i64, Vec<i64>) {
-        let ids: Vec<i64> =
-            self.prepared.iter().map(|p| p.id).chain(self.outcome.parked_ids.iter().copied()).collect();
-        (ids.iter().copied().max().unwrap_or(0), ids)
-    }
-}
-
-/// Encodes (and, with a key, signs) rows into records; rows over their topic's payload limit are
-/// parked instead.
-fn prepare(config: &PollerConfig, rows: &[Row]) -> (Vec<Prepared>, Outcome) {
+/// Encodes (and, with a key, signs) rows into records, in id order. A row that cannot be sent
+/// as it is (unreadable, over a limit, a record larger than the producer takes) is parked, and
+/// the later rows of its key in this batch are held back with it (when a parked row holds its
+/// key). Returns `true` as well when a parked row's key could not be read.
+fn prepare(
+    config: &PollerConfig,
+    rows: Vec<Fetched>,
+    held: &mut HashSet<KeyOf>,
+) -> (Vec<Prepared>, Outcome, bool) {
     let mut parked = Outcome::default();
+    let mut unkeyed = false;
     let mut prepared = Vec::with_capacity(rows.len());
     for row in rows {
+        let row = match row {
+            Fetched::Row(row) => row,
+            Fetched::Unreadable { id, reason } => {
+                parked.park(id, None, reason);
+                unkeyed = true;
+                continue;
+            }
+        };
         let id: i64 = row.get("id");
-        let (topic, key, envelope) = envelope_of(row, &config.source);
-        let limit = config.max_payload.for_topic(topic);
-        if envelope.payload.len() > limit {
-            parked.park(
-                id,
-                format!("payload of {} bytes exceeds the limit of {limit} bytes", envelope.payload.len()),
-            );
+        let envelope = match envelope_of(&row, &config.source) {
+            Ok(envelope) => envelope,
+            Err(reason) => {
+                let key = row.try_get("topic").and_then(|topic| Ok((topic, row.try_get("key")?))).ok();
+                unkeyed |= key.is_none();
+                if config.parked_holds_key {
+                    held.extend(key.clone());
+                }
+                parked.park(id, key, reason);
+                continue;
+            }
+        };
+        let key_of = (envelope.topic.clone(), envelope.key.clone());
+        if held.contains(&key_of) {
             continue;
         }
-        let value = relay_envelope::encode(&envelope);
-        let span = envelope.trace.as_ref().filter(|t| !t.traceparent.is_empty()).map(|trace| {
-            let span = tracing::info_span!(
-                "relay.publish",
-                otel.kind = "producer",
-                messaging.system = "kafka",
-                messaging.destination.name = %topic,
-                messaging.message.id = %envelope.message_id,
-                outbox.id = id,
-            );
-            relay_telemetry::follow_remote_parent(&span, &trace.traceparent, &trace.tracestate);
-            span
-        });
-        let headers = headers_of(&envelope, config.signing.as_ref(), &value);
-        prepared.push(Prepared {
-            _span: span,
-            id,
-            topic: topic.to_string(),
-            key: key.to_string(),
-            value,
-            headers,
-        });
-    }
-    (prepared, parked)
-}
-
-/// Sends every row, in id order, without waiting for acknowledgements. A row the producer will
-/// not take (other than for good) stops the batch: the rest stay pending, behind it.
-async fn dispatch(
-    producer: &FutureProducer,
-    mut prepared: Vec<Prepared>,
-    mut outcome: Outcome,
-    shutdown: &CancellationToken,
-) -> Dispatched {
-    let mut in_flight = Vec::with_capacity(prepared.len());
-    let mut sent = 0;
-    for row in &prepared {
-        match send(producer, row, shutdown).await {
-            Sent::InFlight(delivery) => in_flight.push((row.id, delivery)),
-            Sent::Refused(error) if relay_kafka::classify(&error) == ErrorClass::Permanent => {
-                outcome.park(row.id, error.to_string())
-            }
-            Sent::Refused(error) => {
-                outcome.not_acknowledged(row.id, error.to_string());
-                break;
-            }
-            Sent::Abandoned => {
-                outcome.unacknowledged += 1;
-                break;
-            }
-        }
-        sent += 1;
-    }
-    prepared.truncate(sent + 1);
-    Dispatched { prepared, in_flight, outcome }
-}
-
-/// Waits for a batch's delivery reports. A permanent failure shared by several rows (a broker
-/// refusing a whole request) is retried row by row, so only rows refused on their own are parked.
-async fn settle(
-    producer: &FutureProducer,
-    config: &PollerConfig,
-    shutdown: &CancellationToken,
-    batch: Dispatched,
-) -> Outcome {
-    let Dispatched { prepared, in_flight, mut outcome } = batch;
-    let refused = await_deliveries(in_flight, &mut outcome, config, shutdown).await;
-    if refused.len() == 1 {
-        let (id, error) = refused.into_iter().next().unwrap_or_default();
-        outcome.park(id, error);
-        return outcome;
-    }
-    for (id, error) in refused {
-        let Some(row) = prepared.iter().find(|p| p.id == id) else { continue };
-        let alone = match send(producer, row, shutdown).await {
-            Sent::InFlight(delivery) => vec![(id, delivery)],
-            Sent::Refused(e) if relay_kafka::classify(&e) == ErrorClass::Permanent => {
-                outcome.park(id, e.to_string());
-                continue;
-            }
-            Sent::Refused(e) => {
-                outcome.not_acknowledged(id, e.to_string());
-                continue;
-            }
-            Sent::Abandoned => {
-                outcome.unacknowledged += 1;
-                break;
-            }
+        let limit = config.max_payload.for_topic(&envelope.topic);
+        let record = if envelope.payload.len() > limit {
+            Err(format!("payload of {} bytes exceeds the limit of {limit} bytes", envelope.payload.len()))
+        } else {
+            encode(config, id, envelope)
         };
-        for (id, _) in await_deliveries(alone, &mut outcome, config, shutdown).await {
-            outcome.park(id, error.clone());
+        match record {
+            Ok(record) => prepared.push(record),
+            Err(reason) => {
+                if config.parked_holds_key {
+                    held.insert(key_of.clone());
+                }
+                parked.park(id, Some(key_of), reason);
+            }
         }
     }
-    outcome
+    (prepared, parked, unkeyed)
 }
 
-/// Records each delivery report in `outcome`; returns the permanently refused rows.
-async fn await_deliveries(
-    in_flight: Vec<(i64, DeliveryFuture)>,
-    outcome: &mut Outcome,
-    config: &PollerConfig,
-    shutdown: &CancellationToken,
-) -> Vec<(i64, String)> {
-    // After shutdown is requested, acknowledgements get `shutdown_grace` to arrive.
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(config.shutdown_grace).await;
-    };
-    tokio::pin!(deadline);
-    let mut refused = Vec::new();
-    let total = in_flight.len();
-    for (done, (id, delivery)) in in_flight.into_iter().enumerate() {
-        let report = tokio::select! {
-            report = delivery => report,
-            _ = &mut deadline => {
-                outcome.unacknowledged += total - done;
-                break;
-            }
-        };
-        match report {
-            Ok(Ok(delivery)) => outcome.published(id, delivery.partition, delivery.offset),
-            Ok(Err((error, _))) if relay_kafka::classify(&error) == ErrorClass::Permanent => {
-                refused.push((id, error.to_string()))
-            }
-            Ok(Err((error, _))) => outcome.not_acknowledged(id, error.to_string()),
-            Err(_canceled) => outcome.not_acknowledged(id, "delivery report lost".into()),
-        }
+/// One row's record; `Err` when it is larger than the producer takes (`message.max.bytes`).
+fn encode(config: &PollerConfig, id: i64, envelope: relay_envelope::Envelope) -> Result<Prepared, String> {
+    let value = relay_envelope::encode(&envelope);
+    let headers = headers_of(&envelope, config.signing.as_ref(), &value);
+    let size = record_size(&envelope.key, &value, &headers);
+    if size > config.max_record {
+        return Err(format!(
+            "record of {size} bytes (payload {} bytes, the rest key, headers and envelope) exceeds the \
+             producer's message.max.bytes of {} bytes",
+            envelope.payload.len(),
+            config.max_record
+        ));
     }
-    refused
+    let span = envelope.trace.as_ref().filter(|t| !t.traceparent.is_empty()).map(|trace| {
+        let span = tracing::info_span!(
+            "relay.publish",
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.destination.name = %envelope.topic,
+            messaging.message.id = %envelope.message_id,
+            outbox.id = id,
+        );
+        relay_telemetry::follow_remote_parent(&span, &trace.traceparent, &trace.tracestate);
+        span
+    });
+    Ok(Prepared { _span: span, id, topic: envelope.topic, key: envelope.key, value, headers })
 }

@@ -1,0 +1,73 @@
+//! Database errors as operators need to read them. `tokio_postgres::Error`'s own Display says
+//! only "db error" for anything the server reported; [`describe`] adds the SQLSTATE, the
+//! server's message, and its detail and hint, so every log line names what went wrong.
+
+/// Longest detail quoted, in bytes: a constraint's DETAIL can repeat a whole row.
+const DETAIL_MAX: usize = 512;
+
+/// One line describing `error`: for a server error `"ERROR 42P01: relation \"x\" does not
+/// exist (detail: …; hint: …)"`, with the detail cut to 512 bytes; otherwise the error and its
+/// causes (a connection or TLS failure says why).
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    let Some(db) = error.as_db_error() else {
+        let mut text = error.to_string();
+        let mut cause = std::error::Error::source(error);
+        while let Some(e) = cause {
+            text.push_str(&format!(": {e}"));
+            cause = e.source();
+        }
+        return text;
+    };
+    let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    let mut extra = Vec::new();
+    if let Some(detail) = db.detail() {
+        extra.push(format!("detail: {}", shortened(detail, DETAIL_MAX)));
+    }
+    if let Some(hint) = db.hint() {
+        extra.push(format!("hint: {hint}"));
+    }
+    if let Some(place) = db.where_() {
+        extra.push(format!("where: {}", shortened(place, DETAIL_MAX)));
+    }
+    if !extra.is_empty() {
+        text.push_str(&format!(" ({})", extra.join("; ")));
+    }
+    text
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+fn shortened(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+/// The described tokio-postgres error somewhere in `error`'s causes, if any (a migration
+/// error wraps it).
+pub(crate) fn describe_within(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
+            return Some(describe(pg));
+        }
+        cause = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shortened;
+
+    #[test]
+    fn long_details_are_cut_on_a_character_boundary() {
+        assert_eq!(shortened("short", 10), "short");
+        let text = "é".repeat(10);
+        assert_eq!(shortened(&text, 5), "éé… (20 bytes)");
+    }
+}
