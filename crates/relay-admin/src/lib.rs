@@ -142,13 +142,6 @@ async fn check_schema(
 
 /// Runs one command, printing its result to stdout; returns the exit code.
 pub async fn run(args: Args) -> Result<i32, AdminError> {
-mod processing;
-pub mod schema_sql;
-
-pub use cli::{
-    Args, Command, DeadLetters, Format, MessageSelection, Parked, Processing, SchemaCommand, SchemaName, Secret,
-    Selection,
-};
     match args.command {
         Command::Schema(SchemaCommand::Sql { schema }) => {
             let schema = match schema {
@@ -159,16 +152,17 @@ pub use cli::{
             Ok(EXIT_OK)
         }
         Command::Parked(command) => {
-mod processing;
-pub mod schema_sql;
-
-pub use cli::{
-    Args, Command, DeadLetters, Format, MessageSelection, Parked, Processing, SchemaCommand, SchemaName, Secret,
-    Selection,
-};
+            let (_, mut client) = connect(args.database_url).await?;
+            check_schema(&client, "outbox", "discarded_at", "V3__operator.sql").await?;
+            parked::run(&mut client, command, args.format).await
+        }
+        Command::DeadLetters(command) => {
+            let (url, client) = connect(args.database_url).await?;
+            check_schema(&client, "dead_letter", "resolved_at", "V3__operator.sql").await?;
             dead_letters::run(&client, &url, command, args.format).await
         }
         Command::Processing(command) => {
+            let (_, mut client) = connect(args.database_url).await?;
             check_schema(&client, "inbox", "skip_reason", "V8__processing_operator.sql").await?;
             processing::run(&mut client, command, args.format).await
         }
@@ -178,7 +172,7 @@ pub use cli::{
 /// The database named by `--database-url` (or the environment) and a connection to it.
 async fn connect(arg: Option<Secret>) -> Result<(DatabaseUrl, tokio_postgres::Client), AdminError> {
     let url = database_url(arg)?;
-    let client = relay_db::connect(&url).await?;
+    let client = relay_db::connect_checked(&url).await?;
     Ok((url, client))
 }
 
