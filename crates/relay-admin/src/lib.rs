@@ -25,8 +25,8 @@ mod processing;
 pub mod schema_sql;
 
 pub use cli::{
-    Args, Command, DeadLetters, Format, MessageSelection, Parked, Processing, SchemaCommand, SchemaName, Secret,
-    Selection,
+    Args, Command, DeadLetters, Format, MessageSelection, Parked, Processing, SchemaCommand, SchemaName,
+    Secret, Selection,
 };
 use relay_config::{ConfigError, DatabaseUrl, Problem, ProcessEnv, Reader};
 use serde::Serialize;
