@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    delivery::{dispatch, settle, Dispatched, KeyOf, Outcome, Prepared, Stragglers},
+    delivery::{dispatch, retry_alone, settle, Dispatched, KeyOf, Outcome, Prepared, Retry, Stragglers},
     envelope::{envelope_of, headers_of, record_size},
     fetch::{Fetched, Fetcher, Scan},
     PollerConfig, PollerError,
@@ -43,6 +43,7 @@ pub(crate) async fn publish_until_shutdown(
     while !shutdown.is_cancelled() {
         let mut previous = Outcome::default();
         stragglers.harvest(&mut previous);
+        leader.retry_refused(&mut stragglers, &mut previous).await;
         if stragglers.len() >= config.batch_size as usize {
             // As many records await their reports as a batch holds: wait for one.
             if let Some(batch) = in_flight.take() {
@@ -141,6 +142,21 @@ impl Leader<'_> {
             return Err(PollerError::ProducerFatal(format!("{:?}: {}", fatal.0, fatal.1)));
         }
         Ok(outcome)
+    }
+
+    /// Sends the stragglers refused for good again, each alone.
+    async fn retry_refused(&self, stragglers: &mut Stragglers, outcome: &mut Outcome) {
+        let refused = stragglers.take_refused();
+        if refused.is_empty() {
+            return;
+        }
+        let retry = Retry {
+            producer: self.producer,
+            wait: self.config.delivery_wait,
+            parked_holds_key: self.config.parked_holds_key,
+            shutdown: self.shutdown,
+        };
+        retry_alone(&retry, refused, outcome, stragglers).await;
     }
 
     /// Records a settled batch: published rows with their position, parked rows with the reason.
