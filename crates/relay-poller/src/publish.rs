@@ -41,9 +41,12 @@ pub(crate) async fn publish_until_shutdown(
     let mut in_flight: Option<Dispatched> = None;
     let mut stragglers = Stragglers::default();
     while !shutdown.is_cancelled() {
+        // Late reports are marked before the scan, so their rows are not read again as pending.
+        let mut late = Outcome::default();
+        stragglers.harvest(&mut late);
+        leader.retry_refused(&mut stragglers, &mut late).await;
+        leader.mark(late).await?;
         let mut previous = Outcome::default();
-        stragglers.harvest(&mut previous);
-        leader.retry_refused(&mut stragglers, &mut previous).await;
         if stragglers.len() >= config.batch_size as usize {
             // As many records await their reports as a batch holds: wait for one.
             if let Some(batch) = in_flight.take() {
@@ -161,6 +164,9 @@ impl Leader<'_> {
 
     /// Records a settled batch: published rows with their position, parked rows with the reason.
     async fn mark(&self, outcome: Outcome) -> Result<(), PollerError> {
+        if outcome.published_ids.is_empty() && outcome.parked_ids.is_empty() && outcome.unacknowledged == 0 {
+            return Ok(());
+        }
         if !outcome.published_ids.is_empty() {
             self.client
                 .execute(
