@@ -119,7 +119,12 @@ fn check_row(row: &InboxRow, parts: &RawParts<'_>, position: &Position) {
     }
 }
 
-fn check_dead(dead: &DeadLetter, parts: &RawParts<'_>, position: &Position, headers: Result<&[RawHeader], &str>) {
+fn check_dead(
+    dead: &DeadLetter,
+    parts: &RawParts<'_>,
+    position: &Position,
+    headers: Result<&[RawHeader], &str>,
+) {
     assert_eq!(&dead.position, position);
     assert_eq!(dead.raw_key.as_deref(), parts.key, "dead letter lost the key");
     assert_eq!(dead.raw_value.as_deref(), parts.value, "dead letter lost the value");
@@ -128,7 +133,11 @@ fn check_dead(dead: &DeadLetter, parts: &RawParts<'_>, position: &Position, head
         Err(reason) => KeptHeaders::Unreadable(reason.to_string()),
     };
     assert_eq!(dead.raw_headers, kept, "dead letter lost the headers");
-    assert_eq!(KeptHeaders::from_json(&kept.to_json()).as_ref(), Some(&kept), "raw_headers column round trip");
+    assert_eq!(
+        KeptHeaders::from_json(&kept.to_json()).as_ref(),
+        Some(&kept),
+        "raw_headers column round trip"
+    );
     if let Ok(headers) = headers {
         if headers.iter().any(|h| std::str::from_utf8(&h.name).is_err()) {
             assert!(dead.error.contains("name that is not UTF-8"), "{}", dead.error);

@@ -180,24 +180,34 @@ pub(crate) async fn dispatch(
 pub(crate) struct Straggler {
     row: Prepared,
     delivery: DeliveryFuture,
+    /// Sent on its own, so a refusal is its own, not one shared with its produce request.
+    alone: bool,
 }
 
-/// The records awaiting their reports after their batch moved on.
+/// The records awaiting their reports after their batch moved on, and those refused for good
+/// while sent with others, to be sent again alone ([`retry_alone`]) before one is parked.
 #[derive(Default)]
-pub(crate) struct Stragglers(Vec<Straggler>);
+pub(crate) struct Stragglers(Vec<Straggler>, Vec<(Prepared, String)>);
 
 impl Stragglers {
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.0.len() + self.1.len()
     }
 
     pub(crate) fn ids(&self) -> impl Iterator<Item = i64> + '_ {
-        self.0.iter().map(|s| s.row.id)
+        self.0.iter().map(|s| s.row.id).chain(self.1.iter().map(|(row, _)| row.id))
     }
 
     /// The keys held back by a straggler.
     pub(crate) fn keys(&self) -> HashSet<KeyOf> {
-        self.0.iter().map(|s| s.row.key_of()).collect()
+        self.0.iter().map(|s| s.row.key_of()).chain(self.1.iter().map(|(row, _)| row.key_of())).collect()
+    }
+
+    /// The refused stragglers, to be sent again alone.
+    pub(crate) fn take_refused(&mut self) -> Vec<(Prepared, String)> {
+        let mut refused = std::mem::take(&mut self.1);
+        refused.sort_by_key(|(row, _)| row.id);
+        refused
     }
 
     /// Records every report that has arrived; the others stay.
@@ -205,7 +215,7 @@ impl Stragglers {
         let mut waiting = Vec::with_capacity(self.0.len());
         for mut straggler in std::mem::take(&mut self.0) {
             match (&mut straggler.delivery).now_or_never() {
-                Some(report) => record_alone(&straggler.row, report, outcome),
+                Some(report) => self.record(&straggler, report, outcome),
                 None => waiting.push(straggler),
             }
         }
@@ -221,7 +231,26 @@ impl Stragglers {
         let (report, index, _) =
             futures::future::select_all(self.0.iter_mut().map(|s| &mut s.delivery)).await;
         let straggler = self.0.swap_remove(index);
-        record_alone(&straggler.row, report, outcome);
+        self.record(&straggler, report, outcome);
+    }
+
+    /// Records a straggler's report. A permanent refusal parks it when it was sent alone, and
+    /// otherwise waits to be sent again alone.
+    fn record<E>(
+        &mut self,
+        straggler: &Straggler,
+        report: Result<OwnedDeliveryResult, E>,
+        outcome: &mut Outcome,
+    ) {
+        let mut refused = Vec::new();
+        record(&straggler.row, report, outcome, &mut refused);
+        for (row, error) in refused {
+            if straggler.alone {
+                outcome.park(row.id, Some(row.key_of()), error);
+            } else {
+                self.1.push((row, error));
+            }
+        }
     }
 
     /// Waits up to `grace` for every report (at shutdown); the rows still unreported stay
@@ -233,16 +262,7 @@ impl Stragglers {
             }
         })
         .await;
-        outcome.unacknowledged += self.0.len();
-    }
-}
-
-/// Records the report of a record sent on its own: a permanent refusal parks it.
-fn record_alone<E>(row: &Prepared, report: Result<OwnedDeliveryResult, E>, outcome: &mut Outcome) {
-    let mut refused = Vec::new();
-    record(row, report, outcome, &mut refused);
-    for (row, error) in refused {
-        outcome.park(row.id, Some(row.key_of()), error);
+        outcome.unacknowledged += self.len();
     }
 }
 
@@ -275,10 +295,8 @@ fn clone_row(row: &Prepared) -> Prepared {
     }
 }
 
-/// Waits up to `wait` for a batch's reports; records still unreported become stragglers. A
-/// permanent refusal shared by several rows (a broker refusing a whole request) is retried row
-/// by row, so only rows refused on their own are parked; a row after a parked row of its key is
-/// not retried when `parked_holds_key` (it stays pending, behind the parked row).
+/// Waits up to `wait` for a batch's reports; records still unreported become stragglers. Rows
+/// refused for good are sent again alone ([`retry_alone`]).
 pub(crate) async fn settle(
     producer: &FutureProducer,
     batch: Dispatched,
@@ -289,17 +307,35 @@ pub(crate) async fn settle(
 ) -> Outcome {
     let Dispatched { in_flight, mut outcome } = batch;
     let mut refused = Vec::new();
-    await_reports(in_flight, &mut outcome, &mut refused, wait, stragglers).await;
-    if refused.len() == 1 {
-        let (row, error) = refused.pop().unwrap_or_else(|| unreachable!("one refused row"));
-        outcome.park(row.id, Some(row.key_of()), error);
-        return outcome;
-    }
+    await_reports(in_flight, &mut outcome, &mut refused, wait, stragglers, false).await;
+    let retry = Retry { producer, wait, parked_holds_key, shutdown };
+    retry_alone(&retry, refused, &mut outcome, stragglers).await;
+    outcome
+}
+
+/// What sending refused rows again alone needs.
+pub(crate) struct Retry<'a> {
+    pub producer: &'a FutureProducer,
+    pub wait: std::time::Duration,
+    pub parked_holds_key: bool,
+    pub shutdown: &'a CancellationToken,
+}
+
+/// Sends each refused row again on its own, in id order, and parks it only if it is refused
+/// again: a broker refuses a whole produce request for one bad record, so the others sent with
+/// it (of any batch) must not pay for it. A row after a parked row of its key is not sent when
+/// `parked_holds_key` (it stays pending, behind the parked row).
+pub(crate) async fn retry_alone(
+    retry: &Retry<'_>,
+    refused: Vec<(Prepared, String)>,
+    outcome: &mut Outcome,
+    stragglers: &mut Stragglers,
+) {
     for (row, error) in refused {
-        if parked_holds_key && outcome.parked_keys.contains(&row.key_of()) {
+        if retry.parked_holds_key && outcome.parked_keys.contains(&row.key_of()) {
             continue;
         }
-        let alone = match send(producer, &row, shutdown).await {
+        let alone = match send(retry.producer, &row, retry.shutdown).await {
             Sent::InFlight(delivery) => vec![(row, delivery)],
             Sent::Refused(e) if relay_kafka::classify(&e) == ErrorClass::Permanent => {
                 outcome.park(row.id, Some(row.key_of()), e.to_string());
@@ -315,12 +351,11 @@ pub(crate) async fn settle(
             }
         };
         let mut still = Vec::new();
-        await_reports(alone, &mut outcome, &mut still, wait, stragglers).await;
+        await_reports(alone, outcome, &mut still, retry.wait, stragglers, true).await;
         for (row, _) in still {
             outcome.park(row.id, Some(row.key_of()), error.clone());
         }
     }
-    outcome
 }
 
 /// Records each report that arrives within `wait`; the rest become stragglers.
@@ -330,6 +365,7 @@ async fn await_reports(
     refused: &mut Vec<(Prepared, String)>,
     wait: std::time::Duration,
     stragglers: &mut Stragglers,
+    alone: bool,
 ) {
     let deadline = tokio::time::sleep(wait);
     tokio::pin!(deadline);
@@ -346,7 +382,7 @@ async fn await_reports(
                     outbox_id = row.id,
                     "no delivery report yet; its key waits, the others go on"
                 );
-                stragglers.0.push(Straggler { row, delivery });
+                stragglers.0.push(Straggler { row, delivery, alone });
             }
         }
     }

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    delivery::{dispatch, settle, Dispatched, KeyOf, Outcome, Prepared, Stragglers},
+    delivery::{dispatch, retry_alone, settle, Dispatched, KeyOf, Outcome, Prepared, Retry, Stragglers},
     envelope::{envelope_of, headers_of, record_size},
     fetch::{Fetched, Fetcher, Scan},
     PollerConfig, PollerError,
@@ -41,8 +41,12 @@ pub(crate) async fn publish_until_shutdown(
     let mut in_flight: Option<Dispatched> = None;
     let mut stragglers = Stragglers::default();
     while !shutdown.is_cancelled() {
+        // Late reports are marked before the scan, so their rows are not read again as pending.
+        let mut late = Outcome::default();
+        stragglers.harvest(&mut late);
+        leader.retry_refused(&mut stragglers, &mut late).await;
+        leader.mark(late).await?;
         let mut previous = Outcome::default();
-        stragglers.harvest(&mut previous);
         if stragglers.len() >= config.batch_size as usize {
             // As many records await their reports as a batch holds: wait for one.
             if let Some(batch) = in_flight.take() {
@@ -143,8 +147,26 @@ impl Leader<'_> {
         Ok(outcome)
     }
 
+    /// Sends the stragglers refused for good again, each alone.
+    async fn retry_refused(&self, stragglers: &mut Stragglers, outcome: &mut Outcome) {
+        let refused = stragglers.take_refused();
+        if refused.is_empty() {
+            return;
+        }
+        let retry = Retry {
+            producer: self.producer,
+            wait: self.config.delivery_wait,
+            parked_holds_key: self.config.parked_holds_key,
+            shutdown: self.shutdown,
+        };
+        retry_alone(&retry, refused, outcome, stragglers).await;
+    }
+
     /// Records a settled batch: published rows with their position, parked rows with the reason.
     async fn mark(&self, outcome: Outcome) -> Result<(), PollerError> {
+        if outcome.published_ids.is_empty() && outcome.parked_ids.is_empty() && outcome.unacknowledged == 0 {
+            return Ok(());
+        }
         if !outcome.published_ids.is_empty() {
             self.client
                 .execute(
