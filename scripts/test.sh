@@ -36,7 +36,7 @@ export TANSU_BIN RELAY_TEST_PG="${RELAY_TEST_PG:-postgres://$PGUSER@$PGHOST:$PGP
 
 # The integration tests mostly wait on I/O, so more threads than cores is right.
 set +e
-cargo test --workspace --locked -- --test-threads "${RELAY_TEST_THREADS:-6}" 2>&1 | tee "$stack/cargo-test.log"
+cargo test --workspace --locked --no-fail-fast -- --test-threads "${RELAY_TEST_THREADS:-6}" 2>&1 | tee "$stack/cargo-test.log"
 status=${PIPESTATUS[0]}
 # The Python package (python/), on the same PostgreSQL and broker, with the binaries just built.
 bash "$RELAY_ROOT/scripts/python-test.sh" 2>&1 | tee "$stack/python-test.log"

@@ -119,6 +119,8 @@ class InboxMessage(ReadOnlyModel):
     next_attempt_at = models.DateTimeField(null=True)
     parked_at = models.DateTimeField(null=True)
     park_reason = models.TextField(null=True)
+    # Why an operator skipped it (inbox migration V8; `relay-admin processing skip --reason`).
+    skip_reason = models.TextField(null=True)
 
     class Meta:
         managed = False

@@ -541,5 +541,73 @@ $relay_v6$;
         INSERT INTO relay_inbox_schema_history (version, name, applied_on, checksum)
         VALUES (6, 'processing', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '1953219436570617583');
     END IF;
+
+    -- V7__raw_headers
+    SELECT h.name, h.checksum INTO applied FROM relay_inbox_schema_history AS h WHERE h.version = 7;
+    IF FOUND THEN
+        IF applied.name IS DISTINCT FROM 'raw_headers' OR applied.checksum IS DISTINCT FROM '635586066635397108' THEN
+            RAISE EXCEPTION 'relay_inbox_schema_history holds version 7 as % (checksum %), not %', applied.name, applied.checksum, 'V7__raw_headers'
+                USING HINT = 'this database was migrated by a different Relay build; compare crates/relay-db/migrations/inbox/';
+        END IF;
+    ELSIF EXISTS (SELECT FROM relay_inbox_schema_history AS h WHERE h.version > 7) THEN
+        RAISE EXCEPTION 'relay_inbox_schema_history lacks %, but holds later versions', 'V7__raw_headers';
+    ELSE
+        EXECUTE $relay_v7$
+-- A dead letter keeps every Kafka header of its record as it arrived, so that a re-drive
+-- (`relay-admin dead-letters redrive`) judges exactly the record the consumer refused: a header
+-- name that is not UTF-8, a repeated signature header, or header bytes librdkafka cannot parse
+-- are refused again, the same way.
+--
+-- jsonb: [{"name": "<hex>", "value": "<hex>" or null}, ...] in record order, or
+-- {"unreadable": "<librdkafka's reason>"}. Names and values are hex because either may be any
+-- bytes. NULL for dead letters older than this migration; a re-drive then uses raw_key_id and
+-- raw_signature (V5) as their only headers.
+ALTER TABLE relay.dead_letter
+    ADD COLUMN raw_headers jsonb;
+
+-- A re-drive tells a redelivery from a conflict (the same message id with other content) by
+-- comparing with the stored message, so relay-admin reads the stored content it compares.
+GRANT SELECT (source, topic, key, msg_type, content_type, payload, headers, traceparent, tracestate, sequence,
+              created_at, kafka_topic, kafka_partition, kafka_offset)
+    ON relay.inbox TO relay_operator;
+
+$relay_v7$;
+        INSERT INTO relay_inbox_schema_history (version, name, applied_on, checksum)
+        VALUES (7, 'raw_headers', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '635586066635397108');
+    END IF;
+
+    -- V8__processing_operator
+    SELECT h.name, h.checksum INTO applied FROM relay_inbox_schema_history AS h WHERE h.version = 8;
+    IF FOUND THEN
+        IF applied.name IS DISTINCT FROM 'processing_operator' OR applied.checksum IS DISTINCT FROM '1513453011019373775' THEN
+            RAISE EXCEPTION 'relay_inbox_schema_history holds version 8 as % (checksum %), not %', applied.name, applied.checksum, 'V8__processing_operator'
+                USING HINT = 'this database was migrated by a different Relay build; compare crates/relay-db/migrations/inbox/';
+        END IF;
+    ELSIF EXISTS (SELECT FROM relay_inbox_schema_history AS h WHERE h.version > 8) THEN
+        RAISE EXCEPTION 'relay_inbox_schema_history lacks %, but holds later versions', 'V8__processing_operator';
+    ELSE
+        EXECUTE $relay_v8$
+-- What operating inbox processing needs beyond V6 (relay-admin, inbox-consumer, reconciler).
+--
+-- skip_reason: `relay-admin processing skip` records why a message was never acted on, beside
+-- skipped_at, for the audit trail (as discard_reason does for parked outbox rows).
+ALTER TABLE relay.inbox
+    ADD COLUMN skip_reason text,
+    -- NOT VALID: no existing row is skipped with a reason, so there is nothing to scan.
+    ADD CONSTRAINT inbox_skip_reason_is_skipped CHECK (skip_reason IS NULL OR skipped_at IS NOT NULL) NOT VALID;
+GRANT UPDATE (skip_reason) ON relay.inbox TO relay_operator;
+
+-- The consumer's retention keeps unprocessed rows of inboxes with processing enabled, and its
+-- probe publishes their backlog: both read which inboxes those are.
+GRANT SELECT ON relay.processing TO relay_inbox_consumer;
+
+-- `reconciler trace` looks for a message among the dead letters (the record's envelope names
+-- its id). The reconciler reads stored messages already; dead letters hold no more than that.
+GRANT SELECT ON relay.dead_letter TO relay_reconciler;
+
+$relay_v8$;
+        INSERT INTO relay_inbox_schema_history (version, name, applied_on, checksum)
+        VALUES (8, 'processing_operator', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '1513453011019373775');
+    END IF;
 END
 $relay_install$;
