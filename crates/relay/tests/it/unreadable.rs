@@ -159,8 +159,20 @@ async fn database_errors_name_their_sqlstate_the_servers_message_and_detail() {
     let error = client.execute("INSERT INTO t VALUES (1)", &[]).await.expect_err("duplicate");
     assert_eq!(
         relay_db::describe(&error),
-        "ERROR 23505: duplicate key value violates unique constraint \"t_pkey\" (detail: Key (id)=(1) already exists.)"
+        "ERROR 23505: duplicate key value violates unique constraint \"t_pkey\" (detail withheld: it may quote message content)"
     );
+    // A CHECK violation's detail would repeat the whole row, payload included.
+    client
+        .batch_execute("CREATE TEMP TABLE c (payload text CHECK (length(payload) < 5))")
+        .await
+        .expect("table");
+    let error = client.execute("INSERT INTO c VALUES ('acct-4711-secret')", &[]).await.expect_err("check");
+    let text = relay_db::describe(&error);
+    assert!(text.starts_with("ERROR 23514: new row for relation \"c\" violates check constraint"), "{text}");
+    assert!(!text.contains("acct-4711-secret"), "message content in a log line: {text}");
+    // Other errors keep their detail and hint.
+    let error = client.execute("SELECT * FROM no_such_table_here", &[]).await.expect_err("missing");
+    assert_eq!(relay_db::describe(&error), "ERROR 42P01: relation \"no_such_table_here\" does not exist");
     let missing = format!("{}/no_such_database_{}", pg_base(), unique());
     let url = relay_config::DatabaseUrl::parse(missing.into()).expect("url");
     let error = relay_db::connect(&url).await.expect_err("no database");
