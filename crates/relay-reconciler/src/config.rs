@@ -21,13 +21,25 @@ pub enum Format {
 )]
 pub struct Args {
     /// An outbox as SOURCE=DATABASE_URL, SOURCE being its OUTBOX_SOURCE. Repeatable.
-    #[arg(long = "outbox", env = "RECONCILE_OUTBOXES", value_delimiter = ' ', hide_env_values = true)]
+    #[arg(
+        long = "outbox",
+        env = "RECONCILE_OUTBOXES",
+        value_delimiter = ' ',
+        hide_env_values = true,
+        global = true
+    )]
     pub outboxes: Vec<String>,
     /// An inbox as NAME=DATABASE_URL, NAME being its INBOX_NAME. Repeatable.
-    #[arg(long = "inbox", env = "RECONCILE_INBOXES", value_delimiter = ' ', hide_env_values = true)]
+    #[arg(
+        long = "inbox",
+        env = "RECONCILE_INBOXES",
+        value_delimiter = ' ',
+        hide_env_values = true,
+        global = true
+    )]
     pub inboxes: Vec<String>,
     /// The topics an inbox subscribes to, as NAME=TOPIC[,TOPIC...]. One per inbox.
-    #[arg(long = "subscription", env = "RECONCILE_SUBSCRIPTIONS", value_delimiter = ' ')]
+    #[arg(long = "subscription", env = "RECONCILE_SUBSCRIPTIONS", value_delimiter = ' ', global = true)]
     pub subscriptions: Vec<String>,
     /// Messages younger than this are still in flight and not reported missing.
     #[arg(long, env = "RECONCILE_GRACE_SECS", default_value_t = 60)]

@@ -188,6 +188,40 @@ mod tests {
         .is_err());
     }
 
+    /// A new user wrote the database flags after `trace`, as the README's example reads.
+    #[test]
+    fn trace_takes_the_database_flags_before_or_after_the_subcommand() {
+        let id = "0b6f6f7e-3c1a-4f43-9d55-2f1d64a3a0c2";
+        let flags = ["--outbox", OUTBOX, "--inbox", INBOX, "--subscription", "ledger=payments"];
+        let after: Vec<&str> = ["reconciler", "trace", "--message-id", id].into_iter().chain(flags).collect();
+        let before: Vec<&str> =
+            ["reconciler"].into_iter().chain(flags).chain(["trace", "--message-id", id]).collect();
+        for argv in [after, before] {
+            let config =
+                Config::from_args(Args::from_env(&MapEnv::new(Vec::<(&str, &str)>::new()), argv).unwrap())
+                    .unwrap();
+            assert_eq!(config.trace, Some(crate::TraceQuery::Message(id.parse().unwrap())));
+            assert_eq!(config.outboxes.keys().collect::<Vec<_>>(), ["payments"]);
+            assert_eq!(config.inboxes[0].topics, ["payments"]);
+        }
+        // A flag given after the subcommand still wins over its variable.
+        let env = MapEnv::new([("RECONCILE_OUTBOXES", "orders=postgres://o/orders")]);
+        let argv = [
+            "reconciler",
+            "trace",
+            "--message-id",
+            id,
+            "--outbox",
+            OUTBOX,
+            "--inbox",
+            INBOX,
+            "--subscription",
+            "ledger=payments",
+        ];
+        let config = Config::from_args(Args::from_env(&env, argv).unwrap()).unwrap();
+        assert_eq!(config.outboxes.keys().collect::<Vec<_>>(), ["payments"]);
+    }
+
     #[test]
     fn a_misspelt_variable_is_reported_with_every_other_problem() {
         let mut vars = base();
