@@ -126,12 +126,11 @@ async fn payloads_of_many_mebibytes_are_parked_from_their_size_without_being_rea
     enqueue_many(origin, &topic, 20, 5, 5).await;
     let client = origin.client().await;
     // Built in the server, so the test does not send them either: 64 MiB and 96 MiB.
-    let sizes = [64 << 20, 96 << 20];
+    let sizes: [i32; 2] = [64 << 20, 96 << 20];
     let mut huge = Vec::new();
     for (n, size) in sizes.iter().enumerate() {
         let sql = "SELECT relay.enqueue($1, $2, convert_to(repeat('x', $3), 'UTF8'))";
-        let row =
-            client.query_one(sql, &[&topic, &format!("huge-{n}"), &(*size as i32)]).await.expect("enqueue");
+        let row = client.query_one(sql, &[&topic, &format!("huge-{n}"), size]).await.expect("enqueue");
         huge.push(row.get::<_, uuid::Uuid>(0));
     }
     let after = enqueue_one(origin, &topic, "huge-0", b"the key's next message").await;
