@@ -182,6 +182,8 @@ pub(crate) struct Straggler {
     delivery: DeliveryFuture,
     /// Sent on its own, so a refusal is its own, not one shared with its produce request.
     alone: bool,
+    /// When it became a straggler.
+    since: tokio::time::Instant,
 }
 
 /// The records awaiting their reports after their batch moved on, and those refused for good
@@ -201,6 +203,18 @@ impl Stragglers {
     /// The keys held back by a straggler.
     pub(crate) fn keys(&self) -> HashSet<KeyOf> {
         self.0.iter().map(|s| s.row.key_of()).chain(self.1.iter().map(|(row, _)| row.key_of())).collect()
+    }
+
+    /// The topics of the records awaiting their reports, sorted.
+    pub(crate) fn topics(&self) -> Vec<String> {
+        let topics: std::collections::BTreeSet<&String> =
+            self.0.iter().map(|s| &s.row.topic).chain(self.1.iter().map(|(row, _)| &row.topic)).collect();
+        topics.into_iter().cloned().collect()
+    }
+
+    /// How long the oldest record has awaited its report since its batch moved on.
+    pub(crate) fn oldest(&self) -> Option<std::time::Duration> {
+        self.0.iter().map(|s| s.since.elapsed()).max()
     }
 
     /// The refused stragglers, to be sent again alone.
@@ -382,7 +396,7 @@ async fn await_reports(
                     outbox_id = row.id,
                     "no delivery report yet; its key waits, the others go on"
                 );
-                stragglers.0.push(Straggler { row, delivery, alone });
+                stragglers.0.push(Straggler { row, delivery, alone, since: tokio::time::Instant::now() });
             }
         }
     }

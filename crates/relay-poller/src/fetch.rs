@@ -1,7 +1,9 @@
 //! Reading pending rows so that no single row can stop the outbox. The scan returns ids only;
 //! the rows are then read together, and if the server cannot send one of them (text it cannot
 //! convert to UTF-8, say), one by one: a row that fails on its own is handed back as unreadable,
-//! with the server's reason, to be parked, and every other row flows.
+//! with the server's reason, to be parked, and every other row flows. A payload over the
+//! largest payload limit is not read at all, only its size, so a writer's oversized payloads
+//! cannot exhaust the poller's memory: the row is parked from its size alone.
 use tokio_postgres::{Client, Row, Statement};
 
 use crate::PollerError;
@@ -20,20 +22,26 @@ pub(crate) struct Scan<'a> {
     pub exclude: &'a [i64],
     /// `(topic, key)` pairs whose rows wait for an earlier row's delivery report.
     pub held: &'a [(String, String)],
+    /// Topics left out whole (those with stragglers, once the stragglers reach a batch).
+    pub held_topics: &'a [String],
     pub parked_holds_key: bool,
 }
 
-/// The two statements, prepared once per leadership.
+/// The two statements, prepared once per leadership, and the largest payload read (bytes).
 pub(crate) struct Fetcher {
     ids: Statement,
     rows: Statement,
+    largest_payload: i64,
 }
 
 impl Fetcher {
-    pub(crate) async fn prepare(client: &Client) -> Result<Self, PollerError> {
+    /// `largest_payload`: the largest payload limit of any topic, in bytes; a larger payload is
+    /// not read (the row's `payload` is NULL and `payload_length` its size).
+    pub(crate) async fn prepare(client: &Client, largest_payload: usize) -> Result<Self, PollerError> {
         Ok(Self {
             ids: client.prepare(include_str!("fetch_pending.sql")).await?,
             rows: client.prepare(include_str!("fetch_rows.sql")).await?,
+            largest_payload: i64::try_from(largest_payload).unwrap_or(i64::MAX),
         })
     }
 
@@ -53,6 +61,7 @@ impl Fetcher {
                     &scan.parked_holds_key,
                     &held_topics,
                     &held_keys,
+                    &scan.held_topics,
                 ],
             )
             .await?
@@ -62,13 +71,13 @@ impl Fetcher {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        match client.query(&self.rows, &[&ids]).await {
+        match client.query(&self.rows, &[&ids, &self.largest_payload]).await {
             Ok(rows) => Ok(rows.into_iter().map(Fetched::Row).collect()),
             Err(e) if about_one_row(&e) => {
                 tracing::warn!(error = %relay_db::describe(&e), "a pending row cannot be read; reading rows one by one");
                 let mut fetched = Vec::with_capacity(ids.len());
                 for id in ids {
-                    match client.query(&self.rows, &[&vec![id]]).await {
+                    match client.query(&self.rows, &[&vec![id], &self.largest_payload]).await {
                         Ok(rows) => fetched.extend(rows.into_iter().map(Fetched::Row)),
                         Err(e) if about_one_row(&e) => fetched.push(Fetched::Unreadable {
                             id,

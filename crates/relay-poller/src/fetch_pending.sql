@@ -7,7 +7,8 @@
 -- $1 the poller's topics (empty: all); $2 batch size; $3, $4 the highest and all ids still in
 -- flight or awaiting their delivery report (0 and empty when none); $5 whether a parked row
 -- holds back the later rows of its key until an operator retries or discards it; $6, $7 the
--- topics and keys held back while an earlier row of theirs awaits its delivery report.
+-- topics and keys held back while an earlier row of theirs awaits its delivery report; $8 the
+-- topics held back whole while as many records await their reports as a batch holds.
 SELECT o.id
 FROM relay.outbox AS o
 WHERE o.published_at IS NULL
@@ -17,6 +18,7 @@ WHERE o.published_at IS NULL
   AND NOT EXISTS (
       SELECT FROM unnest($6::text[], $7::text[]) AS held(topic, key)
       WHERE held.topic = o.topic AND held.key = o.key)
+  AND NOT (o.topic = ANY($8::text[]))
   AND NOT ($5::boolean AND EXISTS (
       SELECT FROM relay.outbox AS p
       WHERE p.parked_at IS NOT NULL AND p.discarded_at IS NULL

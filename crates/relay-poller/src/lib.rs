@@ -17,6 +17,7 @@ mod fetch;
 mod lease;
 mod publish;
 mod retention;
+mod straggling;
 mod watch;
 
 use std::time::Duration;
@@ -77,6 +78,11 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
     if relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?.is_some() {
         tokio::spawn(watch::watch(config.clone(), health.clone(), shutdown.clone()));
     }
+    metrics::describe_gauge!(
+        straggling::GAUGE,
+        "Records handed to Kafka whose delivery report has not come within OUTBOX_DELIVERY_WAIT_MS; \
+         their keys wait, and once there are OUTBOX_BATCH_SIZE of them their topics wait too"
+    );
     // 0 until this replica leads: a standby reports it too.
     metrics::gauge!("relay_outbox_leader").set(0.0);
     let presence = lease::Presence::new(&config);

@@ -10,7 +10,7 @@ use crate::{
     delivery::{dispatch, retry_alone, settle, Dispatched, KeyOf, Outcome, Prepared, Retry, Stragglers},
     envelope::{envelope_of, headers_of, record_size},
     fetch::{Fetched, Fetcher, Scan},
-    PollerConfig, PollerError,
+    straggling, PollerConfig, PollerError,
 };
 
 /// Publishes batches until shutdown. Returns an error when the leader's session breaks, the
@@ -23,7 +23,10 @@ use crate::{
 /// of a key that has a straggler, an unacknowledged row or (by default) a parked row are not
 /// sent; they stay pending, and later scans leave such keys out until the straggler's report
 /// arrives or an operator resolves the parked row. So a key's later row never overtakes an
-/// earlier one, and a row the broker is slow to take or refuses holds back its key alone.
+/// earlier one, and a row the broker is slow to take or refuses holds back its key alone. Once
+/// stragglers fill a batch, their topics are left out of scans too (so they stop piling up
+/// behind a broken topic or partition) and the other topics flow; at [`STRAGGLER_CEILING`]
+/// batches the loop waits for a report. `straggling` reports them (gauge, readiness, one warning).
 pub(crate) async fn publish_until_shutdown(
     client: &Client,
     producer: &FutureProducer,
@@ -31,12 +34,13 @@ pub(crate) async fn publish_until_shutdown(
     health: &relay_health::Health,
     shutdown: &CancellationToken,
 ) -> Result<(), PollerError> {
-    let fetcher = Fetcher::prepare(client).await?;
+    let fetcher = Fetcher::prepare(client, config.max_payload.largest()).await?;
     let marks = Marks {
         published: client.prepare(include_str!("mark_published.sql")).await?,
         parked: client.prepare(include_str!("mark_parked.sql")).await?,
     };
-    let leader = Leader { client, producer, config, health, shutdown, marks };
+    let watch = straggling::Watch::new(config.batch_size as usize);
+    let leader = Leader { client, producer, config, health, shutdown, marks, watch };
     let mut wakeups = listen(config).await;
     let mut in_flight: Option<Dispatched> = None;
     let mut stragglers = Stragglers::default();
@@ -46,9 +50,11 @@ pub(crate) async fn publish_until_shutdown(
         stragglers.harvest(&mut late);
         leader.retry_refused(&mut stragglers, &mut late).await;
         leader.mark(late).await?;
+        leader.watch.observe(&stragglers, health);
         let mut previous = Outcome::default();
-        if stragglers.len() >= config.batch_size as usize {
-            // As many records await their reports as a batch holds: wait for one.
+        if stragglers.len() >= STRAGGLER_CEILING * config.batch_size as usize {
+            // So many records await their reports even with their topics held back (many topics
+            // refused at once) that their memory must stop growing: wait for one.
             if let Some(batch) = in_flight.take() {
                 previous.absorb(leader.settle(batch, &mut stragglers).await?);
             }
@@ -61,6 +67,9 @@ pub(crate) async fn publish_until_shutdown(
             leader.mark(reported).await?;
             continue;
         }
+        // As many records await their reports as a batch holds: their topics wait too, so no
+        // more records pile up behind a broken topic or partition, and the other topics flow.
+        let held_topics = if leader.watch.at_cap(&stragglers) { stragglers.topics() } else { Vec::new() };
         let exclude: Vec<i64> = in_flight.iter().flat_map(Dispatched::ids).chain(stragglers.ids()).collect();
         let waiting: Vec<KeyOf> = stragglers.keys().into_iter().collect();
         let scan =
@@ -70,6 +79,7 @@ pub(crate) async fn publish_until_shutdown(
             batch_size: config.batch_size,
             exclude: &exclude,
             held: &waiting,
+            held_topics: &held_topics,
             parked_holds_key: config.parked_holds_key,
         };
         let rows = fetcher.fetch(client, &fetch).instrument(scan.clone()).await?;
@@ -118,6 +128,11 @@ pub(crate) async fn publish_until_shutdown(
     leader.mark(last).await
 }
 
+/// Batches' worth of stragglers at which the loop stops sending until a report comes: each
+/// topic that turns bad adds at most about a batch before it is held back, so only several
+/// topics failing at once reach it, and memory stays bounded.
+const STRAGGLER_CEILING: usize = 4;
+
 /// The statements that record a batch's outcome, prepared once per leadership.
 struct Marks {
     published: tokio_postgres::Statement,
@@ -132,6 +147,7 @@ struct Leader<'a> {
     health: &'a relay_health::Health,
     shutdown: &'a CancellationToken,
     marks: Marks,
+    watch: straggling::Watch,
 }
 
 impl Leader<'_> {
@@ -181,7 +197,7 @@ impl Leader<'_> {
         metrics::counter!("relay_outbox_published_total").increment(outcome.published_ids.len() as u64);
         metrics::counter!("relay_outbox_parked_total").increment(outcome.parked_ids.len() as u64);
         metrics::counter!("relay_outbox_publish_errors_total").increment(outcome.unacknowledged as u64);
-        if !outcome.published_ids.is_empty() || !outcome.parked_ids.is_empty() {
+        if (!outcome.published_ids.is_empty() || !outcome.parked_ids.is_empty()) && !self.watch.degraded() {
             self.health.ok(crate::PUBLISHING);
         }
         tracing::debug!(
@@ -270,6 +286,15 @@ fn prepare(
             }
         };
         let id: i64 = row.get("id");
+        if let Some((key_of, reason)) = oversized(config, &row) {
+            if !held.contains(&key_of) {
+                if config.parked_holds_key {
+                    held.insert(key_of.clone());
+                }
+                parked.park(id, Some(key_of), reason);
+            }
+            continue;
+        }
         let envelope = match envelope_of(&row, &config.source) {
             Ok(envelope) => envelope,
             Err(reason) => {
@@ -303,6 +328,20 @@ fn prepare(
         }
     }
     (prepared, parked, unkeyed)
+}
+
+/// A row whose payload is over its topic's limit, judged from its size alone (fetch_rows.sql
+/// does not read a payload over the largest limit): its key and the reason to park it. `None`
+/// when it is within the limit or its topic or key cannot be read (`envelope_of` says why).
+fn oversized(config: &PollerConfig, row: &tokio_postgres::Row) -> Option<(KeyOf, String)> {
+    let length: i64 = row.try_get::<_, Option<i64>>("payload_length").ok()??;
+    let topic: String = row.try_get("topic").ok()?;
+    let limit = config.max_payload.for_topic(&topic);
+    if usize::try_from(length).is_ok_and(|length| length <= limit) {
+        return None;
+    }
+    let key: String = row.try_get("key").ok()?;
+    Some(((topic, key), format!("payload of {length} bytes exceeds the limit of {limit} bytes")))
 }
 
 /// One row's record; `Err` when it is larger than the producer takes (`message.max.bytes`).

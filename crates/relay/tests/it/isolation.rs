@@ -1,6 +1,7 @@
 //! A row the broker will not take holds back its own key and nothing else: healthy messages of
 //! every other key and topic keep their usual delay while it waits for its delivery report, and
-//! it is then parked with the broker's reason, its key's later rows waiting behind it.
+//! it is then parked with the broker's reason, its key's later rows waiting behind it. More such
+//! keys than a batch holds hold back their topics, not the others, and readiness says so.
 use std::time::Duration;
 
 use crate::{harness::*, verify::inbox_equals_outbox};
@@ -136,4 +137,53 @@ async fn rows_refused_before_sending_delay_no_healthy_message_and_hold_back_thei
     assert_eq!(count(&relay.inbox.client().await, sql, &[]).await, 0);
     let sql = "SELECT count(*) FROM relay.outbox WHERE published_at IS NULL AND parked_at IS NULL";
     assert_eq!(count(&client, sql, &[]).await, 8);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_broken_keys_than_a_batch_delay_no_healthy_topic_and_readiness_says_so() {
+    // Batches of 5 and librdkafka retrying the missing topics for a minute: twelve keys over two
+    // missing topics keep more records waiting for their reports than a batch holds, the whole
+    // time the healthy topic is written.
+    let addr = free_addr();
+    let poller = [
+        ("OUTBOX_TOPICS", ""),
+        ("OUTBOX_BATCH_SIZE", "5"),
+        ("RELAY_HTTP_ADDR", addr.as_str()),
+        ("KAFKA_PROPERTY_ALLOW_AUTO_CREATE_TOPICS", "false"),
+        ("KAFKA_PROPERTY_TOPIC_METADATA_PROPAGATION_MAX_MS", "60000"),
+    ];
+    let relay = Pipeline::start_with("stragglers_at_the_cap", 2, &poller, &[]).await;
+    let (origin, topic) = (&relay.origin, relay.topic.clone());
+    let nowhere = [format!("it-never-created-{}", unique()), format!("it-never-created-{}", unique())];
+    let mut lost = Vec::new();
+    for i in 0..12 {
+        lost.push(
+            enqueue_one(origin, &nowhere[i % 2], &format!("lost-{i}"), b"for a topic nobody created").await,
+        );
+    }
+    let readiness = eventually(Duration::from_secs(30), "/readyz degraded by the stragglers", || {
+        let addr = &addr;
+        async move {
+            let (code, body) = http_get(addr, "/readyz").await?;
+            (code == 503 && body.contains("await their delivery report")).then_some(body)
+        }
+    })
+    .await;
+    assert!(readiness.contains("publishing"), "{readiness}");
+    let waiting = sample(&scrape(&addr).await.expect("metrics"), "relay_outbox_unacknowledged", &[]);
+    assert!(waiting.is_some_and(|n| n >= 5.0), "gauge: {waiting:?}");
+
+    let healthy = tokio::spawn(async { Vec::new() });
+    healthy_while(origin, &topic, healthy).await;
+    relay.await_ledger(200).await;
+    assert_eq!(inbox_equals_outbox(origin, &relay.inbox, "ledger", &topic).await, 200);
+    let delay = max_delay(origin, &topic).await;
+    // Before the fix: nothing was published on any topic until librdkafka gave up (60 s).
+    assert!(delay < 3.0, "a healthy message waited {delay:.1} s behind the stragglers");
+    let (code, body) = http_get(&addr, "/readyz").await.expect("readyz");
+    assert_eq!(code, 503, "still degraded while the stragglers wait: {body}");
+    let client = origin.client().await;
+    let sql = "SELECT count(*) FROM relay.outbox WHERE published_at IS NOT NULL AND topic <> $1";
+    assert_eq!(count(&client, sql, &[&topic]).await, 0);
+    assert_eq!(reasons(origin, &lost).await.iter().flatten().count(), 0, "nothing parked yet");
 }

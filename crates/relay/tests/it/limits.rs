@@ -1,7 +1,8 @@
 //! The documented limits, end to end with default settings: a payload of exactly 1 MiB with
 //! every other field at its limit (4 KiB key, 64 KiB of headers, long type and trace state) goes
 //! from the outbox into the inbox; one byte more is parked with its reason, and the key's next
-//! message waits until an operator decides. Settings that contradict the limits stop a service
+//! message waits until an operator decides; a payload of many mebibytes is parked from its size
+//! without the poller ever reading it. Settings that contradict the limits stop a service
 //! at start-up with every problem listed.
 use std::{collections::BTreeMap, time::Duration};
 
@@ -106,6 +107,60 @@ async fn a_payload_one_byte_over_the_limit_is_parked_and_its_key_waits_for_the_o
     await_inbox(inbox, "ledger", &topic, 2, Duration::from_secs(60)).await;
     assert_eq!(stored(next).await, 1);
     assert_eq!(inbox_equals_outbox(origin, inbox, "ledger", &topic).await, 2);
+}
+
+/// The peak resident memory of a running process (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM line");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmHWM in kB");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payloads_of_many_mebibytes_are_parked_from_their_size_without_being_read() {
+    // A writer with only relay.enqueue rights can store a payload of up to 1 GB; the poller
+    // must park it from its size alone, never holding it in memory, and every other key flows.
+    let relay = Pipeline::start("huge_payloads_unread", 2).await;
+    let (origin, inbox, topic) = (&relay.origin, &relay.inbox, relay.topic.clone());
+    enqueue_many(origin, &topic, 20, 5, 5).await;
+    let client = origin.client().await;
+    // Built in the server, so the test does not send them either: 64 MiB and 96 MiB.
+    let sizes: [i32; 2] = [64 << 20, 96 << 20];
+    let mut huge = Vec::new();
+    for (n, size) in sizes.iter().enumerate() {
+        let sql = "SELECT relay.enqueue($1, $2, convert_to(repeat('x', $3), 'UTF8'))";
+        let row = client.query_one(sql, &[&topic, &format!("huge-{n}"), size]).await.expect("enqueue");
+        huge.push(row.get::<_, uuid::Uuid>(0));
+    }
+    let after = enqueue_one(origin, &topic, "huge-0", b"the key's next message").await;
+    enqueue_many(origin, &topic, 20, 5, 5).await;
+    relay.await_ledger(40).await;
+
+    let reasons = eventually(Duration::from_secs(60), "both huge rows parked", || {
+        let (client, huge) = (&client, &huge);
+        async move {
+            let mut reasons = Vec::new();
+            for id in huge {
+                let sql = "SELECT park_reason FROM relay.outbox WHERE message_id = $1";
+                reasons.push(client.query_one(sql, &[id]).await.ok()?.get::<_, Option<String>>(0)?);
+            }
+            Some(reasons)
+        }
+    })
+    .await;
+    for (reason, size) in reasons.iter().zip(sizes) {
+        assert_eq!(reason, &format!("payload of {size} bytes exceeds the limit of {LIMIT} bytes"));
+    }
+    let pid = relay.poller.child.id().expect("poller running");
+    let peak = peak_rss(pid);
+    assert!(peak < sizes[0] as u64, "the poller's peak memory of {peak} bytes shows it read a huge payload");
+    let pending = "SELECT count(*) FROM relay.outbox WHERE message_id = $1 AND published_at IS NULL AND parked_at IS NULL";
+    assert_eq!(count(&client, pending, &[&after]).await, 1, "the key's next message waits behind it");
+    let sql = "SELECT count(*) FROM relay.inbox WHERE key LIKE 'huge-%'";
+    assert_eq!(count(&inbox.client().await, sql, &[]).await, 0);
+    let published = "SELECT count(*) FROM relay.outbox WHERE topic = $1 AND published_at IS NOT NULL";
+    assert_eq!(count(&client, published, &[&topic]).await, 40);
 }
 
 async fn exits_listing(binary: &str, vars: &[(&str, &str)], expected: &[&str]) {
