@@ -261,7 +261,11 @@ impl Driver for Background {
 }
 
 /// Polls the connection in the background and forwards each notification.
-struct Notifications(tokio::sync::mpsc::Sender<()>);
+/// Forwards notifications as wake-ups: all of them, or only those whose payload is `payload`.
+struct Notifications {
+    tx: tokio::sync::mpsc::Sender<()>,
+    payload: Option<String>,
+}
 
 impl Driver for Notifications {
     fn drive<T>(self, mut connection: tokio_postgres::Connection<tokio_postgres::Socket, T>)
@@ -269,11 +273,13 @@ impl Driver for Notifications {
         T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
     {
         use futures::StreamExt;
-        let tx = self.0;
+        let Self { tx, payload } = self;
         tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
                 match message {
+                    Ok(AsyncMessage::Notification(n))
+                        if payload.as_deref().is_some_and(|p| p != n.payload()) => {}
                     Ok(AsyncMessage::Notification(_)) => {
                         // A full channel already holds a wake-up; one is enough.
                         if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
@@ -309,8 +315,26 @@ pub async fn listen(
     url: &DatabaseUrl,
     channel: &str,
 ) -> Result<(Client, tokio::sync::mpsc::Receiver<()>), DbError> {
+    listen_with(url, channel, None).await
+}
+
+/// Like [`listen`], but only notifications whose payload is exactly `payload` are sent (for
+/// instance one inbox's name on `relay_inbox`, which every inbox of the database shares).
+pub async fn listen_for(
+    url: &DatabaseUrl,
+    channel: &str,
+    payload: &str,
+) -> Result<(Client, tokio::sync::mpsc::Receiver<()>), DbError> {
+    listen_with(url, channel, Some(payload.to_owned())).await
+}
+
+async fn listen_with(
+    url: &DatabaseUrl,
+    channel: &str,
+    payload: Option<String>,
+) -> Result<(Client, tokio::sync::mpsc::Receiver<()>), DbError> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let client = open(url, Notifications(tx)).await?;
+    let client = open(url, Notifications { tx, payload }).await?;
     client.batch_execute(&format!("LISTEN {channel}")).await?;
     Ok((client, rx))
 }
