@@ -260,12 +260,9 @@ impl Driver for Background {
     }
 }
 
-/// Polls the connection in the background and forwards each notification.
-/// Forwards notifications as wake-ups: all of them, or only those whose payload is `payload`.
-struct Notifications {
-    tx: tokio::sync::mpsc::Sender<()>,
-    payload: Option<String>,
-}
+/// Polls the connection in the background and forwards each notification (with the second
+/// field set, each whose payload it is) as a wake-up.
+struct Notifications(tokio::sync::mpsc::Sender<()>, Option<String>);
 
 impl Driver for Notifications {
     fn drive<T>(self, mut connection: tokio_postgres::Connection<tokio_postgres::Socket, T>)
@@ -273,7 +270,7 @@ impl Driver for Notifications {
         T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
     {
         use futures::StreamExt;
-        let Self { tx, payload } = self;
+        let Self(tx, payload) = self;
         tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
@@ -309,32 +306,17 @@ pub async fn connect_checked(url: &DatabaseUrl) -> Result<Client, DbError> {
     connect(url).await
 }
 
-/// A connection that `LISTEN`s on `channel`; each notification is sent on the returned channel.
-/// The receiver sees the channel close when the connection is lost.
+/// A connection that `LISTEN`s on `channel`; each notification is sent on the returned channel,
+/// or with `only` set, each whose payload is exactly `only` (one inbox's name on `relay_inbox`,
+/// which every inbox of a database shares). The receiver sees the channel close when the
+/// connection is lost.
 pub async fn listen(
     url: &DatabaseUrl,
     channel: &str,
-) -> Result<(Client, tokio::sync::mpsc::Receiver<()>), DbError> {
-    listen_with(url, channel, None).await
-}
-
-/// Like [`listen`], but only notifications whose payload is exactly `payload` are sent (for
-/// instance one inbox's name on `relay_inbox`, which every inbox of the database shares).
-pub async fn listen_for(
-    url: &DatabaseUrl,
-    channel: &str,
-    payload: &str,
-) -> Result<(Client, tokio::sync::mpsc::Receiver<()>), DbError> {
-    listen_with(url, channel, Some(payload.to_owned())).await
-}
-
-async fn listen_with(
-    url: &DatabaseUrl,
-    channel: &str,
-    payload: Option<String>,
+    only: Option<&str>,
 ) -> Result<(Client, tokio::sync::mpsc::Receiver<()>), DbError> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let client = open(url, Notifications { tx, payload }).await?;
+    let client = open(url, Notifications(tx, only.map(str::to_owned))).await?;
     client.batch_execute(&format!("LISTEN {channel}")).await?;
     Ok((client, rx))
 }

@@ -16,7 +16,7 @@ pub(crate) fn spawn(url: DatabaseUrl, inbox: String, shutdown: CancellationToken
     tokio::spawn(async move {
         let mut backoff = relay_db::backoff();
         while !shutdown.is_cancelled() {
-            match relay_db::listen_for(&url, CHANNEL, &inbox).await {
+            match relay_db::listen(&url, CHANNEL, Some(&inbox)).await {
                 Ok((_client, mut notifications)) => {
                     backoff = relay_db::backoff();
                     tx.send_modify(|n| *n += 1);

@@ -90,8 +90,8 @@ async fn undecodable_rows_are_parked_with_the_reason_while_every_other_key_flows
 async fn a_listener_for_one_inbox_is_not_woken_by_another_inboxs_notifications() {
     let db = TestDb::new().await;
     let url = relay_config::DatabaseUrl::parse(db.url.clone().into()).expect("url");
-    let (_mine, mut ledger) = relay_db::listen_for(&url, "relay_inbox", "ledger").await.expect("listen");
-    let (_all, mut every) = relay_db::listen(&url, "relay_inbox").await.expect("listen");
+    let (_mine, mut ledger) = relay_db::listen(&url, "relay_inbox", Some("ledger")).await.expect("listen");
+    let (_all, mut every) = relay_db::listen(&url, "relay_inbox", None).await.expect("listen");
     let client = db.client().await;
     for other in ["orders", "ledger-2", "LEDGER"] {
         client.execute("SELECT pg_notify('relay_inbox', $1)", &[&other]).await.expect("notify");
