@@ -16,14 +16,29 @@ from relay_django import worker
 
 
 def test_the_psycopg_worker_reports_every_bad_option_and_exits_2() -> None:
-    env = {"PATH": os.environ.get("PATH", ""), "RELAY_WORKERS": "many", "RELAY_POLL_INTERVAL": "5"}
+    env = {"PATH": os.environ.get("PATH", ""), "PROCESSING_WORKERS": "many", "PROCESSING_POLL_INTERVAL_MS": "5000",
+           "PROCESSING_MAX_ATEMPTS": "3", "PROCESSING_BATCH_SIZE": "10"}
     proc = support.Process("relay-worker-bad", [sys.executable, "-m", "relay.worker", "--batch-size", "0"], env)
     assert proc.proc.wait(30) == 2
     text = proc.text()
     for fragment in ("database_url: is required", "handlers: is required", "inbox: is required",
                      "workers: 'many' is not a valid int", "batch_size: 0 is not a whole number",
-                     "poll_interval: 5.0 is not a number of seconds"):
+                     "poll_interval_ms: 5000 is not a whole number of milliseconds",
+                     "PROCESSING_MAX_ATEMPTS: unknown variable", "PROCESSING_BATCH_SIZE: unknown variable"):
         assert fragment in text, text
+
+
+def test_the_psycopg_worker_reads_the_rust_workers_variables() -> None:
+    from relay.cli import _parser, options_from
+
+    env = {"DATABASE_URL": "postgres://app@db/ledger", "PROCESSING_INBOX": "ledger", "PROCESSING_HANDLERS": "a, b",
+           "PROCESSING_WORKERS": "3", "PROCESSING_BATCH": "20", "PROCESSING_POLL_INTERVAL_MS": "250",
+           "PROCESSING_MAX_ATTEMPTS": "5", "PROCESSING_BACKOFF_INITIAL_MS": "10", "PROCESSING_BACKOFF_MAX_MS": "99",
+           "PROCESSING_LOG_LEVEL": "debug", "RELAY_WORKERS": "7", "RELAY_INBOX": "ignored"}
+    options, url, modules = options_from(_parser().parse_args([]), env)
+    assert options == WorkerOptions(inbox="ledger", workers=3, batch_size=20, poll_interval=0.25, max_attempts=5,
+                                    backoff_initial_ms=10, backoff_max_ms=99)
+    assert (url, modules) == ("postgres://app@db/ledger", ["a", "b"])
 
 
 def test_a_worker_refuses_to_start_without_handlers_for_its_inbox() -> None:
@@ -67,8 +82,8 @@ def test_error_text_is_storable() -> None:
 def test_the_psycopg_worker_on_a_database_without_the_processing_schema_exits_1_saying_why() -> None:
     name = support.create_database()
     try:
-        env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": support.url(name), "RELAY_INBOX": "plain",
-               "RELAY_HANDLERS": "plainhandlers", "PYTHONPATH": str(support.TESTS)}
+        env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": support.url(name), "PROCESSING_INBOX": "plain",
+               "PROCESSING_HANDLERS": "plainhandlers", "PYTHONPATH": str(support.TESTS)}
         proc = support.Process("relay-worker-no-schema", [sys.executable, "-m", "relay.worker"], env)
         assert proc.proc.wait(30) == 1
         text = proc.text()

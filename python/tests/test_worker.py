@@ -98,6 +98,99 @@ def test_a_message_without_a_handler_fails_with_the_reason_and_parks(db_name: st
     assert message.park_reason == "no handler registered for inbox 'retrying', topic 'refunds', msg_type 'refund.created'"
 
 
+#: Rows no message can come from (put in past the consumer): the column to spoil, its value, and
+#: what the recorded reason names.
+UNDECODABLE = [
+    ("headers", '[1, 2]', "column headers: not a JSON object of strings: [1, 2]"),
+    ("headers", '{"x": 1}', 'column headers: not a JSON object of strings: {"x": 1}'),
+    ("headers", '"text"', 'column headers: not a JSON object of strings: "text"'),
+    ("created_at", "infinity", "column created_at: Infinity seconds since 1970 is no datetime"),
+    ("received_at", "20000-01-01 00:00:00+00", "column received_at:"),
+]
+
+
+def insert_undecodable(database: str, inbox: str) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+    """For each of :data:`UNDECODABLE`: a spoiled message and a healthy later one of its key."""
+    rows = []
+    for n, (column, value, reason) in enumerate(UNDECODABLE):
+        bad = support.insert_inbox(database, inbox, f"undecodable-{n}", payment(n), sequence=100 + n)
+        later = support.insert_inbox(database, inbox, f"undecodable-{n}", payment(n), sequence=200 + n)
+        cast = "jsonb" if column == "headers" else "timestamptz"
+        with support.connect(database) as conn:
+            conn.execute(f"UPDATE relay.inbox SET {column} = %s::{cast} WHERE message_id = %s", [value, bad])
+        rows.append((bad, later, reason))
+    return rows
+
+
+def failure(database: str, inbox: str, message_id: uuid.UUID) -> tuple[Any, ...]:
+    """(attempts, last_error, park_reason, parked, processed) without reading the spoiled columns."""
+    with support.connect(database) as conn:
+        row = conn.execute(
+            "SELECT attempts, last_error, park_reason, parked_at IS NOT NULL, processed_at IS NOT NULL"
+            " FROM relay.inbox WHERE inbox = %s AND message_id = %s",
+            [inbox, message_id],
+        ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def all_parked(database: str, inbox: str, rows: list[tuple[uuid.UUID, uuid.UUID, str]]) -> bool:
+    return all(failure(database, inbox, bad)[3] for bad, _, _ in rows)
+
+
+def assert_parked_as_undecodable(
+    database: str, inbox: str, rows: list[tuple[uuid.UUID, uuid.UUID, str]], attempts: int
+) -> None:
+    for bad, later, reason in rows:
+        tries, last_error, park_reason, parked, processed = failure(database, inbox, bad)
+        assert park_reason is not None and park_reason.startswith(
+            "the message cannot be decoded: ValueError: " + reason
+        ), park_reason
+        assert (tries, last_error, parked, processed) == (attempts, park_reason, True, False)
+        waiting = state(inbox, later)
+        assert (waiting.processed_at, waiting.attempts) == (None, 0), "the key waits behind its parked message"
+
+
+def test_undecodable_rows_are_parked_with_the_reason_while_other_keys_flow(db_name: str, running: Any) -> None:
+    inbox = "retrying"
+    spoiled = insert_undecodable(db_name, inbox)
+    good = [support.insert_inbox(db_name, inbox, f"acct-{i}", payment(i), sequence=10 + i) for i in range(5)]
+    with support.connect(db_name) as conn:
+        conn.execute("SELECT relay.enable_processing(%s, 3, 1, 1)", [inbox])
+    running(inbox, max_attempts=3, backoff_initial_ms=1, backoff_max_ms=1, batch_size=4)
+
+    support.eventually(30, "every undecodable row parked", lambda: all_parked(db_name, inbox, spoiled))
+    support.eventually(30, "the other keys processed", lambda: all(state(inbox, g).processed_at for g in good))
+    assert_parked_as_undecodable(db_name, inbox, spoiled, 3)
+    assert sorted(Entry.objects.filter(message_id__in=good).values_list("amount_cents", flat=True)) == [0, 1, 2, 3, 4]
+    assert Entry.objects.exclude(message_id__in=good).count() == 0
+
+
+def test_the_psycopg_session_records_undecodable_rows_too(db_name: str) -> None:
+    from relay import Registry
+    from relay.worker import PsycopgSession, process_batch
+
+    inbox = "plain-undecodable"
+    spoiled = insert_undecodable(db_name, inbox)
+    good = support.insert_inbox(db_name, inbox, "fine", payment(7), sequence=1)
+    with support.connect(db_name) as conn:
+        conn.execute("SELECT relay.enable_processing(%s, 2, 1, 1)", [inbox])
+    handled: list[uuid.UUID] = []
+    registry = Registry()
+    registry.handler(inbox)(lambda m: handled.append(m.message_id))
+    session = PsycopgSession(lambda: support.connect(db_name))
+    try:
+        support.eventually(
+            30, "every undecodable row parked",
+            lambda: process_batch(session, inbox, registry, 10, threading.Event()) == 0
+            and all_parked(db_name, inbox, spoiled),
+        )
+    finally:
+        session.close()
+    assert_parked_as_undecodable(db_name, inbox, spoiled, 2)
+    assert handled == [good] and state(inbox, good).processed_at is not None
+
+
 def test_sigterm_finishes_the_current_message_then_stops(db_name: str, tmp_path: pathlib.Path) -> None:
     inbox = "slow"
     first = support.insert_inbox(db_name, inbox, "key-a", b"{}", sequence=1)
@@ -123,8 +216,8 @@ def test_the_psycopg_worker_runs_plain_handlers(db_name: str) -> None:
     with support.connect(db_name) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS plain_effect (message_id uuid, body text)")
     ids = [support.insert_inbox(db_name, inbox, f"k{i}", f"body {i}".encode(), sequence=i) for i in range(3)]
-    env = {**os.environ, "DATABASE_URL": support.url(db_name), "RELAY_INBOX": inbox, "RELAY_HANDLERS": "plainhandlers",
-           "RELAY_POLL_INTERVAL": "0.1", "PYTHONPATH": str(support.TESTS)}
+    env = {**os.environ, "DATABASE_URL": support.url(db_name), "PROCESSING_INBOX": inbox,
+           "PROCESSING_HANDLERS": "plainhandlers", "PROCESSING_POLL_INTERVAL_MS": "100", "PYTHONPATH": str(support.TESTS)}
     proc = support.Process("relay-worker", [sys.executable, "-m", "relay.worker", "--workers", "2"], env)
     try:
         support.eventually(60, "three processed", lambda: all(state(inbox, i).processed_at for i in ids), watch=(proc,))

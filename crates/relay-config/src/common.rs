@@ -24,11 +24,38 @@ pub mod names {
 /// checked by [`crate::KafkaSecurity`], `KAFKA_PROPERTY_*` are librdkafka properties.
 fn reject_unknown_shared(reader: &mut Reader<'_>) {
     use names::*;
-    reader.reject_unknown("RELAY_", RELAY_ALL, |_| false);
-    reader.reject_unknown("DATABASE_", &[DATABASE_URL, DATABASE_URL_FILE], |_| false);
+    reject_unknown_database_and_relay(reader);
     reader.reject_unknown("KAFKA_", &[KAFKA_BROKERS], |n| {
         ["KAFKA_PROPERTY_", "KAFKA_SASL_", "KAFKA_SSL_", "KAFKA_SECURITY_"].iter().any(|p| n.starts_with(p))
     });
+}
+
+/// Reports, as problems in `reader`, every set `RELAY_*` name not in [`names::RELAY_ALL`] and
+/// every `DATABASE_*` name other than `DATABASE_URL` and `DATABASE_URL_FILE` (`RELAY_MIGRATION`,
+/// `DATABASE_ULR`). For components that read the database settings but not the brokers' (the
+/// embedded inbox worker); services reading [`Common`] get this check and the `KAFKA_*` one.
+pub fn reject_unknown_database_and_relay(reader: &mut Reader<'_>) {
+    use names::*;
+    reader.reject_unknown("RELAY_", RELAY_ALL, |_| false);
+    reader.reject_unknown("DATABASE_", &[DATABASE_URL, DATABASE_URL_FILE], |_| false);
+}
+
+/// `DATABASE_URL`, or the file `DATABASE_URL_FILE` names (read by [`Reader::secret`]). `None`
+/// with a problem recorded in `reader` when neither is set or the URL does not parse.
+pub fn read_database_url(reader: &mut Reader<'_>) -> Option<DatabaseUrl> {
+    let Some(url) = reader.secret(names::DATABASE_URL) else {
+        if reader.optional(names::DATABASE_URL_FILE).is_none() {
+            reader.problem(names::DATABASE_URL, "is required but not set");
+        }
+        return None;
+    };
+    match DatabaseUrl::parse(url) {
+        Ok(url) => Some(url),
+        Err(why) => {
+            reader.problem(names::DATABASE_URL, why);
+            None
+        }
+    }
 }
 
 /// How logs are written.
@@ -68,22 +95,7 @@ pub struct Common {
 impl Common {
     /// Reads the shared settings; problems are recorded in `reader`.
     pub fn read(reader: &mut Reader<'_>, role: KafkaRole) -> Self {
-        let database_url = reader.secret(names::DATABASE_URL);
-        let database_url = match database_url {
-            None => {
-                if reader.optional(names::DATABASE_URL_FILE).is_none() {
-                    reader.problem(names::DATABASE_URL, "is required but not set");
-                }
-                None
-            }
-            Some(url) => match DatabaseUrl::parse(url) {
-                Ok(url) => Some(url),
-                Err(why) => {
-                    reader.problem(names::DATABASE_URL, why);
-                    None
-                }
-            },
-        };
+        let database_url = read_database_url(reader);
         let brokers = reader.list(names::KAFKA_BROKERS);
         if brokers.is_empty() {
             reader.problem(names::KAFKA_BROKERS, "is required: a comma-separated list of host:port");

@@ -260,8 +260,9 @@ impl Driver for Background {
     }
 }
 
-/// Polls the connection in the background and forwards each notification.
-struct Notifications(tokio::sync::mpsc::Sender<()>);
+/// Polls the connection in the background and forwards each notification (with the second
+/// field set, each whose payload it is) as a wake-up.
+struct Notifications(tokio::sync::mpsc::Sender<()>, Option<String>);
 
 impl Driver for Notifications {
     fn drive<T>(self, mut connection: tokio_postgres::Connection<tokio_postgres::Socket, T>)
@@ -269,11 +270,13 @@ impl Driver for Notifications {
         T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
     {
         use futures::StreamExt;
-        let tx = self.0;
+        let Self(tx, payload) = self;
         tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
                 match message {
+                    Ok(AsyncMessage::Notification(n))
+                        if payload.as_deref().is_some_and(|p| p != n.payload()) => {}
                     Ok(AsyncMessage::Notification(_)) => {
                         // A full channel already holds a wake-up; one is enough.
                         if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
@@ -303,14 +306,17 @@ pub async fn connect_checked(url: &DatabaseUrl) -> Result<Client, DbError> {
     connect(url).await
 }
 
-/// A connection that `LISTEN`s on `channel`; each notification is sent on the returned channel.
-/// The receiver sees the channel close when the connection is lost.
+/// A connection that `LISTEN`s on `channel`; each notification is sent on the returned channel,
+/// or with `only` set, each whose payload is exactly `only` (one inbox's name on `relay_inbox`,
+/// which every inbox of a database shares). The receiver sees the channel close when the
+/// connection is lost.
 pub async fn listen(
     url: &DatabaseUrl,
     channel: &str,
+    only: Option<&str>,
 ) -> Result<(Client, tokio::sync::mpsc::Receiver<()>), DbError> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let client = open(url, Notifications(tx)).await?;
+    let client = open(url, Notifications(tx, only.map(str::to_owned))).await?;
     client.batch_execute(&format!("LISTEN {channel}")).await?;
     Ok((client, rx))
 }

@@ -227,7 +227,7 @@ struct Wakeups {
 }
 
 async fn listen(config: &PollerConfig) -> Option<Wakeups> {
-    match relay_db::listen(&config.database_url, "relay_outbox").await {
+    match relay_db::listen(&config.database_url, "relay_outbox", None).await {
         Ok((client, notifications)) => Some(Wakeups { _client: client, notifications }),
         Err(e) => {
             tracing::warn!(error = %e, "LISTEN unavailable; polling every interval");

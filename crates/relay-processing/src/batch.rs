@@ -74,7 +74,22 @@ pub(crate) async fn process<H: Handler>(
         if shutdown.is_cancelled() {
             break;
         }
-        let message = Message::from_row(row)?;
+        // The id first: with it, a row that cannot be turned into a message is recorded as a
+        // failed attempt (retried, then parked with the reason) instead of ending the
+        // transaction, which would roll the claim back and hand every worker the same row again.
+        let message_id: uuid::Uuid = row.try_get("message_id")?;
+        let message = match Message::from_row(row) {
+            Ok(message) => message,
+            Err(why) => {
+                let attempts = row.try_get::<_, i32>("attempts").unwrap_or(0);
+                let span = tracing::error_span!("relay.process", inbox, messaging.message.id = %message_id, attempt = attempts + 1);
+                let outcome = record_failure(&mut tx, statements, inbox, message_id, attempts, &why)
+                    .instrument(span)
+                    .await?;
+                outcomes.push(outcome);
+                continue;
+            }
+        };
         let span = tracing::info_span!(
             "relay.process",
             inbox,
@@ -138,13 +153,24 @@ async fn handle_one<H: Handler>(
         }
     };
     savepoint.rollback().await?;
-    let state: String =
-        tx.query_one(&statements.failed, &[&inbox, &message.message_id, &failure]).await?.get(0);
+    record_failure(tx, statements, inbox, message.message_id, message.attempts, &failure).await
+}
+
+/// `relay.failed` for message `id` (which had `attempts` failed attempts before this one).
+async fn record_failure(
+    tx: &mut Transaction<'_>,
+    statements: &Statements,
+    inbox: &str,
+    id: uuid::Uuid,
+    attempts: i32,
+    failure: &str,
+) -> Result<Outcome, tokio_postgres::Error> {
+    let state: String = tx.query_one(&statements.failed, &[&inbox, &id, &failure]).await?.get(0);
     if state == "parked" {
-        tracing::error!(error = %failure, attempts = message.attempts + 1, "message parked; its key waits for an operator");
+        tracing::error!(error = %failure, attempts = attempts + 1, "message parked; its key waits for an operator");
         Ok(Outcome::Parked)
     } else {
-        tracing::warn!(error = %failure, attempts = message.attempts + 1, "handler failed; the message is retried");
+        tracing::warn!(error = %failure, attempts = attempts + 1, "message failed; it is retried");
         Ok(Outcome::Retry)
     }
 }

@@ -71,7 +71,7 @@ impl ProcessingConfig {
     ) -> Result<(Self, T), ConfigError> {
         use names::*;
         let mut r = Reader::new(env);
-        let database_url = read_database_url(&mut r);
+        let database_url = relay_config::read_database_url(&mut r);
         let inbox = r.required(PROCESSING_INBOX).unwrap_or_default();
         if inbox.chars().any(char::is_control) {
             r.problem(PROCESSING_INBOX, "must not contain control characters");
@@ -92,6 +92,7 @@ impl ProcessingConfig {
         let log_format = r.parsed(relay_config::names::LOG_FORMAT, LogFormat::Text, "text or json");
         let extra = extra(&mut r);
         r.reject_unknown(PREFIX, ALL, |_| false);
+        relay_config::reject_unknown_database_and_relay(&mut r);
         let database_url = r.finish_with_database(database_url)?;
         let config = Self {
             database_url,
@@ -106,24 +107,6 @@ impl ProcessingConfig {
             log_format,
         };
         Ok((config, extra))
-    }
-}
-
-/// `DATABASE_URL`, or the file `DATABASE_URL_FILE` names; problems are recorded in `r`.
-fn read_database_url(r: &mut Reader<'_>) -> Option<DatabaseUrl> {
-    let name = relay_config::names::DATABASE_URL;
-    let Some(secret) = r.secret(name) else {
-        if r.optional(&format!("{name}_FILE")).is_none() {
-            r.problem(name, "is required but not set");
-        }
-        return None;
-    };
-    match DatabaseUrl::parse(secret) {
-        Ok(url) => Some(url),
-        Err(why) => {
-            r.problem(name, why);
-            None
-        }
     }
 }
 
@@ -175,6 +158,34 @@ mod tests {
             assert!(vars.contains(&expected), "{expected} missing from {vars:?}");
         }
         assert_eq!(vars.len(), 8, "{err}");
+    }
+
+    #[test]
+    fn typos_under_the_shared_database_and_relay_prefixes_are_reported() {
+        let env = MapEnv::new([
+            ("DATABASE_URL", "postgres://app@localhost/ledger"),
+            ("DATABASE_ULR", "postgres://app@localhost/other"),
+            ("PROCESSING_INBOX", "ledger"),
+            ("RELAY_MIGRATION", "false"),
+            ("RELAY_INBOX", "ledger"),
+            ("RELAY_MIGRATE", "false"),
+        ]);
+        let err = ProcessingConfig::from_env(&env).expect_err("typos");
+        let mut vars: Vec<&str> = err.0.iter().map(|p| p.variable.as_str()).collect();
+        vars.sort_unstable();
+        assert_eq!(vars, ["DATABASE_ULR", "RELAY_INBOX", "RELAY_MIGRATION"], "{err}");
+    }
+
+    #[test]
+    fn the_shared_names_the_worker_does_not_read_are_not_typos() {
+        let env = MapEnv::new([
+            ("DATABASE_URL", "postgres://app@localhost/ledger"),
+            ("PROCESSING_INBOX", "ledger"),
+            ("RELAY_HTTP_ADDR", "127.0.0.1:9100"),
+            ("LOG_FORMAT", "json"),
+        ]);
+        let config = ProcessingConfig::from_env(&env).expect("valid");
+        assert_eq!(config.log_format, LogFormat::Json);
     }
 
     #[test]

@@ -33,23 +33,46 @@ pub struct Message {
 }
 
 impl Message {
-    /// The message in a row of `claim.sql`.
-    pub(crate) fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+    /// The message in a row of `claim.sql`, or why the row cannot be one (a column the driver
+    /// cannot decode, headers that are not a JSON object of strings): text for `relay.failed`.
+    pub(crate) fn from_row(row: &tokio_postgres::Row) -> Result<Self, String> {
+        fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+            row: &'a tokio_postgres::Row,
+            name: &str,
+        ) -> Result<T, String> {
+            row.try_get(name).map_err(|e| {
+                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+                format!("the message cannot be decoded: column {name}: {e}{cause}")
+            })
+        }
+        let headers: serde_json::Value = column(row, "headers")?;
+        let strings = headers.as_object().is_some_and(|o| o.values().all(serde_json::Value::is_string));
+        if !strings {
+            let mut shown = headers.to_string();
+            if shown.len() > 200 {
+                let end = (0..=200).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
+                shown.truncate(end);
+                shown.push_str("...");
+            }
+            return Err(format!(
+                "the message cannot be decoded: column headers: not a JSON object of strings: {shown}"
+            ));
+        }
         Ok(Self {
-            message_id: row.try_get("message_id")?,
-            source: row.try_get("source")?,
-            topic: row.try_get("topic")?,
-            key: row.try_get("key")?,
-            msg_type: row.try_get("msg_type")?,
-            content_type: row.try_get("content_type")?,
-            payload: row.try_get("payload")?,
-            headers: row.try_get("headers")?,
-            traceparent: row.try_get("traceparent")?,
-            tracestate: row.try_get("tracestate")?,
-            sequence: row.try_get("sequence")?,
-            created_at: row.try_get("created_at")?,
-            received_at: row.try_get("received_at")?,
-            attempts: row.try_get("attempts")?,
+            message_id: column(row, "message_id")?,
+            source: column(row, "source")?,
+            topic: column(row, "topic")?,
+            key: column(row, "key")?,
+            msg_type: column(row, "msg_type")?,
+            content_type: column(row, "content_type")?,
+            payload: column(row, "payload")?,
+            headers,
+            traceparent: column(row, "traceparent")?,
+            tracestate: column(row, "tracestate")?,
+            sequence: column(row, "sequence")?,
+            created_at: column(row, "created_at")?,
+            received_at: column(row, "received_at")?,
+            attempts: column(row, "attempts")?,
         })
     }
 }

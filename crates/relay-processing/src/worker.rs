@@ -42,7 +42,7 @@ pub async fn run<H: Handler>(
         return Ok(());
     }
     enable(&config).await?;
-    let wake = wake::spawn(url.clone(), shutdown.clone());
+    let wake = wake::spawn(url.clone(), config.inbox.clone(), shutdown.clone());
     let shared = Arc::new(Shared {
         handler,
         url,

@@ -6,6 +6,11 @@ and the exit code is 2. The handlers are registered by importing ``--handlers`` 
 ``message.connection`` (a psycopg 3 connection in the worker's transaction).
 
     DATABASE_URL=postgres://ledger@db/ledger relay-worker --inbox ledger --handlers ledger.handlers
+
+The variables are the Rust worker's (``relay-processing``: ``PROCESSING_*``, same names and
+units), plus ``PROCESSING_HANDLERS`` and ``PROCESSING_LOG_LEVEL``; an unknown ``PROCESSING_*``
+name is reported as a typo. ``RELAY_*`` names belong to Relay's own services, which refuse
+unknown ones, so the worker reads none.
 """
 
 from __future__ import annotations
@@ -27,15 +32,18 @@ EXIT_STARTUP = 1
 
 _ENV = {
     "database_url": "DATABASE_URL",
-    "inbox": "RELAY_INBOX",
-    "handlers": "RELAY_HANDLERS",
-    "workers": "RELAY_WORKERS",
-    "batch_size": "RELAY_BATCH_SIZE",
-    "poll_interval": "RELAY_POLL_INTERVAL",
-    "max_attempts": "RELAY_MAX_ATTEMPTS",
-    "backoff_initial_ms": "RELAY_BACKOFF_INITIAL_MS",
-    "backoff_max_ms": "RELAY_BACKOFF_MAX_MS",
+    "inbox": "PROCESSING_INBOX",
+    "handlers": "PROCESSING_HANDLERS",
+    "workers": "PROCESSING_WORKERS",
+    "batch_size": "PROCESSING_BATCH",
+    "poll_interval_ms": "PROCESSING_POLL_INTERVAL_MS",
+    "max_attempts": "PROCESSING_MAX_ATTEMPTS",
+    "backoff_initial_ms": "PROCESSING_BACKOFF_INITIAL_MS",
+    "backoff_max_ms": "PROCESSING_BACKOFF_MAX_MS",
 }
+_LOG_LEVEL = "PROCESSING_LOG_LEVEL"
+#: Every ``PROCESSING_*`` name the worker reads; any other is reported as a typo.
+KNOWN_PROCESSING = frozenset([*(v for v in _ENV.values() if v.startswith("PROCESSING_")), _LOG_LEVEL])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     for option, variable in _ENV.items():
         p.add_argument("--" + option.replace("_", "-"), dest=option, help=f"[{variable}]")
-    p.add_argument("--log-level", default=os.environ.get("RELAY_LOG_LEVEL", "INFO"), help="[RELAY_LOG_LEVEL]")
+    p.add_argument("--log-level", default=os.environ.get(_LOG_LEVEL, "INFO"), help=f"[{_LOG_LEVEL}]")
     return p
 
 
@@ -58,6 +66,15 @@ def options_from(args: argparse.Namespace, env: dict[str, str]) -> tuple[WorkerO
     url = raw["database_url"] or ""
     if not url:
         problems.append("database_url: is required (--database-url or DATABASE_URL)")
+    problems += [
+        f"{name}: unknown variable (known: {', '.join(sorted(KNOWN_PROCESSING))})"
+        for name in sorted(env)
+        if name.startswith("PROCESSING_") and name not in KNOWN_PROCESSING
+    ]
+    poll_ms = parse(problems, "poll_interval_ms", raw["poll_interval_ms"], int, 1000)
+    if not 1 <= poll_ms <= 1000:
+        problems.append(f"poll_interval_ms: {poll_ms} is not a whole number of milliseconds from 1 to 1000")
+        poll_ms = 1000
     modules = [m.strip() for m in (raw["handlers"] or "").split(",") if m.strip()]
     if not modules:
         problems.append("handlers: is required: the module(s) with the @relay.handler functions (comma-separated)")
@@ -65,7 +82,7 @@ def options_from(args: argparse.Namespace, env: dict[str, str]) -> tuple[WorkerO
         inbox=raw["inbox"] or "",
         workers=parse(problems, "workers", raw["workers"], int, 1),
         batch_size=parse(problems, "batch_size", raw["batch_size"], int, 1),
-        poll_interval=parse(problems, "poll_interval", raw["poll_interval"], float, 1.0),
+        poll_interval=poll_ms / 1000,
         max_attempts=parse(problems, "max_attempts", raw["max_attempts"], int, 10),
         backoff_initial_ms=parse(problems, "backoff_initial_ms", raw["backoff_initial_ms"], int, 1000),
         backoff_max_ms=parse(problems, "backoff_max_ms", raw["backoff_max_ms"], int, 300_000),

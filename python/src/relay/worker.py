@@ -18,12 +18,14 @@ transaction is Django's ``atomic()`` and handlers use the ORM).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import random
 import signal
 import threading
 from contextlib import AbstractContextManager
+from decimal import Decimal
 from typing import Any, Callable, Optional, Protocol
 
 from .errors import ConfigurationError, StartupError
@@ -33,9 +35,15 @@ from .options import WorkerOptions
 
 log = logging.getLogger("relay.worker")
 
+# The timestamps come as epoch seconds (numeric) and become datetimes in _message: a value no
+# datetime can hold ('infinity', inserted past the consumer) must fail one message there, where it
+# is recorded with relay.failed, not the fetch of the whole claim. The headers come as text, parsed
+# the same way by every driver (psycopg would turn the jsonb string "x" into the str x, which
+# Django's backend also uses for unparsed jsonb).
 _CLAIM = (
-    "SELECT message_id, source, topic, key, msg_type, content_type, payload, headers, traceparent, "
-    "tracestate, sequence, created_at, received_at, attempts FROM relay.claim(%s, %s)"
+    "SELECT message_id, source, topic, key, msg_type, content_type, payload, headers::text, traceparent, "
+    "tracestate, sequence, extract(epoch FROM created_at), extract(epoch FROM received_at), attempts "
+    "FROM relay.claim(%s, %s)"
 )
 _DONE = "SELECT relay.done(%s, %s)"
 _FAILED = "SELECT relay.failed(%s, %s, %s)"
@@ -125,27 +133,58 @@ def process_batch(
         for row in rows:
             if stop.is_set():
                 break
-            message = _message(inbox, row, session.connection)
+            # The id first: a row that cannot become a message is recorded as a failed attempt
+            # (retried, then parked with the reason) instead of ending the transaction, which
+            # would roll the claim back and hand every worker the same row again.
+            message_id, attempts = row[0], row[-1]
+            try:
+                message = _message(inbox, row, session.connection)
+            except Exception as e:
+                _record_failure(session, inbox, message_id, attempts, f"the message cannot be decoded: {error_text(e)}")
+                continue
             fn = registry.find(inbox, message.topic, message.msg_type)
             if fn is None:
                 reason = (
                     f"no handler registered for inbox {inbox!r}, topic {message.topic!r}, "
                     f"msg_type {message.msg_type!r}"
                 )
-                _record_failure(session, message, reason)
+                _record_failure(session, inbox, message.message_id, message.attempts, reason)
                 continue
             try:
                 with session.transaction():
                     fn(message)
                     session.query(_DONE, [inbox, message.message_id])
             except Exception as e:  # the handler's failure: its effect is rolled back
-                _record_failure(session, message, error_text(e))
+                _record_failure(session, inbox, message.message_id, message.attempts, error_text(e))
             else:
                 log.debug("processed message %s (%s, key %r)", message.message_id, message.topic, message.key)
         return len(rows)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _timestamp(column: str, epoch_seconds: Any) -> dt.datetime:
+    """A timestamptz read as ``extract(epoch ...)`` (numeric), exactly to the microsecond."""
+    try:
+        micros = int(Decimal(str(epoch_seconds)) * 1_000_000)
+        return _EPOCH + dt.timedelta(microseconds=micros)
+    except (ArithmeticError, OverflowError, ValueError) as e:
+        raise ValueError(f"column {column}: {epoch_seconds} seconds since 1970 is no datetime ({e})") from e
+
+
+def _headers(raw: str) -> dict[str, str]:
+    """The headers column (jsonb as text): a JSON object of strings, or ValueError saying what it is instead."""
+    headers = json.loads(raw)
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        shown = json.dumps(headers)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        raise ValueError(f"column headers: not a JSON object of strings: {shown}")
+    return headers
+
+
 def _message(inbox: str, row: tuple[Any, ...], connection: Any) -> Message:
+    """The message in a claimed row; raises (ValueError) when the row cannot be one."""
     (message_id, source, topic, key, msg_type, content_type, payload, headers, traceparent, tracestate,
      sequence, created_at, received_at, attempts) = row
     return Message(
@@ -157,30 +196,24 @@ def _message(inbox: str, row: tuple[Any, ...], connection: Any) -> Message:
         msg_type=msg_type,
         content_type=content_type,
         payload=bytes(payload),
-        # Django's psycopg 3 backend leaves jsonb as text (JSONField parses it itself).
-        headers=json.loads(headers) if isinstance(headers, str) else dict(headers or {}),
+        headers=_headers(headers),
         traceparent=traceparent,
         tracestate=tracestate,
         sequence=sequence,
-        created_at=created_at,
-        received_at=received_at,
+        created_at=_timestamp("created_at", created_at),
+        received_at=_timestamp("received_at", received_at),
         attempts=attempts,
         connection=connection,
     )
 
 
-def _record_failure(session: Session, message: Message, error: str) -> None:
-    outcome = session.query(_FAILED, [message.inbox, message.message_id, error])[0][0]
+def _record_failure(session: Session, inbox: str, message_id: Any, attempts: int, error: str) -> None:
+    """``relay.failed`` for a message that had ``attempts`` failed attempts before this one."""
+    outcome = session.query(_FAILED, [inbox, message_id, error])[0][0]
     if outcome == "parked":
-        log.error(
-            "message %s (%s, key %r) parked after %d attempts: %s",
-            message.message_id, message.topic, message.key, message.attempts + 1, error,
-        )
+        log.error("message %s of inbox %r parked after %d attempts: %s", message_id, inbox, attempts + 1, error)
     else:
-        log.warning(
-            "message %s (%s, key %r) failed, attempt %d, retried later: %s",
-            message.message_id, message.topic, message.key, message.attempts + 1, error,
-        )
+        log.warning("message %s of inbox %r failed, attempt %d, retried later: %s", message_id, inbox, attempts + 1, error)
 
 
 class _Backoff:

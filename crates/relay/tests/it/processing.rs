@@ -15,6 +15,7 @@ mod claims;
 mod crashes;
 mod failures;
 mod pipeline;
+mod undecodable;
 
 pub const WORKER: &str = env!("CARGO_BIN_EXE_relay-example-worker");
 

@@ -17,7 +17,7 @@ async fn messages_enqueued_at_the_origin_are_acted_on_once_in_key_order_through_
     let mut pipeline = Pipeline::start(TEST, 3).await;
     let client = pipeline.inbox.client().await;
     let url = relay_config::DatabaseUrl::parse(pipeline.inbox.url.clone().into()).expect("url");
-    let (_listener, mut notifications) = relay_db::listen(&url, "relay_inbox").await.expect("listen");
+    let (_listener, mut notifications) = relay_db::listen(&url, "relay_inbox", None).await.expect("listen");
 
     // Idle workers look by themselves only once a minute, so what wakes them within the
     // 45 s allowed below is the consumer's notification.
