@@ -91,3 +91,24 @@ def test_the_psycopg_worker_on_a_database_without_the_processing_schema_exits_1_
         assert "Traceback" not in text, text
     finally:
         support.drop_database(name)
+
+
+def test_a_failure_log_line_escapes_control_and_bidi_characters(caplog: pytest.LogCaptureFixture) -> None:
+    from relay.worker import _record_failure
+
+    class Session:
+        def __init__(self, outcome: str) -> None:
+            self.outcome = outcome
+
+        def query(self, sql: str, params: list[object]) -> list[tuple[str]]:
+            return [(self.outcome,)]
+
+    hostile = "bad key \x1b[2J\x1b]0;pwn\x07 \u202e"
+    with caplog.at_level("WARNING", logger="relay"):
+        _record_failure(Session("retry"), "ledger", "id-1", 0, f"ValueError: {hostile}")
+        _record_failure(Session("parked"), "ledger", "id-2", 9, f"ValueError: {hostile}")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert len(caplog.records) == 2, text
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in text, repr(text)
+    assert "\\x1b[2J\\x1b]0;pwn\\x07" in text and "\\u202e" in text, text

@@ -210,10 +210,12 @@ def _message(inbox: str, row: tuple[Any, ...], connection: Any) -> Message:
 def _record_failure(session: Session, inbox: str, message_id: Any, attempts: int, error: str) -> None:
     """``relay.failed`` for a message that had ``attempts`` failed attempts before this one."""
     outcome = session.query(_FAILED, [inbox, message_id, error])[0][0]
+    # %r: the error text can quote writer-chosen keys or payloads; repr escapes control and
+    # bidirectional-override characters, so a log line cannot drive the operator's terminal.
     if outcome == "parked":
-        log.error("message %s of inbox %r parked after %d attempts: %s", message_id, inbox, attempts + 1, error)
+        log.error("message %s of inbox %r parked after %d attempts: %r", message_id, inbox, attempts + 1, error)
     else:
-        log.warning("message %s of inbox %r failed, attempt %d, retried later: %s", message_id, inbox, attempts + 1, error)
+        log.warning("message %s of inbox %r failed, attempt %d, retried later: %r", message_id, inbox, attempts + 1, error)
 
 
 class _Backoff:
