@@ -74,7 +74,7 @@ impl SigningKey {
 
     /// The signature of `value`, as sent in [`HEADER_SIGNATURE`].
     pub fn sign(&self, value: &[u8]) -> String {
-        to_hex(&mac(&self.key, value).finalize().into_bytes())
+        hex::encode(mac(&self.key, value).finalize().into_bytes())
     }
 }
 
@@ -171,20 +171,12 @@ fn shown_key_id(raw: &[u8]) -> String {
     }
 }
 
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes
-        .iter()
-        .flat_map(|b| [DIGITS[usize::from(b >> 4)] as char, DIGITS[usize::from(b & 15)] as char])
-        .collect()
-}
-
 fn from_hex_digest(text: &str) -> Option<Vec<u8>> {
     // Exactly one HMAC-SHA256 output: 32 bytes, 64 hex digits.
     if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    hex::decode(text).ok()
 }
 
 #[cfg(test)]

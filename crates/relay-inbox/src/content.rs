@@ -48,7 +48,7 @@ pub(crate) fn digest(row: &InboxRow) -> String {
     }
     field(&row.sequence.to_le_bytes());
     field(&micros_since_1970(row).to_le_bytes());
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hash.finalize())
 }
 
 /// The creation time in microseconds, the precision PostgreSQL stores.

@@ -84,7 +84,7 @@ impl KeptHeaders {
             Self::Headers(headers) => Value::Array(
                 headers
                     .iter()
-                    .map(|h| json!({ "name": to_hex(&h.name), "value": h.value.as_deref().map(to_hex) }))
+                    .map(|h| json!({ "name": hex::encode(&h.name), "value": h.value.as_deref().map(hex::encode) }))
                     .collect(),
             ),
         }
@@ -96,10 +96,10 @@ impl KeptHeaders {
             return Some(Self::Unreadable(reason.as_str()?.to_string()));
         }
         let headers = value.as_array()?.iter().map(|h| {
-            let name = from_hex(h.get("name")?.as_str()?)?;
+            let name = hex::decode(h.get("name")?.as_str()?).ok()?;
             let value = match h.get("value")? {
                 Value::Null => None,
-                hex => Some(from_hex(hex.as_str()?)?),
+                encoded => Some(hex::decode(encoded.as_str()?).ok()?),
             };
             Some(RawHeader { name, value })
         });
@@ -112,23 +112,10 @@ const SHOWN_BYTES: usize = 32;
 
 fn shown_hex(bytes: &[u8]) -> String {
     if bytes.len() <= SHOWN_BYTES {
-        to_hex(bytes)
+        hex::encode(bytes)
     } else {
-        format!("{}… ({} bytes)", to_hex(&bytes[..SHOWN_BYTES]), bytes.len())
+        format!("{}… ({} bytes)", hex::encode(&bytes[..SHOWN_BYTES]), bytes.len())
     }
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| char::from(c).to_digit(16);
-    let byte = |pair: &[u8]| match pair {
-        [high, low] => Some((digit(*high)? << 4 | digit(*low)?) as u8),
-        _ => None,
-    };
-    text.as_bytes().chunks(2).map(byte).collect()
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ fn a_signature_verifies_with_the_same_key_and_matches_rfc_4231() {
     let mut mac = HmacSha256::new_from_slice(b"Jefe").expect("any length");
     mac.update(b"what do ya want for nothing?");
     assert_eq!(
-        to_hex(&mac.finalize().into_bytes()),
+        hex::encode(mac.finalize().into_bytes()),
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     );
     let signer = key("k1", OLD);
