@@ -3,23 +3,31 @@
 //! Both sides bucket by outbox id (the inbox keeps it as `sequence`) and compute, per bucket, a
 //! count and the sum of a 64-bit hash of (message id, topic, key, payload digest). Equal buckets
 //! hold the same messages with overwhelming probability, so only differing buckets are read row
-//! by row. Only rows created before one cutoff are compared on both sides, so messages still in
-//! flight are not reported.
+//! by row. Only rows created before one cutoff, taken from the outbox database's clock, are
+//! compared on both sides, so messages still in flight are not reported. The id range is read in
+//! chunks of [`CHUNK_BUCKETS`] whole buckets, so the progress bar advances as messages are compared.
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    time::SystemTime,
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::report::{Ids, PairReport, Purged};
+use crate::{
+    progress::Progress,
+    report::{Ids, PairReport, Purged},
+};
 
-/// Rows and approximate bytes received, for the report's stats.
+/// Buckets summarised per query, so that progress shows as the id range is read.
+const CHUNK_BUCKETS: i64 = 16;
+
+/// Rows and approximate bytes received, and outbox messages compared, for the report's stats.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Meter {
     pub rows: u64,
     pub bytes: u64,
+    pub messages: u64,
 }
 
 impl Meter {
@@ -34,13 +42,15 @@ pub(crate) struct Scope<'a> {
     pub inbox: &'a str,
     pub source: &'a str,
     pub topics: &'a [String],
+    /// Messages created before this, by the outbox database's clock, are compared.
     pub cutoff: SystemTime,
     pub bucket_size: i64,
     pub max_ids: usize,
     /// Start at this id (service mode: everything below was verified in an earlier cycle).
     pub watermark: i64,
-    /// Service mode: buckets whose newest row is older than this may be skipped next cycle.
-    pub settled_before: Option<SystemTime>,
+    /// Service mode: clean buckets wholly below this id are final and skipped from now on
+    /// (see [`crate::horizon`]).
+    pub final_below: Option<i64>,
 }
 
 type Bucket = (i64, String);
@@ -60,42 +70,90 @@ async fn purged_below(
     Ok((origin.map_or(0, |r| r.get(0)), receiver.map_or(0, |r| r.get(0))))
 }
 
+/// The number of outbox messages [`compare`] will check for `scope`, for the progress bar.
+pub(crate) async fn to_compare(
+    outbox: &Client,
+    inbox: &Client,
+    scope: &Scope<'_>,
+) -> Result<u64, tokio_postgres::Error> {
+    let (origin_below, inbox_below) = purged_below(outbox, inbox, scope).await?;
+    let from = origin_below.max(inbox_below).max(scope.watermark);
+    let row =
+        outbox.query_one(include_str!("sql/pair_count.sql"), &[&scope.topics, &scope.cutoff, &from]).await?;
+    Ok(row.get::<_, i64>(0).max(0) as u64)
+}
+
 /// Compares and returns the report with the next watermark.
 pub(crate) async fn compare(
     outbox: &Client,
     inbox: &Client,
     scope: &Scope<'_>,
     meter: &mut Meter,
+    progress: &Progress,
 ) -> Result<(PairReport, i64), tokio_postgres::Error> {
     let (origin_below, inbox_below) = purged_below(outbox, inbox, scope).await?;
     let from = origin_below.max(inbox_below).max(scope.watermark);
     let b = scope.bucket_size;
-
-    let rows = outbox
-        .query(include_str!("sql/outbox_buckets.sql"), &[&scope.topics, &scope.cutoff, &from, &b])
-        .await?;
-    meter.add(rows.len(), 8 + 8 + 24);
-    let origin_buckets: HashMap<i64, Bucket> =
-        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
-    let rows = inbox
-        .query(
-            include_str!("sql/inbox_buckets.sql"),
-            &[&scope.inbox, &scope.source, &scope.topics, &scope.cutoff, &from, &b],
+    let chunk = b.saturating_mul(CHUNK_BUCKETS);
+    let newest_id: i64 = outbox.query_one("SELECT coalesce(max(id), 0) FROM relay.outbox", &[]).await?.get(0);
+    let newest_sequence: i64 = inbox
+        .query_one(
+            "SELECT coalesce(max(sequence), 0) FROM relay.inbox WHERE inbox = $1 AND source = $2",
+            &[&scope.inbox, &scope.source],
         )
-        .await?;
-    meter.add(rows.len(), 8 + 8 + 24);
-    let inbox_buckets: HashMap<i64, Bucket> = rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+        .await?
+        .get(0);
+    meter.add(2, 8);
+    let newest = newest_id.max(newest_sequence);
 
-    let all: BTreeSet<i64> = origin_buckets.keys().chain(inbox_buckets.keys()).copied().collect();
-    let differing: Vec<i64> =
-        all.iter().copied().filter(|k| origin_buckets.get(k) != inbox_buckets.get(k)).collect();
+    let mut all = BTreeSet::new();
+    let mut differing = BTreeSet::new();
+    let (mut missing, mut extra, mut mismatched) = (Vec::new(), Vec::new(), Ids::default());
+    let mut lo = from;
+    loop {
+        // Whole buckets up to the next chunk boundary; the last chunk is open-ended, so rows
+        // committed while the pass runs are seen as a single query would have seen them.
+        let boundary = (lo / chunk + 1) * chunk;
+        let hi = if boundary > newest { i64::MAX } else { boundary };
+        let rows = outbox
+            .query(include_str!("sql/outbox_buckets.sql"), &[&scope.topics, &scope.cutoff, &lo, &b, &hi])
+            .await?;
+        meter.add(rows.len(), 8 + 8 + 24);
+        let origin_buckets: HashMap<i64, Bucket> =
+            rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+        let rows = inbox
+            .query(
+                include_str!("sql/inbox_buckets.sql"),
+                &[&scope.inbox, &scope.source, &scope.topics, &scope.cutoff, &lo, &b, &hi],
+            )
+            .await?;
+        meter.add(rows.len(), 8 + 8 + 24);
+        let inbox_buckets: HashMap<i64, Bucket> =
+            rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+        let here: BTreeSet<i64> = origin_buckets.keys().chain(inbox_buckets.keys()).copied().collect();
+        for &bucket in here.iter().filter(|k| origin_buckets.get(k) != inbox_buckets.get(k)) {
+            let (from_id, to_id) = ((bucket * b).max(lo), (bucket + 1) * b);
+            drill(outbox, inbox, scope, from_id, to_id, meter, &mut missing, &mut extra, &mut mismatched)
+                .await?;
+            differing.insert(bucket);
+        }
+        all.extend(here);
+        let messages: u64 = origin_buckets.values().map(|(n, _)| (*n).max(0) as u64).sum();
+        meter.messages += messages;
+        progress.advance(messages);
+        if hi == i64::MAX {
+            break;
+        }
+        lo = hi;
+    }
 
     let mut report = PairReport {
         inbox: scope.inbox.to_string(),
         source: scope.source.to_string(),
+        cutoff_unix: unix(scope.cutoff),
         missing: Ids::default(),
         extra: Ids::default(),
-        mismatched: Ids::default(),
+        mismatched,
         lag_messages: 0,
         lag_seconds: 0.0,
         purged_at_origin: None,
@@ -103,11 +161,6 @@ pub(crate) async fn compare(
         buckets_compared: all.len() as u64,
         buckets_differing: differing.len() as u64,
     };
-    let (mut missing, mut extra) = (Vec::new(), Vec::new());
-    for &bucket in &differing {
-        let (lo, hi) = ((bucket * b).max(from), (bucket + 1) * b);
-        drill(outbox, inbox, scope, lo, hi, meter, &mut missing, &mut extra, &mut report.mismatched).await?;
-    }
     // A message present on both sides under a different sequence or topic is one mismatch, not a
     // loss plus a stranger.
     let missing_set: HashSet<Uuid> = missing.iter().copied().collect();
@@ -126,21 +179,23 @@ pub(crate) async fn compare(
     purges(outbox, inbox, scope, origin_below, inbox_below, &mut report, meter).await?;
     lag(outbox, inbox, scope, &mut report, meter).await?;
 
-    // The next cycle may start after the leading run of clean buckets lying wholly below every
-    // pending or recent outbox row (anything at or above that can still change).
+    // The next cycle may start after the leading run of clean buckets lying wholly below the
+    // final bound (anything at or above it can still change or still gain a row).
     let mut watermark = from;
-    if let Some(settled_before) = scope.settled_before {
-        let settled_below: i64 =
-            outbox.query_one(include_str!("sql/settled_below.sql"), &[&settled_before]).await?.get(0);
-        meter.add(1, 8);
+    if let Some(final_below) = scope.final_below {
         for bucket in &all {
-            if differing.contains(bucket) || (bucket + 1) * b > settled_below {
+            if differing.contains(bucket) || (bucket + 1) * b > final_below {
                 break;
             }
-            watermark = (bucket + 1) * b;
+            watermark = watermark.max((bucket + 1) * b);
         }
     }
     Ok((report, watermark))
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[allow(clippy::too_many_arguments)]

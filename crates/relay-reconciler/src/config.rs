@@ -1,114 +1,33 @@
-//! The reconciler's inputs: command-line flags, each with a matching environment variable.
-//! Every problem is reported in one run; database URLs are secrets and never printed.
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+//! The reconciler's validated settings, read through relay-config's [`Reader`] like every other
+//! Relay service: variable names are constants ([`crate::names`]), values typed, the environment
+//! injected, and every problem reported in one run. Flags given on the command line stand for
+//! their variables ([`Args`]); database URLs are secrets and never printed.
+use std::{collections::BTreeMap, net::SocketAddr, str::FromStr, time::Duration};
 
-use relay_config::{ConfigError, DatabaseUrl, Problem};
+use relay_config::{ConfigError, DatabaseUrl, Environment, Reader};
 use uuid::Uuid;
 
+use crate::{
+    args::{flag_of, names, CommandLineOverEnv},
+    databases, Args, Command,
+};
+
 /// Output format of one-shot runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
     Json,
 }
 
-/// `reconciler` command line. List variables separate entries with spaces or newlines.
-#[derive(Debug, clap::Parser)]
-#[command(
-    name = "reconciler",
-    about = "Compare every outbox with every inbox; report and re-drive what is missing",
-    after_help = "Exit codes: 0 clean; 1 discrepancies found (trace: the message was found nowhere); 2 could not run."
-)]
-pub struct Args {
-    /// An outbox as SOURCE=DATABASE_URL, SOURCE being its OUTBOX_SOURCE. Repeatable.
-    #[arg(
-        long = "outbox",
-        env = "RECONCILE_OUTBOXES",
-        value_delimiter = ' ',
-        hide_env_values = true,
-        global = true
-    )]
-    pub outboxes: Vec<String>,
-    /// An inbox as NAME=DATABASE_URL, NAME being its INBOX_NAME. Repeatable.
-    #[arg(
-        long = "inbox",
-        env = "RECONCILE_INBOXES",
-        value_delimiter = ' ',
-        hide_env_values = true,
-        global = true
-    )]
-    pub inboxes: Vec<String>,
-    /// The topics an inbox subscribes to, as NAME=TOPIC[,TOPIC...]. One per inbox.
-    #[arg(long = "subscription", env = "RECONCILE_SUBSCRIPTIONS", value_delimiter = ' ', global = true)]
-    pub subscriptions: Vec<String>,
-    /// Messages younger than this are still in flight and not reported missing.
-    #[arg(long, env = "RECONCILE_GRACE_SECS", default_value_t = 60)]
-    pub grace_secs: u64,
-    /// Outbox rows unpublished for longer than this are reported stuck.
-    #[arg(long, env = "RECONCILE_STUCK_SECS", default_value_t = 300)]
-    pub stuck_secs: u64,
-    /// In inboxes with processing enabled, messages stored longer ago than this and not
-    /// processed yet are reported unprocessed (parked ones always are).
-    #[arg(long, env = "RECONCILE_UNPROCESSED_SECS", default_value_t = 300)]
-    pub unprocessed_secs: u64,
-    /// Outbox ids per bucket; only buckets whose count or hash differ are compared row by row.
-    #[arg(long, env = "RECONCILE_BUCKET_SIZE", default_value_t = 10_000)]
-    pub bucket_size: i64,
-    /// The most message ids listed per finding (counts are always complete).
-    #[arg(long, env = "RECONCILE_MAX_IDS", default_value_t = 1_000)]
-    pub max_ids: i64,
-    #[arg(long, env = "RECONCILE_FORMAT", value_enum, default_value_t = Format::Table, global = true)]
-    pub format: Format,
-    /// Run as a service: reconcile every interval, log findings, serve metrics.
-    #[arg(long, env = "RECONCILE_SERVE")]
-    pub serve: bool,
-    #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 60)]
-    pub interval_secs: u64,
-    /// In service mode, buckets whose rows are all older than this are verified once, not every cycle.
-    #[arg(long, env = "RECONCILE_SETTLE_SECS", default_value_t = 3_600)]
-    pub settle_secs: u64,
-    /// Where service mode serves Prometheus metrics.
-    #[arg(long, env = "RECONCILE_METRICS_ADDR", default_value = "0.0.0.0:9464")]
-    pub metrics_addr: String,
-    /// Re-publish missing messages from their outbox. A dry run unless --execute is given.
-    #[arg(long)]
-    pub repair: bool,
-    /// With --repair: really re-publish.
-    #[arg(long, requires = "repair")]
-    pub execute: bool,
-    /// `RECONCILE_*` variables that name no flag (typos); filled by [`Args::from_env`].
-    #[arg(skip)]
-    pub unknown_variables: Vec<String>,
-    /// `RECONCILE_*` variables whose value their flag refuses; filled by [`Args::from_env`].
-    #[arg(skip)]
-    pub env_problems: Vec<Problem>,
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-/// What to do instead of a reconciliation.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum Command {
-    /// Where is my message? Follows one message, or the newest messages of one key, through
-    /// every configured outbox and inbox: enqueued, published (partition, offset) or parked,
-    /// stored, dead-lettered, processed, parked or skipped. Exit 0 found, 1 found nowhere.
-    Trace(TraceArgs),
-}
-
-/// `reconciler trace` arguments: a message id, or a topic and a key.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TraceArgs {
-    /// The message id (relay.enqueue's result, the record's relay-message-id header).
-    #[arg(long, conflicts_with_all = ["topic", "key"], required_unless_present = "topic")]
-    pub message_id: Option<Uuid>,
-    /// With --key: every message of this topic and key (newest first, up to --limit).
-    #[arg(long, requires = "key")]
-    pub topic: Option<String>,
-    #[arg(long, requires = "topic")]
-    pub key: Option<String>,
-    /// With --topic and --key: the most messages shown.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
-    pub limit: i64,
+impl FromStr for Format {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "table" => Ok(Self::Table),
+            "json" => Ok(Self::Json),
+            _ => Err(()),
+        }
+    }
 }
 
 /// What `reconciler trace` looks for.
@@ -126,11 +45,12 @@ pub struct Inbox {
     pub topics: Vec<String>,
 }
 
-/// Validated settings.
+/// Validated settings. Every duration is measured on the databases' clocks, never this host's.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Outboxes by source name.
+    /// Outboxes by source name; no name and no database appears twice.
     pub outboxes: BTreeMap<String, DatabaseUrl>,
+    /// Inboxes in the order given; no name appears twice.
     pub inboxes: Vec<Inbox>,
     pub grace: Duration,
     pub stuck: Duration,
@@ -147,125 +67,59 @@ pub struct Config {
     pub unprocessed: Duration,
     /// `reconciler trace`: follow this message or key instead of reconciling.
     pub trace: Option<TraceQuery>,
+    /// `NO_COLOR` is set: the progress bar is drawn without colours.
+    pub no_color: bool,
 }
 
-fn pairs(raw: &[String], flag: &str, problems: &mut Vec<Problem>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for entry in raw.iter().flat_map(|r| r.split_whitespace()) {
-        match entry.split_once('=') {
-            Some((name, value)) if !name.is_empty() && !value.is_empty() => {
-                out.push((name.to_string(), value.to_string()))
-            }
-            _ => problems.push(Problem {
-                variable: flag.into(),
-                // Only the part before '=' is shown: the rest may be a URL with a password.
-                message: format!("entry {:?} is not NAME=VALUE", entry.split('=').next().unwrap_or("")),
-            }),
-        }
-    }
-    out
-}
+/// A week, the longest age setting accepted.
+const WEEK_SECS: u64 = 7 * 24 * 3600;
 
 impl Config {
-    /// Validates `args`, reporting every problem at once.
-    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
-        let mut problems = Vec::new();
-        let url = |flag: &str, name: &str, raw: String, problems: &mut Vec<Problem>| {
-            DatabaseUrl::parse(raw.into())
-                .map_err(|why| {
-                    problems.push(Problem { variable: flag.into(), message: format!("{name}: URL {why}") })
-                })
-                .ok()
+    /// Reads every setting from `args` (flags win) and `env`, reporting every problem at once:
+    /// a problem names the flag when the value came from the command line, else the variable.
+    pub fn read(args: Args, env: &dyn Environment) -> Result<Self, ConfigError> {
+        let overlay = CommandLineOverEnv { given: args.as_variables(), env };
+        let mut reader = Reader::new(&overlay);
+        let secs = |reader: &mut Reader<'_>, name: &str, default: u64, min: u64, max: u64| {
+            Duration::from_secs(reader.number(name, default, min, max))
         };
-        let mut outboxes = BTreeMap::new();
-        for (source, raw) in pairs(&args.outboxes, "--outbox / RECONCILE_OUTBOXES", &mut problems) {
-            if let Some(u) = url("--outbox / RECONCILE_OUTBOXES", &source, raw, &mut problems) {
-                outboxes.insert(source, u);
+        let (outboxes, inboxes) = databases::read(&mut reader);
+        let grace = secs(&mut reader, names::GRACE_SECS, 60, 0, WEEK_SECS);
+        let stuck = secs(&mut reader, names::STUCK_SECS, 300, 0, WEEK_SECS);
+        let unprocessed = secs(&mut reader, names::UNPROCESSED_SECS, 300, 0, WEEK_SECS);
+        let bucket_size = reader.number(names::BUCKET_SIZE, 10_000, 1, 100_000_000) as i64;
+        let max_ids = reader.number(names::MAX_IDS, 1_000, 1, 1_000_000) as i64;
+        let format = reader.parsed(names::FORMAT, Format::Table, "table or json");
+        let serve = reader.flag(names::SERVE, false);
+        let interval = secs(&mut reader, names::INTERVAL_SECS, 60, 1, 24 * 3600);
+        let settle = secs(&mut reader, names::SETTLE_SECS, 3_600, 0, 52 * WEEK_SECS);
+        let metrics_addr =
+            reader.parsed(names::METRICS_ADDR, SocketAddr::from(([0, 0, 0, 0], 9464)), "an ip:port address");
+        let no_color = reader.optional(names::NO_COLOR).is_some();
+        reader.reject_unknown(names::PREFIX, names::ALL, |_| false);
+        if let Err(ConfigError(mut problems)) = reader.finish() {
+            for problem in &mut problems {
+                if overlay.given.contains_key(problem.variable.as_str()) {
+                    problem.variable = flag_of(&problem.variable).unwrap_or_else(|| problem.variable.clone());
+                }
             }
-        }
-        if outboxes.is_empty() && problems.is_empty() {
-            problems.push(Problem {
-                variable: "--outbox / RECONCILE_OUTBOXES".into(),
-                message: "no outbox given".into(),
-            });
-        }
-        let subscriptions: BTreeMap<String, Vec<String>> =
-            pairs(&args.subscriptions, "--subscription / RECONCILE_SUBSCRIPTIONS", &mut problems)
-                .into_iter()
-                .map(|(name, topics)| {
-                    (name, topics.split(',').filter(|t| !t.is_empty()).map(String::from).collect())
-                })
-                .collect();
-        let inbox_pairs = pairs(&args.inboxes, "--inbox / RECONCILE_INBOXES", &mut problems);
-        if inbox_pairs.is_empty() {
-            problems.push(Problem {
-                variable: "--inbox / RECONCILE_INBOXES".into(),
-                message: "no inbox given".into(),
-            });
-        }
-        for name in subscriptions.keys().filter(|n| !inbox_pairs.iter().any(|(i, _)| i == *n)) {
-            problems.push(Problem {
-                variable: "--subscription / RECONCILE_SUBSCRIPTIONS".into(),
-                message: format!("subscription for unknown inbox {name}"),
-            });
-        }
-        let mut inboxes = Vec::new();
-        for (name, raw) in inbox_pairs {
-            let topics = subscriptions.get(&name).cloned().unwrap_or_default();
-            if topics.is_empty() {
-                problems.push(Problem {
-                    variable: "--subscription / RECONCILE_SUBSCRIPTIONS".into(),
-                    message: format!("inbox {name} has no subscription (NAME=TOPIC[,TOPIC...])"),
-                });
-            }
-            if let Some(u) = url("--inbox / RECONCILE_INBOXES", &name, raw, &mut problems) {
-                inboxes.push(Inbox { name, url: u, topics });
-            }
-        }
-        if args.bucket_size < 1 {
-            problems.push(Problem {
-                variable: "--bucket-size / RECONCILE_BUCKET_SIZE".into(),
-                message: "must be at least 1".into(),
-            });
-        }
-        if args.max_ids < 1 {
-            problems.push(Problem {
-                variable: "--max-ids / RECONCILE_MAX_IDS".into(),
-                message: "must be at least 1".into(),
-            });
-        }
-        let metrics_addr = args.metrics_addr.parse().unwrap_or_else(|_| {
-            problems.push(Problem {
-                variable: "--metrics-addr / RECONCILE_METRICS_ADDR".into(),
-                message: format!("{:?} is not host:port", args.metrics_addr),
-            });
-            SocketAddr::from(([0, 0, 0, 0], 9464))
-        });
-        problems.extend(args.env_problems.iter().cloned());
-        for variable in &args.unknown_variables {
-            problems.push(Problem {
-                variable: variable.clone(),
-                message: "is not a setting this service knows (a typo?)".into(),
-            });
-        }
-        if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
         Ok(Self {
             outboxes,
             inboxes,
-            grace: Duration::from_secs(args.grace_secs),
-            stuck: Duration::from_secs(args.stuck_secs),
-            settle: Duration::from_secs(args.settle_secs),
-            bucket_size: args.bucket_size,
-            max_ids: args.max_ids,
-            format: args.format,
-            serve: args.serve,
-            interval: Duration::from_secs(args.interval_secs.max(1)),
+            grace,
+            stuck,
+            settle,
+            bucket_size,
+            max_ids,
+            format,
+            serve,
+            interval,
             metrics_addr,
             repair: args.repair,
             execute: args.execute,
-            unprocessed: Duration::from_secs(args.unprocessed_secs),
+            unprocessed,
             trace: args.command.map(|Command::Trace(t)| match (t.message_id, t.topic, t.key) {
                 (Some(id), _, _) => TraceQuery::Message(id),
                 (None, topic, key) => TraceQuery::Key {
@@ -274,6 +128,21 @@ impl Config {
                     limit: t.limit,
                 },
             }),
+            no_color,
         })
     }
+
+    /// [`Args::parse_from_argv`] then [`Config::read`]: the outer error is clap's (a command line
+    /// it refuses), the inner one every bad setting.
+    pub fn from_env<I, T>(env: &dyn Environment, argv: I) -> Result<Result<Self, ConfigError>, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Ok(Self::read(Args::parse_from_argv(argv)?, env))
+    }
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -9,25 +9,24 @@
 //! `reconciler trace` follows one message (or one key) through every database instead.
 #![forbid(unsafe_code)]
 
+mod args;
 mod compare;
 mod config;
-mod env_args;
+mod databases;
+mod horizon;
+mod pass;
+mod progress;
 mod report;
 mod service;
 mod trace;
 mod trace_report;
 mod unprocessed;
 
-use std::{
-    collections::HashMap,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::collections::HashMap;
 
-pub use config::{Args, Command, Config, Format, TraceArgs, TraceQuery};
-pub use env_args::ENV_PREFIX;
+pub use args::{names, Args, Command, TraceArgs};
+pub use config::{Config, Format, Inbox, TraceQuery};
 pub use report::Report;
-use report::{InboxReport, OutboxReport, ParkedRow, Stats};
-use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -59,14 +58,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<i32, Rec
         service::serve(&config, shutdown).await?;
         return Ok(EXIT_CLEAN);
     }
-    let progress = indicatif::ProgressBar::new((config.inboxes.len() * config.outboxes.len()) as u64);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} reconciling {pos}/{len} {wide_msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let mut watermarks = HashMap::new();
-    let report = reconcile(&config, &mut watermarks, None, Some(&progress)).await?;
-    progress.finish_and_clear();
+    let progress = progress::Progress::on_terminal(config.no_color);
+    let report = pass::reconcile(&config, None, &progress).await;
+    progress.finish();
+    let report = report?;
     match config.format {
         Format::Table => print!("{}", report.to_table()),
         Format::Json => println!("{}", report.to_json()),
@@ -75,127 +70,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<i32, Rec
         repair(&config, &report).await?;
     }
     Ok(if report.clean { EXIT_CLEAN } else { EXIT_DISCREPANCIES })
-}
-
-/// One reconciliation of every pair. `watermarks` carries service mode's verified ranges.
-pub(crate) async fn reconcile(
-    config: &Config,
-    watermarks: &mut HashMap<(String, String), i64>,
-    settled_before: Option<SystemTime>,
-    progress: Option<&indicatif::ProgressBar>,
-) -> Result<Report, ReconcileError> {
-    let started = Instant::now();
-    let cutoff = SystemTime::now() - config.grace;
-    let max_ids = usize::try_from(config.max_ids).unwrap_or(usize::MAX);
-    let mut outboxes: Vec<(&String, Client)> = Vec::new();
-    for (source, url) in &config.outboxes {
-        let client = relay_db::connect_checked(url).await.map_err(|source_err| ReconcileError::Database {
-            what: format!("outbox {source}"),
-            source: source_err,
-        })?;
-        outboxes.push((source, client));
-    }
-    let mut meter = compare::Meter::default();
-    let mut pairs = Vec::new();
-    let mut inbox_reports = Vec::new();
-    let sources: Vec<&str> = config.outboxes.keys().map(String::as_str).collect();
-    for inbox in &config.inboxes {
-        let client = relay_db::connect_checked(&inbox.url)
-            .await
-            .map_err(|e| ReconcileError::Database { what: format!("inbox {}", inbox.name), source: e })?;
-        for (source, outbox) in &outboxes {
-            if let Some(p) = progress {
-                p.set_message(format!("{} <- {}", inbox.name, source));
-            }
-            let key = (inbox.name.clone(), source.to_string());
-            let scope = compare::Scope {
-                inbox: &inbox.name,
-                source,
-                topics: &inbox.topics,
-                cutoff,
-                bucket_size: config.bucket_size,
-                max_ids,
-                watermark: watermarks.get(&key).copied().unwrap_or(0),
-                settled_before,
-            };
-            let (pair, watermark) = compare::compare(outbox, &client, &scope, &mut meter)
-                .await
-                .map_err(db_error(format!("comparing inbox {} with outbox {source}", inbox.name)))?;
-            watermarks.insert(key, watermark);
-            pairs.push(pair);
-            if let Some(p) = progress {
-                p.inc(1);
-            }
-        }
-        let strays = client
-            .query(
-                include_str!("sql/inbox_strays.sql"),
-                &[&inbox.name, &sources, &inbox.topics, &cutoff, &config.max_ids],
-            )
-            .await
-            .map_err(db_error(format!("inbox {}", inbox.name)))?;
-        meter.rows += strays.len() as u64;
-        meter.bytes += strays.len() as u64 * 24;
-        let unprocessed =
-            unprocessed::findings(&client, &inbox.name, config.unprocessed, config.max_ids, &mut meter)
-                .await
-                .map_err(db_error(format!("inbox {}", inbox.name)))?;
-        inbox_reports.push(InboxReport {
-            inbox: inbox.name.clone(),
-            extra_unknown_source_or_topic: report::Ids::from_rows(&strays, 1),
-            unprocessed,
-        });
-    }
-    let mut outbox_reports = Vec::new();
-    for (source, client) in &outboxes {
-        outbox_reports.push(outbox_findings(config, source, client, &mut meter).await?);
-    }
-    let mut report = Report {
-        clean: false,
-        cutoff_unix: cutoff.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
-        pairs,
-        inboxes: inbox_reports,
-        outboxes: outbox_reports,
-        stats: Stats {
-            rows_read: meter.rows,
-            bytes_read: meter.bytes,
-            elapsed_ms: started.elapsed().as_millis() as u64,
-        },
-    };
-    report.clean = report.compute_clean();
-    Ok(report)
-}
-
-async fn outbox_findings(
-    config: &Config,
-    source: &str,
-    client: &Client,
-    meter: &mut compare::Meter,
-) -> Result<OutboxReport, ReconcileError> {
-    let stuck_before = SystemTime::now() - config.stuck;
-    let rows = client
-        .query(include_str!("sql/stuck.sql"), &[&stuck_before, &config.max_ids])
-        .await
-        .map_err(db_error(format!("outbox {source}")))?;
-    let stuck = report::Ids::from_rows(&rows, 1);
-    let parked_rows = client
-        .query(include_str!("sql/parked.sql"), &[&config.max_ids])
-        .await
-        .map_err(db_error(format!("outbox {source}")))?;
-    meter.rows += (rows.len() + parked_rows.len()) as u64;
-    meter.bytes += (rows.len() * 24 + parked_rows.len() * 80) as u64;
-    Ok(OutboxReport {
-        source: source.to_string(),
-        stuck,
-        parked_count: parked_rows.first().map_or(0, |r| r.get::<_, i64>(2) as u64),
-        parked: parked_rows
-            .iter()
-            .map(|r| ParkedRow {
-                message_id: r.get(0),
-                reason: r.get::<_, Option<String>>(1).unwrap_or_default(),
-            })
-            .collect(),
-    })
 }
 
 /// Re-drives the listed missing messages through their outboxes (dry run without `--execute`).

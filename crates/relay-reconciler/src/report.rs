@@ -49,6 +49,8 @@ pub struct Purged {
 pub struct PairReport {
     pub inbox: String,
     pub source: String,
+    /// Messages created before this (Unix seconds, on the outbox database's clock) were compared.
+    pub cutoff_unix: f64,
     pub missing: Ids,
     pub extra: Ids,
     pub mismatched: Ids,
@@ -112,6 +114,8 @@ pub struct Stats {
     pub rows_read: u64,
     /// Bytes of result data received from the databases (approximate: the values' sizes).
     pub bytes_read: u64,
+    /// Outbox messages compared (whole buckets summarised or read row by row).
+    pub messages_compared: u64,
     pub elapsed_ms: u64,
 }
 
@@ -119,7 +123,8 @@ pub struct Stats {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub clean: bool,
-    /// Messages created before this (Unix seconds) were checked.
+    /// Messages created before this (Unix seconds) were checked: the earliest of the outboxes'
+    /// cutoffs, each taken on its database's clock (every pair has its own).
     pub cutoff_unix: f64,
     pub pairs: Vec<PairReport>,
     pub inboxes: Vec<InboxReport>,
@@ -215,8 +220,9 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "{} ({} rows, {} bytes read in {} ms)",
+            "{} ({} messages compared; {} rows, {} bytes read in {} ms)",
             if self.clean { "clean" } else { "DISCREPANCIES FOUND" },
+            self.stats.messages_compared,
             self.stats.rows_read,
             self.stats.bytes_read,
             self.stats.elapsed_ms

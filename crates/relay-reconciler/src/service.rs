@@ -1,10 +1,11 @@
-//! Service mode: reconcile every interval, log one line per finding, publish metrics.
-use std::{collections::HashMap, time::SystemTime};
+//! Service mode: reconcile every interval, log one line per finding, publish metrics. Ranges
+//! verified once and final are not re-read (see [`crate::horizon`]), and a service pass finds
+//! everything a one-shot run would.
 
 use metrics::gauge;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Config, ReconcileError, Report};
+use crate::{pass::ServeState, progress::Progress, Config, ReconcileError, Report};
 
 pub(crate) async fn serve(config: &Config, shutdown: CancellationToken) -> Result<(), ReconcileError> {
     let health = relay_health::Health::new(&["reconcile"]);
@@ -12,10 +13,9 @@ pub(crate) async fn serve(config: &Config, shutdown: CancellationToken) -> Resul
         .await
         .map_err(|e| ReconcileError::Metrics(e.to_string()))?;
     tracing::info!(metrics = %config.metrics_addr, interval_s = config.interval.as_secs(), "reconciler serving");
-    let mut watermarks = HashMap::new();
+    let mut state = ServeState::default();
     loop {
-        let settled_before = SystemTime::now() - config.settle.max(config.grace);
-        match crate::reconcile(config, &mut watermarks, Some(settled_before), None).await {
+        match crate::pass::reconcile(config, Some(&mut state), &Progress::hidden()).await {
             Ok(report) => {
                 health.ok("reconcile");
                 record(&report)

@@ -2,7 +2,7 @@
 //! `relay.claim` (a `relay.processing` row), messages stored longer than
 //! `RECONCILE_UNPROCESSED_SECS` ago and not processed yet, and the ones it parked. Delivery is
 //! proven by the pair comparison; this proves the receiving service acted on what was delivered.
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
@@ -27,8 +27,9 @@ pub(crate) async fn findings(
     {
         return Ok(None);
     }
-    let stored_before = SystemTime::now() - after;
-    let late = client.query(include_str!("sql/unprocessed.sql"), &[&inbox, &stored_before, &max_ids]).await?;
+    // The age is measured on the inbox database's clock (received_at is its own).
+    let late =
+        client.query(include_str!("sql/unprocessed.sql"), &[&inbox, &after.as_secs_f64(), &max_ids]).await?;
     let parked = client.query(include_str!("sql/unprocessed_parked.sql"), &[&inbox, &max_ids]).await?;
     meter.rows += (late.len() + parked.len()) as u64;
     meter.bytes += (late.len() * 24 + parked.len() * 80) as u64;

@@ -4,9 +4,8 @@ use relay_config::ProcessEnv;
 
 #[tokio::main]
 async fn main() {
-    let args =
-        relay_reconciler::Args::from_env(&ProcessEnv, std::env::args_os()).unwrap_or_else(|e| e.exit());
-    let config = relay_reconciler::Config::from_args(args)
+    let config = relay_reconciler::Config::from_env(&ProcessEnv, std::env::args_os())
+        .unwrap_or_else(|usage| usage.exit())
         .unwrap_or_else(|e| relay::exit_on_config_error("reconciler", e));
     let _telemetry = relay::init_logging(relay_config::LogFormat::Text, "reconciler");
     let code = match relay_reconciler::run(config, relay::shutdown_on_signal()).await {

@@ -97,8 +97,8 @@ async fn the_reconciler_lists_every_bad_variable_in_one_run() {
     assert_ne!(code, 0, "{stderr}");
     for expected in [
         "RECONCILE_SERVE: \"sometimes\" is not true or false",
-        "RECONCILE_GRACE_SECS: \"soon\" is not valid for --grace-secs",
-        "RECONCILE_FORMAT: \"xml\" is not valid for --format",
+        "RECONCILE_GRACE_SECS: \"soon\" is not a whole number",
+        "RECONCILE_FORMAT: \"xml\" is not table or json",
         "RECONCILE_INTERVL_SECS: is not a setting",
     ] {
         assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");

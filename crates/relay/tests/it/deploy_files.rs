@@ -87,8 +87,9 @@ pub fn check(container: &Container) -> Result<Option<Accepted>, String> {
             .map(|c| Accepted { binary, http_port: c.common.http_addr.map(|a| a.port()) })
             .map_err(|e| e.to_string())?,
         Some(binary) => {
-            let args = relay_reconciler::Args::from_env(&env, &container.argv).map_err(|e| e.to_string())?;
-            let config = relay_reconciler::Config::from_args(args).map_err(|e| e.to_string())?;
+            let config = relay_reconciler::Config::from_env(&env, &container.argv)
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
             Accepted { binary, http_port: config.serve.then(|| config.metrics_addr.port()) }
         }
     };

@@ -210,10 +210,10 @@ async fn bad_arguments_are_all_reported_with_exit_code_2() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     for expected in [
-        "is not NAME=VALUE",
-        "ledger: URL must be a postgres:// URL",
+        "--outbox: entry 1 is not SOURCE=URL",
+        "--inbox: ledger: URL must be a postgres:// URL",
         "inbox ledger has no subscription",
-        "must be at least 1",
+        "--bucket-size: 0 is outside 1..=",
     ] {
         assert!(stderr.contains(expected), "missing {expected:?} in {stderr}");
     }
