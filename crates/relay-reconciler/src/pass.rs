@@ -94,6 +94,7 @@ pub(crate) async fn reconcile(
                 progress.add_total(n);
             }
         }
+        progress.start();
     }
     let sources: Vec<&str> = config.outboxes.keys().map(String::as_str).collect();
     let grace = config.grace.as_secs_f64();

@@ -29,6 +29,7 @@ mod processing_ops;
 mod processing_reconcile;
 mod processing_roles;
 mod reconcile;
+mod reconcile_late_commit;
 mod reconcile_truth;
 mod replay;
 mod retention;

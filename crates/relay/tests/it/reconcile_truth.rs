@@ -104,13 +104,15 @@ impl Fixture {
 
 /// Runs `reconciler args` with exactly `env` (plus PATH), behind `wrapper` (`faketime ...`).
 pub(crate) async fn run(wrapper: &[&str], env: &[(String, String)], args: &[&str]) -> Output {
-    let (program, before) = match wrapper.split_first() {
-        Some((program, rest)) => (*program, [rest, &[RECONCILER]].concat()),
-        None => (RECONCILER, Vec::new()),
-    };
+    let argv: Vec<&str> = wrapper.iter().copied().chain([RECONCILER]).chain(args.iter().copied()).collect();
+    command(&argv, env).await
+}
+
+/// Runs `argv` with exactly `env` (plus PATH).
+async fn command(argv: &[&str], env: &[(String, String)]) -> Output {
+    let program = argv[0];
     tokio::process::Command::new(program)
-        .args(before)
-        .args(args)
+        .args(&argv[1..])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().cloned())
@@ -297,4 +299,59 @@ async fn database_lists_are_read_from_files_and_a_bad_file_is_reported() {
     assert!(stderr.contains("RECONCILE_OUTBOXES_FILE: entry 1 is not SOURCE=URL"), "{stderr}");
     assert!(!stderr.contains(&f.origin.name), "the file's content was printed: {stderr}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 13 item 8: the bar stayed at 0/1 over 1,000,000 messages. It counts the messages to
+/// compare up front and advances as they are compared, on a terminal only, without colours
+/// under `NO_COLOR`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_progress_bar_counts_every_message_compared_on_a_terminal_only() {
+    let script = which("script");
+    let f = Fixture::new().await;
+    let ids = f.enqueue(1234, 600.0).await;
+    f.deliver(&ids[..1200]).await;
+    f.publish(&ids[1200..]).await;
+    let mut env = f.env();
+    env.extend(
+        [("RECONCILE_GRACE_SECS", "0"), ("TERM", "xterm-256color")]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    // 16 buckets of 50 ids per query: the 1,234 messages are compared in two steps.
+    let line = format!("{RECONCILER} --bucket-size 50");
+    for no_color in [false, true] {
+        let mut env = env.clone();
+        if no_color {
+            env.push(("NO_COLOR".into(), "1".into()));
+        }
+        let output = command(&[&script, "-qefc", &line, "/dev/null"], &env).await;
+        let screen = String::from_utf8_lossy(&output.stdout).to_string();
+        assert_eq!(output.status.code(), Some(1), "34 are missing:\n{screen}");
+        let drawn = positions(&screen);
+        assert_eq!(drawn.last(), Some(&(1234, 1234)), "{drawn:?}\n{screen:?}");
+        assert!(drawn.iter().all(|&(_, len)| len == 1234), "the total is known before comparing: {drawn:?}");
+        assert!(screen.contains("counting the messages to compare"), "{screen:?}");
+        assert!(drawn.windows(2).all(|w| w[0].0 <= w[1].0), "{drawn:?}");
+        assert!(screen.contains("DISCREPANCIES FOUND (1234 messages compared;"), "{screen}");
+        let coloured = ["\u{1b}[32m", "\u{1b}[36m"].iter().any(|c| screen.contains(c));
+        assert_eq!(coloured, !no_color, "NO_COLOR={no_color}: {screen:?}");
+    }
+    // Not a terminal: no bar at all, the same count in the report.
+    let (code, report, stderr) = json(&run(&[], &env, &["--bucket-size", "50", "--format", "json"]).await);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(report["stats"]["messages_compared"], 1234);
+    assert_eq!(report["pairs"][0]["missing"]["count"], 34);
+    assert!(positions(&stderr).is_empty() && !stderr.contains('\r'), "a bar on a pipe: {stderr:?}");
+}
+
+/// Every `POS/LEN messages` the bar drew, in order (`1,234` read as 1234).
+fn positions(screen: &str) -> Vec<(u64, u64)> {
+    let number = |s: &str| s.replace(',', "").parse::<u64>().ok();
+    screen
+        .match_indices(" messages (")
+        .filter_map(|(at, _)| {
+            let token = screen[..at].rsplit(|c: char| c.is_whitespace() || c == ']').next()?;
+            let (pos, len) = token.split_once('/')?;
+            Some((number(pos)?, number(len)?))
+        })
+        .collect()
 }
