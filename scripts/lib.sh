@@ -34,6 +34,15 @@ ensure_pgbouncer() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
 }
 
+# Installs faketime (Debian's package) once: the reconciler's clock tests run the real binary
+# with its clock moved ahead and behind the databases' (LD_PRELOAD libfaketime).
+ensure_faketime() {
+  if command -v faketime >/dev/null 2>&1; then return 0; fi
+  log "installing faketime (Debian package)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
+}
+
 # Makes sure PostgreSQL answers on $PGHOST:$PGPORT, starting the local cluster if needed.
 ensure_postgres() {
   if pg_isready -q -h "$PGHOST" -p "$PGPORT"; then return 0; fi

@@ -249,7 +249,7 @@ pub(crate) fn which(program: &str) -> String {
         .find(|p| p.is_file())
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| {
-            panic!("{program} is missing: the suite installs it (scripts/lib.sh, ensure_test_tools)")
+            panic!("{program} is missing: scripts/test.sh installs the suite's tools (faketime: ensure_faketime)")
         })
 }
 
