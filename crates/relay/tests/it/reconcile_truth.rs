@@ -204,10 +204,25 @@ async fn a_reconciler_clock_ahead_or_behind_the_databases_changes_no_finding() {
     f.publish(&lost).await;
     f.enqueue(2, 30.0).await; // unpublished for 30 s: not stuck yet (threshold 60 s)
     let stuck = f.enqueue(1, 200.0).await; // unpublished for 200 s: stuck
+                                           // The receiving service processes messages: stored 30 s ago and unprocessed is not late yet
+                                           // (threshold 60 s), stored 200 s ago is; the rest are processed.
+    let inbox = f.inbox.client().await;
+    let age =
+        "UPDATE relay.inbox SET received_at = now() - make_interval(secs => $2) WHERE message_id = ANY($1)";
+    inbox.batch_execute("INSERT INTO relay.processing (inbox) VALUES ('ledger')").await.expect("processing");
+    inbox.execute(age, &[&&delivered[..2], &30.0f64]).await.expect("age");
+    inbox.execute(age, &[&&delivered[2..3], &200.0f64]).await.expect("age");
+    let done = "UPDATE relay.inbox SET processed_at = now() WHERE NOT message_id = ANY($1)";
+    inbox.execute(done, &[&&delivered[..3]]).await.expect("processed");
     let mut env = f.env();
     env.extend(
-        [("RECONCILE_GRACE_SECS", "60"), ("RECONCILE_STUCK_SECS", "60"), ("RECONCILE_FORMAT", "json")]
-            .map(|(k, v)| (k.to_string(), v.to_string())),
+        [
+            ("RECONCILE_GRACE_SECS", "60"),
+            ("RECONCILE_STUCK_SECS", "60"),
+            ("RECONCILE_UNPROCESSED_SECS", "60"),
+            ("RECONCILE_FORMAT", "json"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     env.push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
     for offset in ["+120s", "-120s", "+0s"] {
@@ -221,6 +236,8 @@ async fn a_reconciler_clock_ahead_or_behind_the_databases_changes_no_finding() {
         let pair = &report["pairs"][0];
         assert_eq!(ids(&pair["missing"]), texts(&lost), "clock {offset}: {pair:#}");
         assert_eq!(ids(&report["outboxes"][0]["stuck"]), texts(&stuck), "clock {offset}: {report:#}");
+        let late = &report["inboxes"][0]["unprocessed"]["late"];
+        assert_eq!(ids(late), texts(&delivered[2..3]), "clock {offset}: {report:#}");
         for finding in ["extra", "mismatched"] {
             assert_eq!(pair[finding]["count"], 0, "clock {offset}: {finding}");
         }
