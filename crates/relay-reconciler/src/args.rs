@@ -30,6 +30,7 @@ pub mod names {
     pub const SERVE: &str = "RECONCILE_SERVE";
     pub const INTERVAL_SECS: &str = "RECONCILE_INTERVAL_SECS";
     pub const SETTLE_SECS: &str = "RECONCILE_SETTLE_SECS";
+    pub const FULL_PASS_SECS: &str = "RECONCILE_FULL_PASS_SECS";
     pub const METRICS_ADDR: &str = "RECONCILE_METRICS_ADDR";
     /// Set and not empty: the progress bar is drawn without colours (<https://no-color.org>).
     pub const NO_COLOR: &str = "NO_COLOR";
@@ -50,6 +51,7 @@ pub mod names {
         SERVE,
         INTERVAL_SECS,
         SETTLE_SECS,
+        FULL_PASS_SECS,
         METRICS_ADDR,
     ];
 }
@@ -68,6 +70,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("serve", names::SERVE),
     ("interval-secs", names::INTERVAL_SECS),
     ("settle-secs", names::SETTLE_SECS),
+    ("full-pass-secs", names::FULL_PASS_SECS),
     ("metrics-addr", names::METRICS_ADDR),
 ];
 
@@ -121,6 +124,10 @@ pub struct Args {
     /// cycle [default: 3600].
     #[arg(long, value_name = "SECS")]
     pub settle_secs: Option<String>,
+    /// Service mode: this often a pass re-reads every range, verified or not, so a change below
+    /// a verified range (an inbox row deleted by hand) is found too; 0: every pass [default: 86400].
+    #[arg(long, value_name = "SECS")]
+    pub full_pass_secs: Option<String>,
     /// Service mode: where Prometheus metrics are served [default: 0.0.0.0:9464].
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_addr: Option<String>,
@@ -193,6 +200,7 @@ impl Args {
             (names::FORMAT, &self.format),
             (names::INTERVAL_SECS, &self.interval_secs),
             (names::SETTLE_SECS, &self.settle_secs),
+            (names::FULL_PASS_SECS, &self.full_pass_secs),
             (names::METRICS_ADDR, &self.metrics_addr),
         ];
         for (variable, value) in values {

@@ -55,6 +55,8 @@ pub struct Config {
     pub grace: Duration,
     pub stuck: Duration,
     pub settle: Duration,
+    /// Service mode: how often a pass re-reads every range, verified or not.
+    pub full_pass: Duration,
     pub bucket_size: i64,
     pub max_ids: i64,
     pub format: Format,
@@ -93,6 +95,7 @@ impl Config {
         let serve = reader.flag(names::SERVE, false);
         let interval = secs(&mut reader, names::INTERVAL_SECS, 60, 1, 24 * 3600);
         let settle = secs(&mut reader, names::SETTLE_SECS, 3_600, 0, 52 * WEEK_SECS);
+        let full_pass = secs(&mut reader, names::FULL_PASS_SECS, 24 * 3600, 0, 52 * WEEK_SECS);
         let metrics_addr =
             reader.parsed(names::METRICS_ADDR, SocketAddr::from(([0, 0, 0, 0], 9464)), "an ip:port address");
         let no_color = reader.optional(names::NO_COLOR).is_some();
@@ -111,6 +114,7 @@ impl Config {
             grace,
             stuck,
             settle,
+            full_pass,
             bucket_size,
             max_ids,
             format,

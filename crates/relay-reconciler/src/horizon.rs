@@ -4,52 +4,42 @@
 //! Outbox ids are drawn when a row is inserted, but the row becomes visible when its transaction
 //! commits, possibly long after rows with higher ids. A range that looked settled can thus gain
 //! a row later; skipping it for good would never check that row, while a one-shot run would.
-//! So a pass's settled bound ([`Horizon::settled`]) only becomes usable once every transaction
-//! that could still insert below it has ended: the bound waits with the outbox's next
-//! transaction id (`pg_snapshot_xmax`) taken at the start of the following pass, and is released
-//! when the oldest running transaction (`pg_snapshot_xmin`) is at or past it. Taking that xmax a
-//! pass later (at least one interval) also covers a writer that had drawn its id, but not yet
-//! its transaction id, when the bound was read. The outbox's identity sequence must not cache
-//! ids per session (PostgreSQL's default, `CACHE 1`), as relay.enqueue's ordering needs too.
-use std::collections::VecDeque;
+//! So a pass's settled bound ([`Horizon::advance`]) is kept waiting with the transactions that
+//! were writing to the outbox when it was read (`outbox_writers.sql`): an INSERT holds the
+//! table's RowExclusiveLock from before it draws its id until its transaction ends, so once every
+//! one of them has ended, every row below the bound is committed or rolled back for good.
+use std::collections::{BTreeSet, VecDeque};
 
 /// The most bounds kept waiting; older ones are dropped, which only delays skipping.
 const MAX_WAITING: usize = 256;
 
-/// One outbox's settled bounds, from waiting to usable.
+/// One outbox's settled bounds, from waiting to released.
 #[derive(Debug, Default)]
 pub(crate) struct Horizon {
-    /// (xmax when the bound started waiting, the bound), oldest first.
-    waiting: VecDeque<(u64, i64)>,
-    /// The bound read in the previous pass, which starts waiting at the next pass's start.
-    previous: Option<i64>,
+    /// (the writers when the bound was read, the bound), oldest first.
+    waiting: VecDeque<(BTreeSet<String>, i64)>,
     /// The highest bound released: every row below it is committed or rolled back for good.
     released: i64,
 }
 
 impl Horizon {
-    /// At the start of a pass, with the outbox's current snapshot bounds: returns the id below
-    /// which no transaction can still add a row.
-    pub(crate) fn start_pass(&mut self, xmin: u64, xmax: u64) -> i64 {
-        if let Some(bound) = self.previous.take() {
-            self.waiting.push_back((xmax, bound));
-        }
-        while let Some(&(after, bound)) = self.waiting.front() {
-            if after > xmin {
-                break;
+    /// With the bound this pass read and the writers listed right after it: returns the id
+    /// below which no transaction can still add a row.
+    pub(crate) fn advance(&mut self, bound: i64, writers: BTreeSet<String>) -> i64 {
+        self.waiting.push_back((writers.clone(), bound));
+        let mut still = VecDeque::new();
+        for (waiting_for, bound) in self.waiting.drain(..) {
+            if waiting_for.is_disjoint(&writers) {
+                self.released = self.released.max(bound);
+            } else {
+                still.push_back((waiting_for, bound));
             }
-            self.released = self.released.max(bound);
-            self.waiting.pop_front();
         }
-        while self.waiting.len() > MAX_WAITING {
-            self.waiting.pop_front();
+        while still.len() > MAX_WAITING {
+            still.pop_front();
         }
+        self.waiting = still;
         self.released
-    }
-
-    /// The settled bound this pass read (`settled_below.sql`).
-    pub(crate) fn settled(&mut self, bound: i64) {
-        self.previous = Some(bound);
     }
 }
 
@@ -57,33 +47,33 @@ impl Horizon {
 mod tests {
     use super::*;
 
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
-    fn a_bound_is_released_only_after_every_transaction_running_a_pass_later_ended() {
+    fn a_bound_is_released_once_every_writer_of_its_time_has_ended() {
         let mut h = Horizon::default();
-        assert_eq!(h.start_pass(100, 105), 0, "nothing read yet");
-        h.settled(500);
-        // Pass 2: transaction 104 is still running; the bound waits for xmax 110.
-        assert_eq!(h.start_pass(104, 110), 0);
-        h.settled(800);
-        // Pass 3: 104 ended but 108 (begun before pass 2) still runs.
-        assert_eq!(h.start_pass(108, 120), 0);
-        h.settled(900);
-        // Pass 4: everything begun before pass 2 ended: 500 is usable, 800 waits for 120.
-        assert_eq!(h.start_pass(112, 125), 500);
-        h.settled(950);
-        // Pass 5: an idle database (xmin = xmax) releases everything read before this pass.
-        assert_eq!(h.start_pass(130, 130), 950);
+        // Nobody writes: the bound is final at once.
+        assert_eq!(h.advance(100, set(&[])), 100);
+        // Writer 3/7 may hold an id below 500.
+        assert_eq!(h.advance(500, set(&["3/7"])), 100);
+        // 3/7 still runs, 4/9 started: neither 500 nor 800 is final.
+        assert_eq!(h.advance(800, set(&["3/7", "4/9"])), 100);
+        // 3/7 ended: 500 is final; 800 waits for 4/9, and 900 for 5/2 too.
+        assert_eq!(h.advance(900, set(&["4/9", "5/2"])), 500);
+        // All ended.
+        assert_eq!(h.advance(950, set(&[])), 950);
     }
 
     #[test]
     fn a_long_transaction_holds_every_later_bound_back() {
         let mut h = Horizon::default();
-        h.start_pass(50, 60);
-        for pass in 0..1000u64 {
-            h.settled(1000 + pass as i64);
-            assert_eq!(h.start_pass(55, 60 + pass), 0, "transaction 55 is still open");
+        for pass in 0..1000 {
+            let writers = set(&["1/1", &format!("2/{pass}")]);
+            assert_eq!(h.advance(1000 + pass, writers), 0, "writer 1/1 is still open");
         }
         assert!(h.waiting.len() <= MAX_WAITING);
-        assert!(h.start_pass(2000, 2000) > 1000);
+        assert_eq!(h.advance(5000, set(&["9/9"])), 1999, "1/1 ended: all but the newest are final");
     }
 }

@@ -5,7 +5,10 @@
 //! (`now() - grace`) is read from that outbox at the start of the pass and used on both sides
 //! of its pairs (an inbox keeps the origin's `created_at`); stuck, unprocessed and settled ages
 //! are computed in SQL with the database's own `now()`.
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use tokio_postgres::Client;
 
@@ -25,6 +28,20 @@ pub(crate) struct ServeState {
     watermarks: HashMap<(String, String), i64>,
     /// Per source: which settled bounds no running transaction can still fill.
     horizons: HashMap<String, Horizon>,
+    /// When the last pass that re-read every range started (this host's monotonic clock: an
+    /// interval between passes, not the age of any row).
+    last_full_pass: Option<Instant>,
+}
+
+impl ServeState {
+    /// Before a pass: forgets the verified ranges when a full pass is due, so this one re-reads
+    /// everything, as a one-shot run would.
+    pub(crate) fn begin_pass(&mut self, full_pass_every: Duration) {
+        if self.last_full_pass.is_none_or(|at| at.elapsed() >= full_pass_every) {
+            self.watermarks.clear();
+            self.last_full_pass = Some(Instant::now());
+        }
+    }
 }
 
 /// One outbox during a pass.
@@ -57,16 +74,21 @@ pub(crate) async fn reconcile(
         let final_below = match serve.as_deref_mut() {
             None => None,
             Some(state) => {
-                let xid = |column: usize| clock.get::<_, String>(column).parse::<u64>().unwrap_or(0);
-                let horizon = state.horizons.entry(source.clone()).or_default();
-                let released = horizon.start_pass(xid(1), xid(2));
+                let what = || format!("outbox {source}");
                 let settle = config.settle.max(config.grace).as_secs_f64();
                 let settled: i64 = client
                     .query_one(include_str!("sql/settled_below.sql"), &[&settle])
                     .await
-                    .map_err(db_error(format!("outbox {source}")))?
+                    .map_err(db_error(what()))?
                     .get(0);
-                horizon.settled(settled);
+                // Read after the bound, so a writer that drew an id below it is still listed.
+                let writers: Vec<String> = client
+                    .query_one(include_str!("sql/outbox_writers.sql"), &[])
+                    .await
+                    .map_err(db_error(what()))?
+                    .get(0);
+                let horizon = state.horizons.entry(source.clone()).or_default();
+                let released = horizon.advance(settled, writers.into_iter().collect());
                 Some(released.min(settled))
             }
         };

@@ -15,6 +15,7 @@ pub(crate) async fn serve(config: &Config, shutdown: CancellationToken) -> Resul
     tracing::info!(metrics = %config.metrics_addr, interval_s = config.interval.as_secs(), "reconciler serving");
     let mut state = ServeState::default();
     loop {
+        state.begin_pass(config.full_pass);
         match crate::pass::reconcile(config, Some(&mut state), &Progress::hidden()).await {
             Ok(report) => {
                 health.ok("reconcile");

@@ -110,3 +110,49 @@ async fn service_mode_finds_messages_whose_transactions_committed_after_later_on
     .await;
     assert!(settled < busy_rows, "rows read {busy_rows} then {settled}");
 }
+
+/// Verified ranges are skipped, but not forever: every `RECONCILE_FULL_PASS_SECS` a pass reads
+/// everything, so a message that goes missing below them (an inbox row deleted by hand) is found
+/// too, as a one-shot run finds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn service_mode_re_reads_verified_ranges_every_full_pass() {
+    let f = Fixture::new().await;
+    let sent = f.enqueue(200, 600.0).await;
+    f.deliver(&sent).await;
+    let addr = free_addr();
+    let mut env: BTreeMap<String, String> = f.env().into_iter().collect();
+    for (k, v) in [
+        ("RECONCILE_SERVE", "true"),
+        ("RECONCILE_INTERVAL_SECS", "1"),
+        ("RECONCILE_GRACE_SECS", "0"),
+        ("RECONCILE_SETTLE_SECS", "0"),
+        ("RECONCILE_FULL_PASS_SECS", "4"),
+        ("RECONCILE_BUCKET_SIZE", "10"),
+        ("RECONCILE_METRICS_ADDR", &addr),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    let _service = spawn("reconcile_full_pass", "reconciler", RECONCILER, &env);
+    let rows = |text: &str| sample(text, "relay_reconcile_rows_read", &[]);
+    let first =
+        eventually(Duration::from_secs(30), "a first pass", || async { rows(&scrape(&addr).await?) }).await;
+    eventually(Duration::from_secs(30), "a pass that skips verified ranges", || async {
+        (rows(&scrape(&addr).await?)? < first).then_some(())
+    })
+    .await;
+    let inbox = f.inbox.client().await;
+    let deleted: Uuid = inbox
+        .query_one("DELETE FROM relay.inbox WHERE message_id = $1 RETURNING message_id", &[&sent[4]])
+        .await
+        .expect("delete")
+        .get(0);
+    eventually(Duration::from_secs(30), "the deleted message counted missing", || async {
+        (missing_count(&addr).await? == 1.0).then_some(())
+    })
+    .await;
+    let mut args = f.env();
+    args.push(("RECONCILE_GRACE_SECS".into(), "0".into()));
+    let (code, report, _) = json(&run(&[], &args, &["--format", "json"]).await);
+    assert_eq!(code, 1);
+    assert_eq!(ids(&report["pairs"][0]["missing"]), [deleted.to_string()].into());
+}
