@@ -7,6 +7,7 @@ cd "$RELAY_ROOT"
 
 ensure_postgres
 ensure_pgbouncer
+ensure_promtool
 stack="$RELAY_ROOT/.stack/test"
 mkdir -p "$stack"
 
