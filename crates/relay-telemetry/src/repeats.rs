@@ -40,8 +40,9 @@ struct Seen {
     suppressed: u64,
     level: Level,
     target: &'static str,
-    /// The first event's message, quoted in the summary.
+    /// The first event's message and `error` field, quoted in the summary.
     message: String,
+    error: Option<String>,
 }
 
 /// A per-layer filter that lets the first event of a kind through and counts its repeats.
@@ -64,14 +65,22 @@ impl RepeatFilter {
     }
 
     /// Whether an event of `kind` is written now (first of its kind, or summarising off).
-    fn admit(&self, kind: Kind, level: Level, target: &'static str, message: String, now: Instant) -> bool {
+    fn admit(
+        &self,
+        kind: Kind,
+        level: Level,
+        target: &'static str,
+        fields: KindFields,
+        now: Instant,
+    ) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = seen.get_mut(&kind) {
             entry.suppressed += 1;
             return false;
         }
         if seen.len() < MAX_KINDS {
-            seen.insert(kind, Seen { window_start: now, suppressed: 0, level, target, message });
+            let (message, error) = (fields.message, fields.error);
+            seen.insert(kind, Seen { window_start: now, suppressed: 0, level, target, message, error });
         }
         true
     }
@@ -93,6 +102,7 @@ impl RepeatFilter {
                 level: entry.level,
                 target: entry.target,
                 message: entry.message.clone(),
+                error: entry.error.clone(),
                 repeated: entry.suppressed,
                 seconds: elapsed.as_secs().max(1),
             });
@@ -140,8 +150,8 @@ impl<S: Subscriber> Filter<S> for RepeatFilter {
         }
         let mut fields = KindFields::default();
         event.record(&mut fields);
-        let kind = Kind { callsite: meta.callsite(), text: fields.kind };
-        self.admit(kind, *meta.level(), meta.target(), fields.message, Instant::now())
+        let kind = Kind { callsite: meta.callsite(), text: std::mem::take(&mut fields.kind) };
+        self.admit(kind, *meta.level(), meta.target(), fields, Instant::now())
     }
 }
 
@@ -150,6 +160,7 @@ impl<S: Subscriber> Filter<S> for RepeatFilter {
 struct KindFields {
     kind: String,
     message: String,
+    error: Option<String>,
 }
 
 impl KindFields {
@@ -158,8 +169,10 @@ impl KindFields {
         self.kind.push('=');
         fold_digits(text, &mut self.kind);
         self.kind.push('\u{1f}');
-        if field.name() == "message" {
-            self.message = text.to_string();
+        match field.name() {
+            "message" => self.message = text.to_string(),
+            "error" => self.error = Some(text.to_string()),
+            _ => {}
         }
     }
 }
@@ -198,13 +211,14 @@ struct Summary {
     level: Level,
     target: &'static str,
     message: String,
+    error: Option<String>,
     repeated: u64,
     seconds: u64,
 }
 
 impl Summary {
     fn emit(&self) {
-        let Summary { message, repeated, seconds, target, .. } = self;
+        let Summary { message, error, repeated, seconds, target, .. } = self;
         macro_rules! summary {
             ($level:ident) => {
                 tracing::$level!(
@@ -212,6 +226,7 @@ impl Summary {
                     repeated,
                     seconds,
                     of = target,
+                    error = error.as_deref(),
                     "{message} (repeated {repeated} times in the last {seconds} s)"
                 )
             };
@@ -246,8 +261,10 @@ mod tests {
     fn first_of_a_kind_passes_and_repeats_are_summarised_once_per_window() {
         let filter = RepeatFilter::new(Duration::from_secs(10));
         let t0 = Instant::now();
-        let admit =
-            |text: &str, at: Duration| filter.admit(kind(text), Level::WARN, "t", text.into(), t0 + at);
+        let admit = |text: &str, at: Duration| {
+            let fields = KindFields { message: text.into(), ..KindFields::default() };
+            filter.admit(kind(text), Level::WARN, "t", fields, t0 + at)
+        };
         assert!(admit("broker down#", Duration::ZERO));
         assert!(admit("database down#", Duration::from_secs(1)), "another kind passes");
         for i in 0..40 {
@@ -289,14 +306,22 @@ mod tests {
                 tracing::warn!(attempt, error = "connection refused", "inbox write failed; retrying");
             }
             tracing::warn!(error = "password authentication failed", "inbox write failed; retrying");
+            for id in ["0b6f3c1e-5d2a-4c1b-9e7f-2a1d3c4b5e6f", "7c9e2f4a-1b3d-4e5f-8a6b-9c0d1e2f3a4b"] {
+                tracing::warn!(finding = "missing", message_id = id, "reconciliation finding");
+            }
             filter.flush();
         });
         let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines.len(), 5, "{text}");
         assert!(lines[0].contains("connection refused") && lines[0].contains("attempt=0"), "{text}");
         assert!(lines[1].contains("password authentication failed"), "another error is another kind: {text}");
-        assert!(lines[2].contains("inbox write failed; retrying (repeated 49 times in the last"), "{text}");
+        assert!(
+            lines[2].contains("0b6f3c1e") && lines[3].contains("7c9e2f4a"),
+            "each message id is written: {text}"
+        );
+        assert!(lines[4].contains("inbox write failed; retrying (repeated 49 times in the last"), "{text}");
+        assert!(lines[4].contains("error=\"connection refused\""), "the summary names the error: {text}");
     }
 
     struct Captured(Arc<Mutex<Vec<u8>>>);

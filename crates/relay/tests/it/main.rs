@@ -5,7 +5,9 @@ mod harness;
 mod verify;
 
 mod admin;
+mod alert_rules;
 mod chaos;
+mod command_line;
 mod config;
 mod crashes;
 mod delivery;
@@ -28,6 +30,7 @@ mod processing;
 mod processing_ops;
 mod processing_reconcile;
 mod processing_roles;
+mod quiet_outage;
 mod reconcile;
 mod replay;
 mod retention;
