@@ -23,6 +23,7 @@ mod isolation;
 mod kafka_security;
 mod leadership;
 mod limits;
+mod metrics_scrape;
 mod ordering;
 mod pgbouncer;
 mod poison;
