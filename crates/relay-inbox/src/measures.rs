@@ -66,6 +66,9 @@ pub(crate) fn describe(config: &ConsumerConfig, topics: &TopicLabels) {
     for name in [INSERTED, DUPLICATES, DEAD_LETTERS, CONFLICTS, WRITE_ERRORS] {
         metrics::counter!(name, "inbox" => inbox.clone()).absolute(0);
     }
+    for reason in relay_envelope::SIGNATURE_FAILURE_KINDS {
+        metrics::counter!(SIGNATURE_FAILURES, "inbox" => inbox.clone(), "reason" => reason).absolute(0);
+    }
     for topic in topics.all() {
         // Registered so that its buckets are exported (at 0) before the first message.
         let _ = metrics::histogram!(STORE_LATENCY, "inbox" => inbox.clone(), "topic" => topic);

@@ -1,6 +1,7 @@
 //! `--help` and `--version` answer before anything starts: no environment read, no database
 //! connection, no migration, no leadership, whatever the environment says; any other argument
 //! is refused with exit 2. The services' help lists the variables their configuration reads.
+//! `NO_COLOR` (<https://no-color.org>) takes the colour out of logs written to a terminal.
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::harness::*;
@@ -119,4 +120,40 @@ async fn help_with_a_full_environment_on_a_real_database_creates_nothing_there()
     assert_eq!((schemas, tables), (0, 0), "--help or --version created a schema or a table");
     // Nothing listens on the HTTP address either.
     assert!(http_get(&http, "/healthz").await.is_none(), "--help served /healthz");
+}
+
+/// What `binary` writes to a terminal (`script` gives it one) in 2 s, with `env` and `NO_COLOR`
+/// set to `no_color`.
+async fn on_a_terminal(binary: &str, env: &[(&str, &str)], no_color: &str) -> String {
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let command = format!("timeout -s INT 2 env {} {binary}", vars.join(" "));
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NO_COLOR", no_color)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out).await.expect("exits").expect("script");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn no_color_takes_the_colour_out_of_logs_on_a_terminal() {
+    // A consumer whose database is unreachable logs warnings while it waits.
+    let env = [
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere"),
+        ("KAFKA_BROKERS", "127.0.0.1:9"),
+        ("INBOX_NAME", "ledger"),
+        ("INBOX_TOPICS", "payments"),
+    ];
+    let coloured = on_a_terminal(CONSUMER, &env, "").await;
+    assert!(
+        coloured.contains("WARN") && coloured.contains('\x1b'),
+        "an empty NO_COLOR keeps colour: {coloured:?}"
+    );
+    for no_color in ["1", "true", "0"] {
+        let plain = on_a_terminal(CONSUMER, &env, no_color).await;
+        assert!(plain.contains("WARN") && !plain.contains('\x1b'), "NO_COLOR={no_color}: {plain:?}");
+    }
 }
