@@ -14,8 +14,8 @@ pub const NO_COLOR: &str = "NO_COLOR";
 pub struct LogSettings {
     /// `LOG_FORMAT`: text (default) or json.
     pub format: LogFormat,
-    /// `LOG_REPEAT_SUMMARY_SECS` (default 30, 0 turns summarising off): a log line repeated from
-    /// the same place with the same message is written once, then summarised ("repeated N times
+    /// `LOG_REPEAT_SUMMARY_SECS` (default 30, 0 turns summarising off): a warning or error
+    /// repeated from the same place with the same message is written once, then summarised ("repeated N times
     /// in the last S s") at most once per this window while it keeps repeating.
     pub repeat_window: Duration,
     /// False when `NO_COLOR` is set and not empty; colour is also off when stderr is no terminal.

@@ -1,7 +1,7 @@
 //! Summarising repeated log lines, so that an outage stays readable: a service retrying a
 //! broker that is down would otherwise write the same error many times a second.
 //!
-//! An event's kind is its callsite (the `tracing` macro it came from) together with its fields,
+//! Only warnings and errors are summarised. An event's kind is its callsite (the `tracing` macro it came from) together with its fields,
 //! every run of digits in a value counted as one: "after 3ms" and "after 12ms", `outbox_id=7`
 //! and `outbox_id=8`, `retry_in_ms=200` and `retry_in_ms=400` are the same kind, while another
 //! error text or another message id (a UUID) is another kind and is written. The
@@ -145,7 +145,9 @@ impl<S: Subscriber> Filter<S> for RepeatFilter {
 
     fn event_enabled(&self, event: &tracing::Event<'_>, _cx: &Context<'_, S>) -> bool {
         let meta = event.metadata();
-        if self.window.is_zero() || meta.target() == SUMMARY_TARGET {
+        // Warnings and errors only: info lines are status (a retention pass, a reconciliation)
+        // whose numbers matter each time, and are not written in bursts.
+        if self.window.is_zero() || *meta.level() > Level::WARN || meta.target() == SUMMARY_TARGET {
             return true;
         }
         let mut fields = KindFields::default();
@@ -309,19 +311,26 @@ mod tests {
             for id in ["0b6f3c1e-5d2a-4c1b-9e7f-2a1d3c4b5e6f", "7c9e2f4a-1b3d-4e5f-8a6b-9c0d1e2f3a4b"] {
                 tracing::warn!(finding = "missing", message_id = id, "reconciliation finding");
             }
+            for deleted in [4, 4] {
+                tracing::info!(deleted, "inbox retention pass");
+            }
             filter.flush();
         });
         let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines.len(), 7, "{text}");
         assert!(lines[0].contains("connection refused") && lines[0].contains("attempt=0"), "{text}");
         assert!(lines[1].contains("password authentication failed"), "another error is another kind: {text}");
         assert!(
             lines[2].contains("0b6f3c1e") && lines[3].contains("7c9e2f4a"),
             "each message id is written: {text}"
         );
-        assert!(lines[4].contains("inbox write failed; retrying (repeated 49 times in the last"), "{text}");
-        assert!(lines[4].contains("error=\"connection refused\""), "the summary names the error: {text}");
+        assert!(
+            lines[4].contains("deleted=4") && lines[5].contains("deleted=4"),
+            "info lines are all written: {text}"
+        );
+        assert!(lines[6].contains("inbox write failed; retrying (repeated 49 times in the last"), "{text}");
+        assert!(lines[6].contains("error=\"connection refused\""), "the summary names the error: {text}");
     }
 
     struct Captured(Arc<Mutex<Vec<u8>>>);
