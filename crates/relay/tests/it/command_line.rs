@@ -1,7 +1,8 @@
 //! `--help` and `--version` answer before anything starts: no environment read, no database
 //! connection, no migration, no leadership, whatever the environment says; any other argument
 //! is refused with exit 2. The services' help lists the variables their configuration reads.
-//! `NO_COLOR` (<https://no-color.org>) takes the colour out of logs written to a terminal.
+//! `NO_COLOR` (<https://no-color.org>) takes the colour out of logs written to a terminal, and
+//! the reconciler reads `LOG_FORMAT` like the services.
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::harness::*;
@@ -155,5 +156,40 @@ async fn no_color_takes_the_colour_out_of_logs_on_a_terminal() {
     for no_color in ["1", "true", "0"] {
         let plain = on_a_terminal(CONSUMER, &env, no_color).await;
         assert!(plain.contains("WARN") && !plain.contains('\x1b'), "NO_COLOR={no_color}: {plain:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_reconciler_logs_json_with_log_format_json_and_lists_a_bad_one_with_its_other_problems() {
+    // Two empty databases: the reconciler cannot run (no relay schema) and logs why, as JSON.
+    let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
+    let env: BTreeMap<String, String> = [
+        ("RECONCILE_OUTBOXES", format!("it-origin={}", origin.url)),
+        ("RECONCILE_INBOXES", format!("ledger={}", inbox.url)),
+        ("RECONCILE_SUBSCRIPTIONS", "ledger=payments".into()),
+        ("LOG_FORMAT", "json".into()),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .into();
+    let reconciler = env!("CARGO_BIN_EXE_reconciler");
+    let (code, _, err) = run(reconciler, &[], &env).await;
+    assert_eq!(code, 2, "{err}");
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR" && l["message"] == "reconciliation could not run"),
+        "{err}"
+    );
+
+    let mut bad = env.clone();
+    bad.insert("LOG_FORMAT".into(), "xml".into());
+    bad.insert("LOG_REPEAT_SUMMARY_SECS".into(), "often".into());
+    bad.insert("RECONCILE_GRACE_SECS".into(), "soon".into());
+    let (code, _, err) = run(reconciler, &[], &bad).await;
+    assert_eq!(code, 2, "{err}");
+    for variable in ["LOG_FORMAT", "LOG_REPEAT_SUMMARY_SECS", "RECONCILE_GRACE_SECS"] {
+        assert!(err.contains(variable), "{variable} not reported in the same run: {err}");
     }
 }
