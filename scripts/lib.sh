@@ -43,6 +43,15 @@ ensure_faketime() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
 }
 
+# Installs promtool (Debian's prometheus package) once: the suite checks the alert rules
+# (deploy/prometheus/tests) and each service's /metrics with it. The packaged server is not used.
+ensure_promtool() {
+  if command -v promtool >/dev/null 2>&1 || [[ -x /usr/bin/promtool ]]; then return 0; fi
+  log "installing promtool (Debian package prometheus)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 # Makes sure PostgreSQL answers on $PGHOST:$PGPORT, starting the local cluster if needed.
 ensure_postgres() {
   if pg_isready -q -h "$PGHOST" -p "$PGPORT"; then return 0; fi

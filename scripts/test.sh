@@ -8,6 +8,7 @@ cd "$RELAY_ROOT"
 ensure_postgres
 ensure_pgbouncer
 ensure_faketime
+ensure_promtool
 stack="$RELAY_ROOT/.stack/test"
 mkdir -p "$stack"
 

@@ -39,6 +39,7 @@ fn reason(raw: &str) -> Result<String, String> {
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "relay-admin",
+    version,
     about = "Operator commands for parked outbox rows, dead letters and inbox processing",
     after_help = "Exit codes: 0 done; 1 a named id did not match or a re-drive still fails; 2 could not run."
 )]

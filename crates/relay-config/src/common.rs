@@ -1,7 +1,7 @@
 //! Settings every Relay service shares: the database, the brokers, logging, migrations.
 use std::{net::SocketAddr, str::FromStr, time::Duration};
 
-use crate::{DatabaseUrl, KafkaProperties, KafkaRole, KafkaSecurity, Reader};
+use crate::{DatabaseUrl, KafkaProperties, KafkaRole, KafkaSecurity, LogSettings, Reader};
 
 /// Variable names shared by every service; one place so the README table and the code agree.
 pub mod names {
@@ -9,10 +9,26 @@ pub mod names {
     pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
     pub const KAFKA_PROPERTY_PREFIX: &str = "KAFKA_PROPERTY_";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub const LOG_REPEAT_SUMMARY_SECS: &str = "LOG_REPEAT_SUMMARY_SECS";
     pub const RELAY_MIGRATE: &str = "RELAY_MIGRATE";
     pub const RELAY_HTTP_ADDR: &str = "RELAY_HTTP_ADDR";
     pub const RELAY_PROBE_INTERVAL_MS: &str = "RELAY_PROBE_INTERVAL_MS";
     pub const DATABASE_URL_FILE: &str = "DATABASE_URL_FILE";
+
+    /// The shared variables as `--help` lists them (with `KAFKA_SECURITY_PROTOCOL`,
+    /// `KAFKA_SASL_*` and `KAFKA_SSL_*`: `crate::security_names`).
+    pub const SHARED_HELP: &[&str] = &[
+        DATABASE_URL,
+        DATABASE_URL_FILE,
+        KAFKA_BROKERS,
+        "KAFKA_PROPERTY_<librdkafka property, dots as underscores>",
+        LOG_FORMAT,
+        LOG_REPEAT_SUMMARY_SECS,
+        crate::NO_COLOR,
+        RELAY_MIGRATE,
+        RELAY_HTTP_ADDR,
+        RELAY_PROBE_INTERVAL_MS,
+    ];
 
     /// Every `RELAY_*` variable a service reads; any other `RELAY_*` name is reported as a typo.
     pub const RELAY_ALL: &[&str] = &[RELAY_MIGRATE, RELAY_HTTP_ADDR, RELAY_PROBE_INTERVAL_MS];
@@ -84,7 +100,8 @@ pub struct Common {
     /// Pass-through properties followed by the security ones: everything a client needs.
     pub kafka_properties: KafkaProperties,
     pub kafka_security: KafkaSecurity,
-    pub log_format: LogFormat,
+    /// `LOG_FORMAT`, `LOG_REPEAT_SUMMARY_SECS`, `NO_COLOR`.
+    pub log: LogSettings,
     pub migrate: bool,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; none when unset.
     pub http_addr: Option<SocketAddr>,
@@ -110,7 +127,7 @@ impl Common {
         }
         let kafka_security = KafkaSecurity::read(reader);
         let kafka_properties = KafkaProperties::read(reader, role).with_security(&kafka_security);
-        let log_format = reader.parsed(names::LOG_FORMAT, LogFormat::Text, "text or json");
+        let log = LogSettings::read(reader);
         let migrate = reader.flag(names::RELAY_MIGRATE, true);
         let http_addr = reader.optional(names::RELAY_HTTP_ADDR).and_then(|raw| match raw.parse() {
             Ok(addr) => Some(addr),
@@ -126,7 +143,7 @@ impl Common {
             kafka_brokers: brokers.join(","),
             kafka_properties,
             kafka_security,
-            log_format,
+            log,
             migrate,
             http_addr,
             probe_interval,

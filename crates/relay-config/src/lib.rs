@@ -13,6 +13,7 @@ mod environment;
 mod kafka;
 mod kafka_security;
 mod limits;
+mod logging;
 mod reader;
 mod retention;
 mod text;
@@ -29,6 +30,7 @@ pub use limits::{
     HEADERS_MAX_COUNT, KEY_MAX_BYTES, RECORD_OVERHEAD_BYTES, SOURCE_MAX_BYTES, TRACEPARENT_MAX_BYTES,
     TRACESTATE_MAX_BYTES, TYPE_MAX_BYTES,
 };
+pub use logging::{no_color_unset, LogSettings, NO_COLOR};
 pub use reader::{is_service_link, topic_env_name, Problem, Reader};
 pub use retention::Retention;
 pub use text::{is_unsafe, json_printable, printable};

@@ -57,6 +57,9 @@ pub enum DecodeError {
     BadSignature(String),
 }
 
+/// Every value [`DecodeError::signature_failure`] returns.
+pub const SIGNATURE_FAILURE_KINDS: [&str; 4] = ["missing", "unknown_key", "malformed", "mismatch"];
+
 impl DecodeError {
     /// For a signature failure, its kind as a metric label (`missing`, `unknown_key`,
     /// `malformed`, `mismatch`); `None` for every other reason.
@@ -144,6 +147,20 @@ fn quoted_prefix(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_signature_failure_kind_is_listed_for_the_metric() {
+        let kinds: Vec<&str> = [
+            DecodeError::Unsigned,
+            DecodeError::UnknownKeyId("k".into()),
+            DecodeError::MalformedSignature("k".into()),
+            DecodeError::BadSignature("k".into()),
+        ]
+        .iter()
+        .filter_map(DecodeError::signature_failure)
+        .collect();
+        assert_eq!(kinds, SIGNATURE_FAILURE_KINDS);
+    }
 
     fn sample() -> Envelope {
         Envelope {

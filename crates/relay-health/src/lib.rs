@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod server;
+mod topics;
 
 use std::{
     collections::BTreeMap,
@@ -25,7 +26,7 @@ use axum::{
     routing::get,
     Router,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 /// The part for the service's database, checked on a connection of the probe's own.
@@ -40,6 +41,7 @@ pub const KAFKA: &str = "kafka";
 pub const SCHEMA: &str = "schema";
 
 pub use server::{CONNECTION_LIFETIME, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES};
+pub use topics::{TopicLabels, OTHER_TOPIC};
 
 /// Errors of the HTTP endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,11 @@ impl Health {
     }
 }
 
+/// The bucket bounds, in seconds, of every histogram whose name ends in `_seconds`: from 1 ms
+/// (a commit published within the same poll) to 10 minutes (a backlog after an outage).
+pub const LATENCY_BUCKETS_SECONDS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0];
+
 /// Installs the Prometheus recorder and, when `addr` is set, serves the three endpoints on it
 /// until `shutdown`, each connection held to [`HEADER_READ_TIMEOUT`] and [`CONNECTION_LIFETIME`].
 /// Without an address nothing is served and metrics are not recorded.
@@ -148,9 +155,30 @@ pub async fn serve(
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<Option<SocketAddr>, HealthError> {
+    serve_labelled(addr, health, shutdown, &[]).await
+}
+
+/// [`serve`], with `labels` added to every metric of the process (the poller's `outbox`, so
+/// that alerts group by outbox whatever labels the scraper adds). Histograms named `*_seconds`
+/// get [`LATENCY_BUCKETS_SECONDS`].
+pub async fn serve_labelled(
+    addr: Option<SocketAddr>,
+    health: Health,
+    shutdown: CancellationToken,
+    labels: &[(&str, &str)],
+) -> Result<Option<SocketAddr>, HealthError> {
     let Some(addr) = addr else { return Ok(None) };
-    let recorder =
-        PrometheusBuilder::new().install_recorder().map_err(|e| HealthError::Recorder(e.to_string()))?;
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
+        .map_err(|e| HealthError::Recorder(e.to_string()))?;
+    for (name, value) in labels {
+        builder = builder.add_global_label(*name, *value);
+    }
+    let recorder = builder.install_recorder().map_err(|e| HealthError::Recorder(e.to_string()))?;
+    metrics::describe_gauge!(
+        "relay_ready",
+        "1 while every part this service depends on is ok (see /readyz for the parts), else 0"
+    );
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|source| HealthError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| HealthError::Bind { addr, source })?;

@@ -16,6 +16,7 @@
 mod config;
 mod content;
 mod headers;
+mod measures;
 mod records;
 mod redrive;
 mod retention;
@@ -83,6 +84,8 @@ const STORING: &str = "storing";
 pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), InboxError> {
     let health = Health::new(&[relay_health::DATABASE, relay_health::KAFKA, STORING, relay_health::SCHEMA]);
     let served = relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
+    let topic_labels = relay_health::TopicLabels::new(&config.topics);
+    measures::describe(&config, &topic_labels);
     let schema = relay_db::Schema::Inbox;
     let ready = relay_db::prepare_schema_patiently(
         &config.database_url,
@@ -147,11 +150,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         totals.duplicates += written.duplicates;
         totals.dead_lettered += written.dead_lettered;
         totals.conflicts += written.conflicts;
-        let labels = [("inbox", config.inbox.clone())];
-        metrics::counter!("relay_inbox_inserted_total", &labels).increment(written.inserted);
-        metrics::counter!("relay_inbox_duplicates_total", &labels).increment(written.duplicates);
-        metrics::counter!("relay_inbox_dead_letters_total", &labels).increment(written.dead_lettered);
-        metrics::counter!("relay_inbox_conflicts_total", &labels).increment(written.conflicts);
+        measures::stored(&config.inbox, &topic_labels, &written, records.iter().map(|(_, record)| record));
         count_signature_failures(&config.inbox, &records);
         tracing::debug!(?written, "batch stored");
         store_offsets(&consumer, &records);
@@ -241,7 +240,7 @@ async fn write_with_retry(
             Err(e) => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(10));
                 health.degraded(STORING, &e);
-                metrics::counter!("relay_inbox_write_errors_total").increment(1);
+                metrics::counter!(measures::WRITE_ERRORS, "inbox" => inbox.to_string()).increment(1);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "inbox write failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
@@ -282,7 +281,7 @@ async fn write_once(
 fn count_signature_failures(inbox: &str, records: &[(RawMessage, Record)]) {
     for (_, record) in records {
         if let Record::Dead(records::DeadLetter { signature_failure: Some(reason), .. }) = record {
-            metrics::counter!("relay_inbox_signature_failures_total", "inbox" => inbox.to_string(), "reason" => *reason)
+            metrics::counter!(measures::SIGNATURE_FAILURES, "inbox" => inbox.to_string(), "reason" => *reason)
                 .increment(1);
         }
     }

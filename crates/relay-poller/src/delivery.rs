@@ -88,6 +88,10 @@ pub(crate) struct Prepared {
     pub key: String,
     pub value: Vec<u8>,
     pub headers: OwnedHeaders,
+    /// The row's `created_at`, for the commit-to-publish latency.
+    pub created_at_unix_micros: i64,
+    /// The row's `topic` label value (`measures::topic_label`).
+    pub topic_label: metrics::SharedString,
 }
 
 impl Prepared {
@@ -288,7 +292,10 @@ fn record<E>(
     refused: &mut Vec<(Prepared, String)>,
 ) {
     match report {
-        Ok(Ok(delivery)) => outcome.published(row.id, delivery.partition, delivery.offset),
+        Ok(Ok(delivery)) => {
+            crate::measures::published(&row.topic_label, row.created_at_unix_micros);
+            outcome.published(row.id, delivery.partition, delivery.offset)
+        }
         Ok(Err((error, _))) if relay_kafka::classify(&error) == ErrorClass::Permanent => {
             refused.push((clone_row(row), error.to_string()))
         }
@@ -306,6 +313,8 @@ fn clone_row(row: &Prepared) -> Prepared {
         key: row.key.clone(),
         value: row.value.clone(),
         headers: row.headers.clone(),
+        created_at_unix_micros: row.created_at_unix_micros,
+        topic_label: row.topic_label.clone(),
     }
 }
 

@@ -15,6 +15,7 @@ mod delivery;
 mod envelope;
 mod fetch;
 mod lease;
+mod measures;
 mod publish;
 mod retention;
 mod straggling;
@@ -75,7 +76,10 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
         relay_health::SCHEMA,
         lease::LEADER,
     ]);
-    if relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?.is_some() {
+    let outbox = [("outbox", config.source.as_str())];
+    let served =
+        relay_health::serve_labelled(config.common.http_addr, health.clone(), shutdown.clone(), &outbox);
+    if served.await?.is_some() {
         tokio::spawn(watch::watch(config.clone(), health.clone(), shutdown.clone()));
     }
     metrics::describe_gauge!(
@@ -83,8 +87,8 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
         "Records handed to Kafka whose delivery report has not come within OUTBOX_DELIVERY_WAIT_MS; \
          their keys wait, and once there are OUTBOX_BATCH_SIZE of them their topics wait too"
     );
-    // 0 until this replica leads: a standby reports it too.
-    metrics::gauge!("relay_outbox_leader").set(0.0);
+    // Counters at 0, and the leader gauge 0 until this replica leads: a standby reports it too.
+    measures::describe(&config);
     let presence = lease::Presence::new(&config);
     presence.spawn_reporter(health.clone(), SESSION_CHECK);
     let schema = relay_db::Schema::Outbox;
@@ -103,13 +107,13 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
     let mut backoff = relay_db::backoff();
     while !shutdown.is_cancelled() {
         let led = lead(&config, &health, &presence, &shutdown).await;
-        metrics::gauge!("relay_outbox_leader").set(0.0);
+        metrics::gauge!(measures::LEADER).set(0.0);
         match led {
             Ok(()) => backoff = relay_db::backoff(),
             Err(e) => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(10));
                 health.degraded(PUBLISHING, &e);
-                metrics::counter!("relay_outbox_interruptions_total").increment(1);
+                metrics::counter!(measures::INTERRUPTIONS).increment(1);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "outbox poller interrupted; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
@@ -201,8 +205,8 @@ async fn lead_term(
     let _retention = retention::spawn(config, shutdown);
     let producer: FutureProducer = producer_client_config(config).create().map_err(PollerError::Producer)?;
     tracing::info!(database = config.database_url.database_name(), topics = ?config.topics, term, "leading: publishing the outbox");
-    metrics::gauge!("relay_outbox_leader").set(1.0);
-    metrics::counter!("relay_outbox_leader_terms_total").increment(1);
+    metrics::gauge!(measures::LEADER).set(1.0);
+    metrics::counter!(measures::LEADER_TERMS).increment(1);
     health.ok(PUBLISHING);
     let lost = tokio::select! {
         result = publish::publish_until_shutdown(&client, &producer, config, health, shutdown) => Ok(result),
@@ -215,7 +219,7 @@ async fn lead_term(
             // Nothing more can be marked in this term, so do not wait for acknowledgements
             // ([`run`] logs why). Dropping a producer purges and joins librdkafka's threads: not
             // on an async worker.
-            metrics::gauge!("relay_outbox_leader").set(0.0);
+            metrics::gauge!(measures::LEADER).set(0.0);
             let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
             return Err(lost);
         }

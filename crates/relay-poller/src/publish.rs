@@ -194,9 +194,9 @@ impl Leader<'_> {
         if !outcome.parked_ids.is_empty() {
             self.client.execute(&self.marks.parked, &[&outcome.parked_ids, &outcome.park_reasons]).await?;
         }
-        metrics::counter!("relay_outbox_published_total").increment(outcome.published_ids.len() as u64);
-        metrics::counter!("relay_outbox_parked_total").increment(outcome.parked_ids.len() as u64);
-        metrics::counter!("relay_outbox_publish_errors_total").increment(outcome.unacknowledged as u64);
+        metrics::counter!(crate::measures::PUBLISHED).increment(outcome.published_ids.len() as u64);
+        metrics::counter!(crate::measures::PARKED).increment(outcome.parked_ids.len() as u64);
+        metrics::counter!(crate::measures::PUBLISH_ERRORS).increment(outcome.unacknowledged as u64);
         if (!outcome.published_ids.is_empty() || !outcome.parked_ids.is_empty()) && !self.watch.degraded() {
             self.health.ok(crate::PUBLISHING);
         }
@@ -369,5 +369,14 @@ fn encode(config: &PollerConfig, id: i64, envelope: relay_envelope::Envelope) ->
         relay_telemetry::follow_remote_parent(&span, &trace.traceparent, &trace.tracestate);
         span
     });
-    Ok(Prepared { _span: span, id, topic: envelope.topic, key: envelope.key, value, headers })
+    Ok(Prepared {
+        _span: span,
+        id,
+        topic_label: crate::measures::topic_label(config, &envelope.topic),
+        topic: envelope.topic,
+        key: envelope.key,
+        value,
+        headers,
+        created_at_unix_micros: envelope.created_at_unix_micros,
+    })
 }

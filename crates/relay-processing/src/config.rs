@@ -2,7 +2,7 @@
 //! service that embeds the worker gets the same kind of configuration errors as Relay's own.
 use std::time::Duration;
 
-use relay_config::{ConfigError, DatabaseUrl, Environment, LogFormat, Reader};
+use relay_config::{ConfigError, DatabaseUrl, Environment, Reader};
 
 /// Variable names the worker reads.
 pub mod names {
@@ -50,8 +50,8 @@ pub struct ProcessingConfig {
     pub poll_interval: Duration,
     /// `RELAY_MIGRATE` (default true): apply the inbox migrations at start; with false, check them.
     pub migrate: bool,
-    /// `LOG_FORMAT`: text or json.
-    pub log_format: LogFormat,
+    /// `LOG_FORMAT`, `LOG_REPEAT_SUMMARY_SECS`, `NO_COLOR`.
+    pub log: relay_config::LogSettings,
 }
 
 /// Largest backoff setting: what fits the database's integer column.
@@ -89,7 +89,7 @@ impl ProcessingConfig {
         }
         let poll_interval = r.millis(PROCESSING_POLL_INTERVAL_MS, 1000, 10, 60_000);
         let migrate = r.flag(relay_config::names::RELAY_MIGRATE, true);
-        let log_format = r.parsed(relay_config::names::LOG_FORMAT, LogFormat::Text, "text or json");
+        let log = relay_config::LogSettings::read(&mut r);
         let extra = extra(&mut r);
         r.reject_unknown(PREFIX, ALL, |_| false);
         relay_config::reject_unknown_database_and_relay(&mut r);
@@ -104,7 +104,7 @@ impl ProcessingConfig {
             backoff_max: Duration::from_millis(backoff_max),
             poll_interval,
             migrate,
-            log_format,
+            log,
         };
         Ok((config, extra))
     }
@@ -185,7 +185,7 @@ mod tests {
             ("LOG_FORMAT", "json"),
         ]);
         let config = ProcessingConfig::from_env(&env).expect("valid");
-        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.log.format, relay_config::LogFormat::Json);
     }
 
     #[test]

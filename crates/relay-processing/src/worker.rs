@@ -35,6 +35,7 @@ pub async fn run<H: Handler>(
     handler: H,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessingError> {
+    describe_metrics(&config.inbox);
     let url = config.database_url.clone();
     let schema = relay_db::Schema::Inbox;
     let ready = relay_db::prepare_schema_patiently(&url, schema, config.migrate, &shutdown, |_| {}).await?;
@@ -176,5 +177,34 @@ async fn pause(
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = tokio::time::sleep(delay) => {}
+    }
+}
+
+/// Describes the worker's counters and registers them at 0 for `inbox`, so that an embedding
+/// service that installs a Prometheus recorder exports them with their help text from start-up.
+fn describe_metrics(inbox: &str) {
+    metrics::describe_counter!(
+        "relay_processing_done_total",
+        "Messages the handler processed and marked done"
+    );
+    metrics::describe_counter!(
+        "relay_processing_retries_total",
+        "Handler failures scheduled for another attempt"
+    );
+    metrics::describe_counter!(
+        "relay_processing_parked_total",
+        "Messages parked after PROCESSING_MAX_ATTEMPTS failures"
+    );
+    metrics::describe_counter!(
+        "relay_processing_errors_total",
+        "Batches whose transaction failed (database) and were claimed again"
+    );
+    for name in [
+        "relay_processing_done_total",
+        "relay_processing_retries_total",
+        "relay_processing_parked_total",
+        "relay_processing_errors_total",
+    ] {
+        metrics::counter!(name, "inbox" => inbox.to_string()).absolute(0);
     }
 }

@@ -79,8 +79,10 @@ const FLAGS: &[(&str, &str)] = &[
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "reconciler",
+    version,
     about = "Compare every outbox with every inbox; report and re-drive what is missing",
-    after_help = "Exit codes: 0 clean; 1 discrepancies found (trace: the message was found nowhere); 2 could not run."
+    after_help = "Logging: LOG_FORMAT (text or json), LOG_REPEAT_SUMMARY_SECS, NO_COLOR, RUST_LOG.\n\
+                  Exit codes: 0 clean; 1 discrepancies found (trace: the message was found nowhere); 2 could not run."
 )]
 pub struct Args {
     /// An outbox as SOURCE=DATABASE_URL, SOURCE being its OUTBOX_SOURCE. Repeatable. The

@@ -1,8 +1,13 @@
 //! Service mode: reconcile every interval, log one line per finding, publish metrics. Ranges
 //! verified once and final are not re-read (see [`crate::horizon`]), and a service pass finds
 //! everything a one-shot run would.
+//!
+//! `relay_reconcile_last_pass_timestamp_seconds` and `relay_reconcile_interval_seconds` let an
+//! alert tell a reconciler that stopped completing passes (hung on a database, crashed, its
+//! target gone) from one that is merely between passes.
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use metrics::gauge;
+use metrics::{describe_gauge, gauge, Unit};
 use tokio_util::sync::CancellationToken;
 
 use crate::{pass::ServeState, progress::Progress, Config, ReconcileError, Report};
@@ -12,6 +17,7 @@ pub(crate) async fn serve(config: &Config, shutdown: CancellationToken) -> Resul
     relay_health::serve(Some(config.metrics_addr), health.clone(), shutdown.clone())
         .await
         .map_err(|e| ReconcileError::Metrics(e.to_string()))?;
+    describe(config);
     tracing::info!(metrics = %config.metrics_addr, interval_s = config.interval.as_secs(), "reconciler serving");
     let mut state = ServeState::default();
     loop {
@@ -34,7 +40,57 @@ pub(crate) async fn serve(config: &Config, shutdown: CancellationToken) -> Resul
     }
 }
 
+/// Describes every reconciler metric; the interval is set once, the pass time starts at 0.
+fn describe(config: &Config) {
+    describe_gauge!(
+        "relay_reconcile_up",
+        "1 when the last pass completed, 0 when it failed (a database unreachable)"
+    );
+    describe_gauge!(
+        "relay_reconcile_clean",
+        "1 when the last completed pass found nothing missing, extra or mismatched"
+    );
+    describe_gauge!("relay_reconcile_rows_read", "Rows the last completed pass read");
+    describe_gauge!(
+        "relay_reconcile_last_pass_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time at which the last pass completed (0 before the first)"
+    );
+    describe_gauge!(
+        "relay_reconcile_interval_seconds",
+        Unit::Seconds,
+        "RECONCILE_INTERVAL_SECS: the time between passes"
+    );
+    describe_gauge!(
+        "relay_reconcile_findings",
+        "Messages found missing, extra or mismatched, per kind, inbox and source"
+    );
+    describe_gauge!(
+        "relay_reconcile_lag_messages",
+        "Settled outbox messages not yet in the inbox, per inbox and source"
+    );
+    describe_gauge!(
+        "relay_reconcile_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest settled outbox message not yet in the inbox, per inbox and source"
+    );
+    describe_gauge!(
+        "relay_reconcile_unprocessed",
+        "Stored messages not processed within RECONCILE_UNPROCESSED_SECS, per inbox"
+    );
+    describe_gauge!("relay_reconcile_unprocessed_parked", "Messages whose processing is parked, per inbox");
+    describe_gauge!(
+        "relay_reconcile_stuck",
+        "Outbox rows unpublished for longer than RECONCILE_STUCK_SECS, per source"
+    );
+    describe_gauge!("relay_reconcile_parked", "Parked outbox rows, per source");
+    gauge!("relay_reconcile_interval_seconds").set(config.interval.as_secs_f64());
+    gauge!("relay_reconcile_last_pass_timestamp_seconds").set(0.0);
+}
+
 fn record(report: &Report) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    gauge!("relay_reconcile_last_pass_timestamp_seconds").set(now);
     gauge!("relay_reconcile_up").set(1.0);
     gauge!("relay_reconcile_clean").set(if report.clean { 1.0 } else { 0.0 });
     gauge!("relay_reconcile_rows_read").set(report.stats.rows_read as f64);

@@ -1,7 +1,8 @@
 //! Logs and traces for the Relay binaries.
 //!
 //! Logs go to stderr as text or JSON (`LOG_FORMAT`), filtered by `RUST_LOG`; librdkafka's own log
-//! lines arrive through the same subscriber (target `librdkafka`). When
+//! lines arrive through the same subscriber (target `librdkafka`). Repeated lines are summarised
+//! ([`repeats`], `LOG_REPEAT_SUMMARY_SECS`); colour only on a terminal and without `NO_COLOR`. When
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans are also
 //! exported over OTLP/HTTP; the SDK reads the other standard `OTEL_*` variables itself.
 //!
@@ -10,11 +11,13 @@
 //! ([`follow_remote_parent`]), so one trace shows enqueue, publish and delivery to each inbox.
 #![forbid(unsafe_code)]
 
+pub mod repeats;
+
 use std::collections::HashMap;
 
 use opentelemetry::{propagation::TextMapPropagator, trace::TracerProvider as _};
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
-use relay_config::LogFormat;
+use relay_config::{LogFormat, LogSettings};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
@@ -22,10 +25,12 @@ use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilte
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    repeats: repeats::RepeatFilter,
 }
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
+        self.repeats.flush();
         if let Some(provider) = self.provider.take() {
             if let Err(e) = provider.shutdown() {
                 eprintln!("could not flush the last spans: {e}");
@@ -41,15 +46,16 @@ fn otlp_requested() -> bool {
         .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
 }
 
-/// Installs the global subscriber: logs in `format`, plus OTLP span export when requested.
+/// Installs the global subscriber: logs as `settings` say, plus OTLP span export when requested.
 /// `service` names the spans' service unless `OTEL_SERVICE_NAME` does.
-pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
+pub fn init(settings: &LogSettings, service: &'static str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = settings.color && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
-    let logs = match format {
-        LogFormat::Json => logs.json().flatten_event(true).boxed(),
-        LogFormat::Text => logs.boxed(),
+    let repeats = repeats::RepeatFilter::new(settings.repeat_window);
+    let logs = match settings.format {
+        LogFormat::Json => logs.json().flatten_event(true).with_filter(repeats.clone()).boxed(),
+        LogFormat::Text => logs.with_filter(repeats.clone()).boxed(),
     };
     let (provider, export_error) = if otlp_requested() {
         match exporter(service) {
@@ -61,11 +67,12 @@ pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
     };
     let spans = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("relay")));
     tracing_subscriber::registry().with(filter).with(logs).with(spans).init();
+    repeats.spawn_summariser();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     if let Some(e) = export_error {
         tracing::error!(error = %e, "OTLP span export is not available; logging only");
     }
-    Telemetry { provider }
+    Telemetry { provider, repeats }
 }
 
 fn exporter(service: &'static str) -> Result<SdkTracerProvider, String> {

@@ -4,9 +4,21 @@ use relay_config::ProcessEnv;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    relay::handle_command_line(
+        "outbox-poller",
+        "Publish an origin database's committed outbox rows to Kafka, in per-key order, marking each row only after the broker acknowledged it.",
+        &[
+            relay_poller::names::ALL,
+            relay_config::names::SHARED_HELP,
+            &["OUTBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES"],
+            &[relay_config::security_names::KAFKA_SECURITY_PROTOCOL],
+            relay_config::security_names::SASL_ALL,
+            relay_config::security_names::SSL_ALL,
+        ],
+    );
     let config = relay_poller::PollerConfig::from_env(&ProcessEnv)
         .unwrap_or_else(|e| relay::exit_on_config_error("outbox-poller", e));
-    let _telemetry = relay::init_logging(config.common.log_format, "outbox-poller");
+    let _telemetry = relay::init_logging(config.common.log, "outbox-poller");
     relay_poller::run(config, relay::shutdown_on_signal()).await?;
     Ok(())
 }

@@ -207,14 +207,19 @@ fn a_misspelt_variable_in_a_deployment_file_is_caught() {
     }
 }
 
-/// Every `relay_*` name in a PromQL expression.
+/// Every `relay_*` name in a PromQL expression; a histogram's series (`_bucket`, `_sum`,
+/// `_count` of a `_seconds` histogram) count as the histogram's name.
 fn metric_names(expr: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut rest = expr;
     while let Some(start) = rest.find("relay_") {
         let tail = &rest[start..];
         let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
-        names.push(tail[..end].to_string());
+        let name = &tail[..end];
+        let histogram = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix).filter(|base| base.ends_with("_seconds")));
+        names.push(histogram.unwrap_or(name).to_string());
         rest = &tail[end..];
     }
     names

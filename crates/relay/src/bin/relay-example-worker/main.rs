@@ -66,9 +66,25 @@ impl Handler for Effect {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    relay::handle_command_line(
+        "relay-example-worker",
+        "An EXAMPLE of embedding relay-processing: processes an inbox's messages, writing one row per message into EXAMPLE_TABLE.",
+        &[
+            &["EXAMPLE_TABLE", "EXAMPLE_FAIL_KEY", "EXAMPLE_HANDLER_DELAY_MS"],
+            relay_processing::names::ALL,
+            &[
+                relay_config::names::DATABASE_URL,
+                relay_config::names::DATABASE_URL_FILE,
+                relay_config::names::RELAY_MIGRATE,
+                relay_config::names::LOG_FORMAT,
+                relay_config::names::LOG_REPEAT_SUMMARY_SECS,
+                relay_config::NO_COLOR,
+            ],
+        ],
+    );
     let (config, example) = ProcessingConfig::from_env_with(&ProcessEnv, Example::read)
         .unwrap_or_else(|e| relay::exit_on_config_error("relay-example-worker", e));
-    let _telemetry = relay::init_logging(config.log_format, "relay-example-worker");
+    let _telemetry = relay::init_logging(config.log, "relay-example-worker");
     let mut client = relay_db::connect(&config.database_url).await?;
     let tx = client.transaction().await?;
     // Several example workers may start at once on a new database. A table made beforehand is
