@@ -29,8 +29,9 @@ chaos:
 fuzz:
 	bash scripts/fuzz.sh
 
+## make build: the product binaries only (crates/relay: the services and relay-admin), no tools.
 build:
-	cargo build --release --locked --bins
+	cargo build --release --locked -p relay --bin outbox-poller --bin inbox-consumer --bin reconciler --bin relay-admin
 
 ## make tools: install the local broker (Tansu) once; later runs reuse it.
 tools:

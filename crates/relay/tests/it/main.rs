@@ -5,7 +5,6 @@ mod harness;
 mod verify;
 
 mod admin;
-mod chaos;
 mod config;
 mod crashes;
 mod delivery;
