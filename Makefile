@@ -1,5 +1,5 @@
 # Relay: one command runs the relay locally, one runs the tests.
-.PHONY: demo test lint build tools bench bench-reconcile chaos clean-stack fuzz schema-sql
+.PHONY: demo test lint build tools bench bench-reconcile chaos clean-stack fuzz schema-sql prometheus-rule
 
 ## make demo: the whole relay on this machine (PostgreSQL + Tansu broker), with a report.
 demo:
@@ -41,6 +41,10 @@ tools:
 schema-sql:
 	cargo run --quiet --locked -p relay --bin relay-admin -- schema sql --schema outbox > python/src/relay/sql/outbox.sql
 	cargo run --quiet --locked -p relay --bin relay-admin -- schema sql --schema inbox > python/src/relay/sql/inbox.sql
+
+## make prometheus-rule: regenerate the Prometheus Operator's PrometheusRule from deploy/prometheus/alerts.yml.
+prometheus-rule:
+	bash scripts/prometheus-rule.sh
 
 clean-stack:
 	rm -rf .stack
