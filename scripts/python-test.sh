@@ -14,7 +14,7 @@ report="$stack/pytest.xml"
 rm -f "$report"
 
 ensure_postgres
-export RELAY_TEST_PG="${RELAY_TEST_PG:-postgres://$PGUSER@$PGHOST:$PGPORT}"
+export RELAY_TEST_PG="${RELAY_TEST_PG:-$(pg_url)}"
 if [[ -z "${KAFKA_BROKERS:-}" ]]; then
   log "KAFKA_BROKERS is not set: run the Python tests through \`make test\` (it starts a broker)"
   echo "python: 0 passed, 1 failed"

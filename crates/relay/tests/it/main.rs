@@ -40,3 +40,4 @@ mod telemetry;
 mod tls;
 mod trace;
 mod unreadable;
+mod workspace;
