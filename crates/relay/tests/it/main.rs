@@ -33,6 +33,7 @@ mod reconcile;
 mod replay;
 mod retention;
 mod roles;
+mod scaling;
 mod schema;
 mod schema_script;
 mod signing;
