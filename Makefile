@@ -1,5 +1,5 @@
 # Relay: one command runs the relay locally, one runs the tests.
-.PHONY: demo test lint build tools bench bench-reconcile chaos clean-stack fuzz schema-sql
+.PHONY: demo test lint build tools bench bench-reconcile chaos clean-stack fuzz schema-sql prometheus-rule
 
 ## make demo: the whole relay on this machine (PostgreSQL + Tansu broker), with a report.
 demo:
@@ -29,8 +29,9 @@ chaos:
 fuzz:
 	bash scripts/fuzz.sh
 
+## make build: the product binaries only (crates/relay: the services and relay-admin), no tools.
 build:
-	cargo build --release --locked --bins
+	cargo build --release --locked -p relay --bin outbox-poller --bin inbox-consumer --bin reconciler --bin relay-admin
 
 ## make tools: install the local broker (Tansu) once; later runs reuse it.
 tools:
@@ -40,6 +41,10 @@ tools:
 schema-sql:
 	cargo run --quiet --locked -p relay --bin relay-admin -- schema sql --schema outbox > python/src/relay/sql/outbox.sql
 	cargo run --quiet --locked -p relay --bin relay-admin -- schema sql --schema inbox > python/src/relay/sql/inbox.sql
+
+## make prometheus-rule: regenerate the Prometheus Operator's PrometheusRule from deploy/prometheus/alerts.yml.
+prometheus-rule:
+	bash scripts/prometheus-rule.sh
 
 clean-stack:
 	rm -rf .stack

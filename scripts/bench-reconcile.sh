@@ -10,8 +10,8 @@ n="${BENCH_MESSAGES:-1000000}"
 out="$RELAY_ROOT/.stack/bench"
 mkdir -p "$out"
 ensure_postgres
-cargo build --release --locked --bins --quiet
-base="postgres://$PGUSER@$PGHOST:$PGPORT"
+cargo_with_progress "$out/build.log" "building the release binaries" build --release --locked --bins
+base="$(pg_url)"
 
 log "loading $n messages into an outbox and two inboxes"
 for db in relay_bench_origin relay_bench_ledger relay_bench_audit; do fresh_database "$db"; done

@@ -6,13 +6,13 @@ cd "$RELAY_ROOT"
 
 ensure_postgres
 ensure_tansu
-cargo build --release --locked --bins --quiet
 out="$RELAY_ROOT/.stack/bench"
 mkdir -p "$out"
+cargo_with_progress "$out/build.log" "building the release binaries" build --release --locked --bins
 port="$(free_port)"
 broker_pid="$(start_broker "$port" memory://tansu/ "$out/tansu.log")"
 trap 'kill "$broker_pid" 2>/dev/null || true' EXIT
 export KAFKA_BROKERS="127.0.0.1:$port"
-target/release/relay-bench --pg "postgres://$PGUSER@$PGHOST:$PGPORT" --out-dir "$out" "$@"
+target/release/relay-bench --pg "$(pg_url)" --out-dir "$out" "$@"
 kill "$broker_pid" 2>/dev/null || true
 bash "$RELAY_ROOT/scripts/bench-reconcile.sh"

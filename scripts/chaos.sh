@@ -14,11 +14,9 @@ if [[ ! -x "$(pg_config --bindir 2>/dev/null)/initdb" && ! -x /usr/lib/postgresq
   apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null
 fi
 ensure_tansu
-log "building release binaries"
-cargo build --release --locked --bins --quiet
-
 out="$RELAY_ROOT/.stack/chaos"
 rm -rf "$out" && mkdir -p "$out"
+cargo_with_progress "$out/build.log" "building the release binaries" build --release --locked --bins
 log "chaos run; logs in .stack/chaos/ (takes 30-60 minutes on 2 cores)"
 RUST_LOG="${RUST_LOG:-info}" "$RELAY_ROOT/target/release/relay-chaos" \
   --messages "${CHAOS_MESSAGES:-100000}" --keys "${CHAOS_KEYS:-1000}" \

@@ -11,8 +11,8 @@ rm -rf "$stack" && mkdir -p "$stack"
 
 ensure_postgres
 ensure_tansu
-log "building release binaries"
-cargo build --release --locked --bins --quiet
+cargo_with_progress "$stack/build.log" "building the release binaries (first time: about 10 minutes on 2 cores)" \
+  build --release --locked --bins
 bin="$RELAY_ROOT/target/release"
 
 pids=()
@@ -27,7 +27,7 @@ pids+=("$(start_broker "$port" memory://tansu/ "$stack/tansu.log")")
 export KAFKA_BROKERS="127.0.0.1:$port"
 log "broker (Tansu) on $KAFKA_BROKERS"
 
-base="postgres://$PGUSER@$PGHOST:$PGPORT"
+base="$(pg_url)"
 for db in relay_demo_origin relay_demo_ledger relay_demo_notifications; do fresh_database "$db"; done
 "$bin/relay-demo" topics --partitions 6 payments
 

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Shared helpers for the local stack: tool install (cached), PostgreSQL, the Tansu broker.
 # Sourced by demo.sh, test.sh and .ci/run; every function is idempotent.
+#
+# PostgreSQL is reached with libpq's own variables, as psql does: PGHOST (default 127.0.0.1),
+# PGPORT (5432), PGUSER (postgres) and PGPASSWORD (none). The relay binaries are given the same
+# server as a URL (pg_url), and the tests as RELAY_TEST_PG unless that is set itself.
 set -euo pipefail
 
 RELAY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,17 +15,74 @@ PGHOST="${PGHOST:-127.0.0.1}"
 PGPORT="${PGPORT:-5432}"
 PGUSER="${PGUSER:-postgres}"
 export PGHOST PGPORT PGUSER TANSU_BIN
+if [[ -n "${PGPASSWORD:-}" ]]; then export PGPASSWORD; fi
 
 log() { printf '[relay] %s\n' "$*" >&2; }
 
-# Installs the Tansu broker once (15-20 minutes on 2 cores); later calls reuse the binary.
+# postgres://USER[:PASSWORD]@HOST:PORT[/DATABASE] from PGUSER, PGPASSWORD, PGHOST and PGPORT,
+# user and password percent-encoded; an IPv6 address gets its brackets, a socket directory
+# (PGHOST=/var/run/postgresql) is percent-encoded.
+pg_url() {
+  python3 - "${1:-}" <<'PY'
+import os, sys
+from urllib.parse import quote
+user = quote(os.environ["PGUSER"], safe="")
+password = os.environ.get("PGPASSWORD", "")
+auth = f"{user}:{quote(password, safe='')}" if password else user
+host = os.environ["PGHOST"]
+if host.startswith("/"):  # a Unix socket directory, percent-encoded as libpq and tokio-postgres read it
+    host = quote(host, safe="")
+elif ":" in host and not host.startswith("["):
+    host = f"[{host}]"
+database = f"/{sys.argv[1]}" if sys.argv[1] else ""
+print(f"postgres://{auth}@{host}:{os.environ['PGPORT']}{database}")
+PY
+}
+
+# Runs a cargo command (its arguments) and, instead of cargo's hundreds of lines, prints one
+# progress line every RELAY_PROGRESS_SECS (default 20): build units (crates, build scripts) done
+# of the total, and the time so far. Cargo's whole output goes to the log file $1; on failure its
+# tail is shown. Usage: cargo_with_progress LOGFILE WHAT cargo-arguments...
+cargo_with_progress() {
+  local logfile="$1" what="$2"; shift 2
+  local every="${RELAY_PROGRESS_SECS:-20}" started=$SECONDS status
+  mkdir -p "$(dirname "$logfile")"
+  log "$what: cargo $*; full output in ${logfile#"$RELAY_ROOT"/}"
+  # Cargo's progress bar even without a terminal ("Building [===>  ] 12/345: crate, ..."), one
+  # line per redraw once \r becomes \n; it is read for its counts.
+  set +e
+  CARGO_TERM_PROGRESS_WHEN=always CARGO_TERM_PROGRESS_WIDTH=100 CARGO_TERM_COLOR=never cargo "$@" 2>&1 |
+    tr '\r' '\n' | tee "$logfile" | {
+      last=$SECONDS counts="0/?"
+      while IFS= read -r line; do
+        if [[ "$line" =~ Building\ \[.*\]\ ([0-9]+/[0-9]+) ]]; then counts="${BASH_REMATCH[1]}"; fi
+        if (( SECONDS - last >= every )); then
+          last=$SECONDS
+          log "$what: still compiling, ${counts%/*} of ${counts#*/} build units done ($(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s)"
+        fi
+      done
+    }
+  status=${PIPESTATUS[0]}
+  set -e
+  if [[ $status -ne 0 ]]; then
+    grep -v '^ *Building \[' "$logfile" | tail -n 30 >&2 || true
+    log "$what failed (exit $status); full output in $logfile"
+    return "$status"
+  fi
+  log "$what: done in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s"
+}
+
+# Installs the Tansu broker once (15-20 minutes on 2 cores, about 600 crates), printing its
+# progress; later calls reuse the binary. TANSU_BIN names a broker binary to use instead.
 ensure_tansu() {
   local stamp="$RELAY_TOOLS_DIR/tansu-$TANSU_VERSION.installed"
-  if [[ -x "$TANSU_BIN" && -f "$stamp" ]]; then return 0; fi
-  log "installing Tansu $TANSU_VERSION into $RELAY_TOOLS_DIR (once; takes 15-20 minutes)"
+  if [[ -x "$TANSU_BIN" && ( -f "$stamp" || "$TANSU_BIN" != "$RELAY_TOOLS_DIR/bin/tansu" ) ]]; then return 0; fi
+  log "installing the Kafka-compatible broker Tansu $TANSU_VERSION into $RELAY_TOOLS_DIR"
+  log "(once; compiling it takes 15-20 minutes on 2 cores, later runs reuse it)"
   mkdir -p "$RELAY_TOOLS_DIR"
-  cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features \
-    --features libsql,dynostore --root "$RELAY_TOOLS_DIR" --quiet
+  cargo_with_progress "$RELAY_TOOLS_DIR/tansu-install.log" "installing Tansu" \
+    install tansu --version "$TANSU_VERSION" --locked --no-default-features \
+    --features libsql,dynostore --root "$RELAY_TOOLS_DIR"
   touch "$stamp"
 }
 
@@ -52,9 +113,14 @@ ensure_promtool() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 }
 
-# Makes sure PostgreSQL answers on $PGHOST:$PGPORT, starting the local cluster if needed.
+# Makes sure PostgreSQL answers on $PGHOST:$PGPORT, starting the local Debian cluster if needed
+# (only when PGHOST is this machine; a remote server must be up already).
 ensure_postgres() {
   if pg_isready -q -h "$PGHOST" -p "$PGPORT"; then return 0; fi
+  case "$PGHOST" in
+    127.0.0.1 | localhost | ::1 | /*) ;;
+    *) log "PostgreSQL does not answer on $PGHOST:$PGPORT (PGHOST, PGPORT)"; return 1 ;;
+  esac
   log "starting PostgreSQL"
   local version
   version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)"

@@ -14,7 +14,7 @@ report="$stack/pytest.xml"
 rm -f "$report"
 
 ensure_postgres
-export RELAY_TEST_PG="${RELAY_TEST_PG:-postgres://$PGUSER@$PGHOST:$PGPORT}"
+export RELAY_TEST_PG="${RELAY_TEST_PG:-$(pg_url)}"
 if [[ -z "${KAFKA_BROKERS:-}" ]]; then
   log "KAFKA_BROKERS is not set: run the Python tests through \`make test\` (it starts a broker)"
   echo "python: 0 passed, 1 failed"
@@ -27,7 +27,7 @@ set +e
   [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "./python[test]"
   # Standalone runs: make sure the binaries the tests start exist (a no-op after cargo test).
-  cargo build --quiet --locked -p relay --bins
+  cargo build --quiet --locked -p relay -p relay-demo --bins
 ) >"$stack/python-setup.log" 2>&1
 setup=$?
 if [[ $setup -ne 0 ]]; then

@@ -34,7 +34,7 @@ if [[ -z "${KAFKA_BROKERS:-}" ]]; then
 else
   log "using the brokers in KAFKA_BROKERS=$KAFKA_BROKERS"
 fi
-export TANSU_BIN RELAY_TEST_PG="${RELAY_TEST_PG:-postgres://$PGUSER@$PGHOST:$PGPORT}"
+export TANSU_BIN RELAY_TEST_PG="${RELAY_TEST_PG:-$(pg_url)}"
 
 # The integration tests mostly wait on I/O, so more threads than cores is right.
 set +e

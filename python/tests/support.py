@@ -32,7 +32,7 @@ def brokers() -> str:
 
 def binary(name: str) -> str:
     path = BIN / name
-    assert path.exists(), f"{path} is missing: build it first (`cargo build -p relay --bins`)"
+    assert path.exists(), f"{path} is missing: build it first (`cargo build -p relay -p relay-demo --bins`)"
     return str(path)
 
 

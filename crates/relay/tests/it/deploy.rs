@@ -273,12 +273,4 @@ fn the_dashboard_and_alerts_query_only_metrics_the_services_export() {
     ] {
         assert!(used.contains(expected), "the dashboard does not show {expected}");
     }
-    // The panels' data source is the provisioned one.
-    let datasources: Value =
-        serde_yaml_ng::from_str(&read("deploy/grafana/provisioning/datasources/prometheus.yml"))
-            .expect("YAML");
-    let uid = datasources["datasources"][0]["uid"].as_str().expect("uid");
-    for panel in dashboard["panels"].as_array().expect("panels").iter().filter(|p| p["type"] != "row") {
-        assert_eq!(panel["datasource"]["uid"], uid, "panel {}", panel["title"]);
-    }
 }

@@ -1,5 +1,9 @@
 //! The chaos suite, short: the real `relay-chaos` run with a few thousand messages and two faults
 //! of every kind, asserting from its JSON report that nothing was lost, doubled or reordered.
+//!
+//! relay-chaos starts the Relay services from the directory it runs from, so the product binaries
+//! must have been built into the same target directory: `cargo test --workspace` (`make test`)
+//! builds them; a run of this crate alone needs `cargo build -p relay --bins` first.
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,6 +14,11 @@ const PER_KIND: u64 = 2;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_fault_kind_twice_loses_doubles_and_reorders_nothing() {
+    let bin_dir = std::path::Path::new(RELAY_CHAOS).parent().expect("the target directory");
+    for service in ["outbox-poller", "inbox-consumer", "reconciler"] {
+        let path = bin_dir.join(service);
+        assert!(path.exists(), "{} is missing: run `cargo build -p relay --bins` first", path.display());
+    }
     let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it-logs").join("chaos");
     let _ = std::fs::remove_dir_all(&out);
     let run = tokio::process::Command::new(RELAY_CHAOS)

@@ -8,8 +8,7 @@ const EXIT_COULD_NOT_RUN: i32 = 2;
 #[tokio::main]
 async fn main() {
     let args = relay_chaos::cli::Args::parse();
-    let _telemetry = relay::init_logging(relay_config::LogFormat::Text, "relay-chaos");
-    let interrupted = relay::shutdown_on_signal();
+    let _telemetry = relay_telemetry::init(relay_config::LogFormat::Text, "relay-chaos");
     // On SIGTERM or Ctrl-C the run is dropped: its services, broker and private PostgreSQL stop.
     let code = tokio::select! {
         result = relay_chaos::cli::run(args) => match result {
@@ -19,10 +18,23 @@ async fn main() {
                 EXIT_COULD_NOT_RUN
             }
         },
-        _ = interrupted.cancelled() => {
+        _ = interrupted() => {
             tracing::error!("interrupted; stopping the services, the broker and PostgreSQL");
             EXIT_COULD_NOT_RUN
         }
     };
     std::process::exit(code)
+}
+
+/// Resolves on the first SIGTERM or SIGINT (only SIGINT where SIGTERM cannot be listened for).
+async fn interrupted() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
