@@ -8,7 +8,7 @@ const EXIT_COULD_NOT_RUN: i32 = 2;
 #[tokio::main]
 async fn main() {
     let args = relay_chaos::cli::Args::parse();
-    let _telemetry = relay_telemetry::init(relay_config::LogFormat::Text, "relay-chaos");
+    let _telemetry = relay_telemetry::init(&relay_config::LogFormat::Text.into(), "relay-chaos");
     // On SIGTERM or Ctrl-C the run is dropped: its services, broker and private PostgreSQL stop.
     let code = tokio::select! {
         result = relay_chaos::cli::run(args) => match result {
