@@ -8,7 +8,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::delivery::Stragglers;
+use crate::{
+    delivery::Stragglers,
+    publishing::{Publishing, Source},
+};
 
 /// How long a record may await its delivery report before readiness says so.
 pub(crate) const AGE_LIMIT: Duration = Duration::from_secs(30);
@@ -40,7 +43,7 @@ impl Watch {
     }
 
     /// Updates the gauge and the `publishing` readiness part from the current stragglers.
-    pub(crate) fn observe(&self, stragglers: &Stragglers, health: &relay_health::Health) {
+    pub(crate) fn observe(&self, stragglers: &Stragglers, publishing: &Publishing) {
         let count = stragglers.len();
         metrics::gauge!(GAUGE).set(count as f64);
         let oldest = stragglers.oldest().unwrap_or_default();
@@ -57,10 +60,10 @@ impl Watch {
             if !self.degraded.swap(true, Ordering::Relaxed) {
                 tracing::warn!(stragglers = count, topics = ?topics, "{reason}");
             }
-            health.degraded(crate::PUBLISHING, reason);
+            publishing.degraded(Source::Loop, reason);
         } else if self.degraded.swap(false, Ordering::Relaxed) {
             tracing::info!(stragglers = count, "delivery reports caught up");
-            health.ok(crate::PUBLISHING);
+            publishing.ok(Source::Loop);
         }
     }
 }

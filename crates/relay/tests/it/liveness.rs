@@ -1,0 +1,60 @@
+//! Stalls the product must see and heal by itself: a consumer restarted within a second of
+//! being killed (what a Kubernetes restart does) must not leave its inbox stalled, whatever the
+//! broker's group coordinator makes of the quick rejoin.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use crate::{harness::*, verify::inbox_equals_outbox};
+
+/// Kills the consumer and starts it again within a second, `restarts` times, while messages
+/// flow; then every message must be stored, once and in per-key order, within a minute of the
+/// last restart. Returns how long that took.
+async fn restart_quickly_while_flowing(test: &str, extra: &[(&str, &str)], restarts: usize) -> Duration {
+    let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
+    let topic = topic(3).await;
+    let _poller = spawn(test, "poller", POLLER, &poller_env(&origin, &topic));
+    let mut env: BTreeMap<String, String> = consumer_env(&inbox, "ledger", &topic);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut consumer = spawn(test, "consumer", CONSUMER, &env);
+    await_table(&origin, "relay.outbox").await;
+    await_table(&inbox, "relay.inbox").await;
+
+    // 6,000 messages over about 20 s, so every restart lands while messages flow.
+    let writer = trickle(&origin, &topic, 300);
+    let db = inbox.client().await;
+    eventually(Duration::from_secs(60), "the first messages stored", || async {
+        (count(&db, "SELECT count(*) FROM relay.inbox", &[]).await > 0).then_some(())
+    })
+    .await;
+    for i in 0..restarts {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        consumer.kill().await;
+        // Within a second, as a container restart: 300 to 900 ms.
+        tokio::time::sleep(Duration::from_millis(300 + (i as u64 * 67) % 600)).await;
+        consumer = spawn(test, "consumer", CONSUMER, &env);
+    }
+    let last_restart = Instant::now();
+    writer.await.expect("writer");
+    let total = 6_000;
+    let within = Duration::from_secs(60).saturating_sub(last_restart.elapsed());
+    await_inbox(&inbox, "ledger", &topic, total, within).await;
+    let took = last_restart.elapsed();
+    assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, total as usize);
+    drop(consumer);
+    took
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_killed_and_restarted_within_a_second_ten_times_stores_everything_within_a_minute() {
+    let took = restart_quickly_while_flowing("liveness_quick_restarts", &[], 10).await;
+    println!("every message stored {} ms after the last restart", took.as_millis());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_with_static_membership_restarted_quickly_ten_times_stores_everything_within_a_minute() {
+    let extra = [("INBOX_GROUP_INSTANCE_ID", "ledger-0")];
+    let took = restart_quickly_while_flowing("liveness_quick_restarts_static", &extra, 10).await;
+    println!("static membership: every message stored {} ms after the last restart", took.as_millis());
+}
