@@ -193,9 +193,27 @@ impl Leader<'_> {
     /// producer the broker no longer knows, `UNKNOWN_PRODUCER_ID`, after a broker lost its state),
     /// or cannot reach the broker at all. A fresh producer is the cure for the first and costs
     /// nothing in the second; the rows stay pending and are sent again (inboxes drop duplicates).
+    ///
+    /// Readiness says so sooner, after a third of that wait (at most [`straggling::AGE_LIMIT`]).
     fn check_stall(&self, stragglers: &Stragglers) -> Result<(), PollerError> {
         let waited = self.progress.get().elapsed();
-        if stragglers.len() == 0 || waited < self.config.producer_stall || self.shutdown.is_cancelled() {
+        if stragglers.len() == 0 || self.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        if waited < self.config.producer_stall {
+            let soon = (self.config.producer_stall / 3).min(straggling::AGE_LIMIT);
+            if waited >= soon {
+                // A fixed text: readiness logs each change of reason.
+                self.publishing.degraded(
+                    Source::Loop,
+                    format!(
+                        "no delivery report for over {} s while records await theirs; a fresh \
+                         producer takes over after {} s",
+                        soon.as_secs(),
+                        self.config.producer_stall.as_secs()
+                    ),
+                );
+            }
             return Ok(());
         }
         let stall = PollerError::ProducerStalled {

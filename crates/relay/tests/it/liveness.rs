@@ -8,15 +8,17 @@ use std::{
 
 use crate::{harness::*, verify::inbox_equals_outbox};
 
-/// Kills the consumer and starts it again within a second, `restarts` times, while messages
-/// flow; then every message must be stored, once and in per-key order, within a minute of the
-/// last restart. Returns how long that took.
-async fn restart_quickly_while_flowing(test: &str, extra: &[(&str, &str)], restarts: usize) -> Duration {
+/// Kills a consumer and starts it again within a second, `restarts` times, while messages flow
+/// and `steady` other members of its group keep running; then every message must be stored,
+/// once and in per-key order, within a minute of the last restart. Returns how long that took.
+/// (Static membership, `INBOX_GROUP_INSTANCE_ID`, is not run here: Tansu 0.6 never completes a
+/// static member's first join; see README, Stalls.)
+async fn restart_quickly_while_flowing(test: &str, steady: usize, restarts: usize) -> Duration {
     let (origin, inbox) = (TestDb::new().await, TestDb::new().await);
     let topic = topic(3).await;
     let _poller = spawn(test, "poller", POLLER, &poller_env(&origin, &topic));
-    let mut env: BTreeMap<String, String> = consumer_env(&inbox, "ledger", &topic);
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let env: BTreeMap<String, String> = consumer_env(&inbox, "ledger", &topic);
+    let _steady: Vec<Service> = (0..steady).map(|_| spawn(test, "steady", CONSUMER, &env)).collect();
     let mut consumer = spawn(test, "consumer", CONSUMER, &env);
     await_table(&origin, "relay.outbox").await;
     await_table(&inbox, "relay.inbox").await;
@@ -48,13 +50,16 @@ async fn restart_quickly_while_flowing(test: &str, extra: &[(&str, &str)], resta
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consumer_killed_and_restarted_within_a_second_ten_times_stores_everything_within_a_minute() {
-    let took = restart_quickly_while_flowing("liveness_quick_restarts", &[], 10).await;
+    let took = restart_quickly_while_flowing("liveness_quick_restarts", 0, 10).await;
     println!("every message stored {} ms after the last restart", took.as_millis());
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_consumer_with_static_membership_restarted_quickly_ten_times_stores_everything_within_a_minute() {
-    let extra = [("INBOX_GROUP_INSTANCE_ID", "ledger-0")];
-    let took = restart_quickly_while_flowing("liveness_quick_restarts_static", &extra, 10).await;
-    println!("static membership: every message stored {} ms after the last restart", took.as_millis());
+async fn one_of_two_members_killed_and_restarted_within_a_second_ten_times_stores_everything_within_a_minute()
+{
+    let took = restart_quickly_while_flowing("liveness_quick_restarts_beside_a_member", 1, 10).await;
+    println!(
+        "with a steady member beside it: every message stored {} ms after the last restart",
+        took.as_millis()
+    );
 }

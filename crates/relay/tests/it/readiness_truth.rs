@@ -59,8 +59,12 @@ async fn a_consumer_of_topics_that_do_not_exist_is_not_ready_names_them_exports_
         env.insert("INBOX_ASSIGNMENT_TIMEOUT_MS".into(), "5000".into());
         let addr = with_endpoint(&mut env);
         let consumer = spawn(test, &format!("consumer-{i}"), CONSUMER, &env);
-        let body = await_degraded(&addr, "assignment", "subscribed to a missing topic").await;
-        assert!(body.contains(missing.as_str()), "the reason names the topic: {body}");
+        let body = eventually(Duration::from_secs(60), "/readyz naming the missing topic", || async {
+            let (code, body) = http_get(&addr, "/readyz").await?;
+            (code == 503 && body.contains(missing.as_str())).then_some(body)
+        })
+        .await;
+        assert!(body.contains("assignment: degraded: subscribed topics"), "{body}");
         let text = eventually(Duration::from_secs(30), "the consumer's metrics", || async {
             let text = scrape(&addr).await?;
             sample(&text, "relay_inbox_assigned_partitions", &[]).is_some().then_some(text)
@@ -93,7 +97,13 @@ async fn a_consumer_of_topics_that_do_not_exist_is_not_ready_names_them_exports_
     for ((missing, _), (inbox, addr, _)) in cases.iter().zip(&running) {
         await_inbox(inbox, "ledger", missing, 20, Duration::from_secs(60)).await;
         await_readiness(addr, 200, "the topic exists and is consumed").await;
-        assert_eq!(inbox_equals_outbox(&origin, inbox, "ledger", missing).await, 20);
+    }
+    // Exactly once and in order; the second inbox holds the existing topic's messages as well.
+    assert_eq!(inbox_equals_outbox(&origin, &running[0].0, "ledger", &missing_a).await, 20);
+    let db = running[1].0.client().await;
+    let per_topic = "SELECT count(DISTINCT message_id) FROM relay.inbox WHERE topic = $1";
+    for (topic, n) in [(&missing_b, 20), (&existing, 10)] {
+        assert_eq!(count(&db, per_topic, &[topic]).await, n, "{topic}");
     }
 }
 
@@ -147,22 +157,40 @@ async fn a_broker_restarted_empty_gets_a_fresh_producer_and_readiness_returns_wi
     consumer.insert("KAFKA_BROKERS".into(), brokers.clone());
     let _services = [spawn(test, "poller", POLLER, &poller), spawn(test, "consumer", CONSUMER, &consumer)];
     await_table(&origin, "relay.outbox").await;
-    enqueue_many(&origin, &topic, 100, 10, 10).await;
+    let before = enqueue_many(&origin, &topic, 100, 10, 10).await;
     await_inbox(&inbox, "ledger", &topic, 100, Duration::from_secs(60)).await;
     await_readiness(&addr, 200, "flowing").await;
 
-    // The broker comes back with nothing: no topic, no group, no producer ids.
+    // The broker comes back with nothing: no topic, no group, no producer ids. The poller's
+    // producer is refused (UNKNOWN_PRODUCER_ID) until it is replaced by a fresh one.
     broker.restart().await.expect("restart Tansu");
     create_topic(&brokers, &topic, 2).await;
     let restarted = Instant::now();
-    enqueue_many(&origin, &topic, 100, 10, 10).await;
-    await_inbox(&inbox, "ledger", &topic, 200, Duration::from_secs(120)).await;
+    let after = enqueue_many(&origin, &topic, 100, 10, 10).await;
+    await_degraded(&addr, "publishing", "the producer gets no delivery report").await;
+    // A consumer in a new group reads the recreated topic from its start.
+    let fresh = TestDb::new().await;
+    let mut consumer = consumer_env(&fresh, "ledger", &topic);
+    consumer.insert("KAFKA_BROKERS".into(), brokers);
+    let _fresh = spawn(test, "consumer-new-group", CONSUMER, &consumer);
     await_readiness(&addr, 200, "publishing again").await;
-    println!(
-        "all messages stored and the poller ready {} ms after the restart",
-        restarted.elapsed().as_millis()
-    );
-    assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, 200);
+    let db = origin.client().await;
+    let published =
+        "SELECT count(*) FROM relay.outbox WHERE message_id = ANY($1) AND published_at IS NOT NULL";
+    eventually(Duration::from_secs(60), "the rows enqueued after the restart published", || async {
+        (count(&db, published, &[&after]).await == 100).then_some(())
+    })
+    .await;
+    println!("published again and the poller ready {} ms after the restart", restarted.elapsed().as_millis());
+    await_table(&fresh, "relay.inbox").await;
+    let stored = fresh.client().await;
+    let sql = "SELECT count(*) FROM relay.inbox WHERE message_id = ANY($1)";
+    eventually(Duration::from_secs(60), "the rows enqueued after the restart stored", || async {
+        (count(&stored, sql, &[&after]).await == 100).then_some(())
+    })
+    .await;
+    let old = inbox.client().await;
+    assert_eq!(count(&old, sql, &[&before]).await, 100, "everything before the restart was stored");
 }
 
 #[tokio::test(flavor = "multi_thread")]
