@@ -71,7 +71,8 @@ const LEADER_LOCK_CLASS: i32 = 1_380_273_218;
 /// The producer every term makes afresh.
 type Producer = FutureProducer;
 
-/// The readiness part the publishing loop owns: degraded while it backs off after a failure.
+/// The readiness part for publishing, fed by the publishing loop and the broker probe (see
+/// [`publishing`]): degraded while the loop backs off, records get no reports, or no broker answers.
 const PUBLISHING: &str = "publishing";
 
 /// Runs the poller until `shutdown` is cancelled, then flushes and returns. Outages of the

@@ -44,7 +44,7 @@ pub(crate) async fn publish_until_shutdown(
         parked: client.prepare(include_str!("mark_parked.sql")).await?,
     };
     let watch = straggling::Watch::new(config.batch_size as usize);
-    let progress = Progress::default();
+    let progress = straggling::Progress::default();
     let leader = Leader { client, producer, config, publishing, shutdown, marks, watch, progress };
     let mut wakeups = listen(config).await;
     let mut in_flight: Option<Dispatched> = None;
@@ -56,7 +56,7 @@ pub(crate) async fn publish_until_shutdown(
         leader.retry_refused(&mut stragglers, &mut late).await;
         leader.mark(late).await?;
         leader.watch.observe(&stragglers, publishing);
-        leader.check_stall(&stragglers)?;
+        leader.progress.check(&stragglers, config, publishing, shutdown)?;
         let mut previous = Outcome::default();
         if stragglers.len() >= STRAGGLER_CEILING * config.batch_size as usize {
             // So many records await their reports even with their topics held back (many topics
@@ -165,66 +165,10 @@ struct Leader<'a> {
     shutdown: &'a CancellationToken,
     marks: Marks,
     watch: straggling::Watch,
-    progress: Progress,
-}
-
-/// When a delivery report last arrived, or nothing was outstanding.
-struct Progress(std::sync::Mutex<tokio::time::Instant>);
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self(std::sync::Mutex::new(tokio::time::Instant::now()))
-    }
-}
-
-impl Progress {
-    fn set(&self, at: tokio::time::Instant) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = at;
-    }
-
-    fn get(&self) -> tokio::time::Instant {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+    progress: straggling::Progress,
 }
 
 impl Leader<'_> {
-    /// Fails when records await their reports and none has arrived for `OUTBOX_PRODUCER_STALL_MS`:
-    /// the producer keeps retrying something the broker refuses without end (an idempotent
-    /// producer the broker no longer knows, `UNKNOWN_PRODUCER_ID`, after a broker lost its state),
-    /// or cannot reach the broker at all. A fresh producer is the cure for the first and costs
-    /// nothing in the second; the rows stay pending and are sent again (inboxes drop duplicates).
-    ///
-    /// Readiness says so sooner, after a third of that wait (at most [`straggling::AGE_LIMIT`]).
-    fn check_stall(&self, stragglers: &Stragglers) -> Result<(), PollerError> {
-        let waited = self.progress.get().elapsed();
-        if stragglers.len() == 0 || self.shutdown.is_cancelled() {
-            return Ok(());
-        }
-        if waited < self.config.producer_stall {
-            let soon = (self.config.producer_stall / 3).min(straggling::AGE_LIMIT);
-            if waited >= soon {
-                // A fixed text: readiness logs each change of reason.
-                self.publishing.degraded(
-                    Source::Loop,
-                    format!(
-                        "no delivery report for over {} s while records await theirs; a fresh \
-                         producer takes over after {} s",
-                        soon.as_secs(),
-                        self.config.producer_stall.as_secs()
-                    ),
-                );
-            }
-            return Ok(());
-        }
-        let stall = PollerError::ProducerStalled {
-            waited,
-            outstanding: stragglers.len(),
-            last_error: stragglers.last_error().unwrap_or_else(|| "none reported".into()),
-        };
-        self.publishing.degraded(Source::Loop, &stall);
-        Err(stall)
-    }
-
     /// Waits for a dispatched batch's reports (the late ones become stragglers); fails if the
     /// producer turned fatal.
     async fn settle(&self, batch: Dispatched, stragglers: &mut Stragglers) -> Result<Outcome, PollerError> {
