@@ -23,6 +23,9 @@ pub mod names {
     pub const INBOX_VERIFY_KEYS: &str = "INBOX_VERIFY_KEYS";
     pub const INBOX_VERIFY_KEYS_FILE: &str = "INBOX_VERIFY_KEYS_FILE";
     pub const INBOX_REQUIRE_SIGNATURE: &str = "INBOX_REQUIRE_SIGNATURE";
+    pub const INBOX_GROUP_INSTANCE_ID: &str = "INBOX_GROUP_INSTANCE_ID";
+    pub const INBOX_ASSIGNMENT_TIMEOUT_MS: &str = "INBOX_ASSIGNMENT_TIMEOUT_MS";
+    pub const INBOX_SHUTDOWN_GRACE_MS: &str = "INBOX_SHUTDOWN_GRACE_MS";
     /// Per-topic limits: `INBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
     pub const PREFIX: &str = "INBOX_";
     pub const ALL: &[&str] = &[
@@ -39,6 +42,9 @@ pub mod names {
         INBOX_VERIFY_KEYS,
         INBOX_VERIFY_KEYS_FILE,
         INBOX_REQUIRE_SIGNATURE,
+        INBOX_GROUP_INSTANCE_ID,
+        INBOX_ASSIGNMENT_TIMEOUT_MS,
+        INBOX_SHUTDOWN_GRACE_MS,
     ];
 }
 
@@ -51,6 +57,14 @@ pub struct ConsumerConfig {
     pub inbox: String,
     pub topics: Vec<String>,
     pub group_id: String,
+    /// Static group membership (`group.instance.id`): a restarted member with the same id takes
+    /// its partitions back without a rebalance. Two live processes with one id fence each other.
+    pub group_instance_id: Option<String>,
+    /// How long the consumer may own no partition while its topics hold records nobody stores,
+    /// before it reports the stall and joins again with a fresh client.
+    pub assignment_timeout: Duration,
+    /// How long shutdown may take to commit offsets and leave the group.
+    pub shutdown_grace: Duration,
     pub batch_size: usize,
     /// How long a batch waits to fill once its first record arrived.
     pub batch_wait: Duration,
@@ -79,6 +93,17 @@ impl ConsumerConfig {
             r.problem(INBOX_TOPICS, "is required: a comma-separated list of topics");
         }
         let group_id = r.optional(INBOX_GROUP_ID).unwrap_or_else(|| inbox.clone());
+        let group_instance_id = r.optional(INBOX_GROUP_INSTANCE_ID);
+        if let Some(id) = &group_instance_id {
+            if id.is_empty() || id.len() > 249 || id.chars().any(char::is_control) {
+                r.problem(INBOX_GROUP_INSTANCE_ID, "must be 1 to 249 bytes without control characters");
+            }
+            if common.kafka_properties.iter().any(|(key, _)| key == "group.instance.id") {
+                r.problem(INBOX_GROUP_INSTANCE_ID, "is set twice: drop KAFKA_PROPERTY_GROUP_INSTANCE_ID");
+            }
+        }
+        let assignment_timeout = r.millis(INBOX_ASSIGNMENT_TIMEOUT_MS, 30_000, 1_000, 3_600_000);
+        let shutdown_grace = r.millis(INBOX_SHUTDOWN_GRACE_MS, 10_000, 0, 600_000);
         let batch_size = r.number(INBOX_BATCH_SIZE, 500, 1, 50_000) as usize;
         let batch_wait = r.millis(INBOX_BATCH_WAIT_MS, 1, 0, 60_000);
         let pool_size = r.number(INBOX_POOL_SIZE, 2, 1, 64) as usize;
@@ -99,6 +124,9 @@ impl ConsumerConfig {
             inbox,
             topics,
             group_id,
+            group_instance_id,
+            assignment_timeout,
+            shutdown_grace,
             batch_size,
             batch_wait,
             max_payload,
@@ -220,6 +248,39 @@ mod tests {
         ];
         vars.extend_from_slice(extra);
         MapEnv::new(vars)
+    }
+
+    #[test]
+    fn static_membership_and_the_watchdog_are_configurable_and_checked() {
+        let config = ConsumerConfig::from_env(&valid_with(&[])).expect("valid");
+        assert_eq!(config.group_instance_id, None);
+        assert_eq!(config.assignment_timeout, Duration::from_secs(30));
+        assert_eq!(crate::consumer_client_config(&config).get("group.instance.id"), None);
+        let config = ConsumerConfig::from_env(&valid_with(&[
+            ("INBOX_GROUP_INSTANCE_ID", "ledger-0"),
+            ("INBOX_ASSIGNMENT_TIMEOUT_MS", "5000"),
+        ]))
+        .expect("valid");
+        assert_eq!(crate::consumer_client_config(&config).get("group.instance.id"), Some("ledger-0"));
+        assert_eq!(config.assignment_timeout, Duration::from_secs(5));
+        let err = ConsumerConfig::from_env(&valid_with(&[
+            ("INBOX_GROUP_INSTANCE_ID", "a\tb"),
+            ("KAFKA_PROPERTY_GROUP_INSTANCE_ID", "x"),
+            ("INBOX_ASSIGNMENT_TIMEOUT_MS", "10"),
+            ("INBOX_SHUTDOWN_GRACE_MS", "later"),
+        ]))
+        .expect_err("invalid");
+        let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            vars,
+            vec![
+                "INBOX_GROUP_INSTANCE_ID",
+                "INBOX_GROUP_INSTANCE_ID",
+                "INBOX_ASSIGNMENT_TIMEOUT_MS",
+                "INBOX_SHUTDOWN_GRACE_MS"
+            ],
+            "{err}"
+        );
     }
 
     #[test]

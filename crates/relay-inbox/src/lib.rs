@@ -13,6 +13,7 @@
 //!    redelivers the batch, which step 3 then stores as duplicates of nothing.
 #![forbid(unsafe_code)]
 
+mod assignment;
 mod config;
 mod content;
 mod headers;
@@ -61,7 +62,25 @@ fn consumer_client_config(config: &ConsumerConfig) -> rdkafka::ClientConfig {
     for (property, value) in sizes {
         client.set(property, value);
     }
+    if let Some(id) = &config.group_instance_id {
+        client.set("group.instance.id", id);
+    }
     client
+}
+
+/// A consumer client subscribed to the configured topics.
+fn subscribed(config: &ConsumerConfig) -> Result<Arc<StreamConsumer>, InboxError> {
+    let consumer: StreamConsumer = consumer_client_config(config).create().map_err(InboxError::Consumer)?;
+    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(InboxError::Consumer)?;
+    Ok(Arc::new(consumer))
+}
+
+/// Closes a client off the async workers and without waiting: leaving the group may take as
+/// long as the brokers make it. Offsets it stored but did not commit are lost, so their records
+/// are delivered again and dropped as duplicates.
+fn close_in_background(consumer: Arc<StreamConsumer>) {
+    std::thread::spawn(move || drop(consumer));
 }
 
 /// Errors that stop the consumer. Transient trouble is retried inside [`run`] instead.
@@ -82,7 +101,13 @@ const STORING: &str = "storing";
 /// Outages of the database or the brokers are waited out with backoff (and reported by
 /// `/readyz`); only a schema that cannot be prepared or a client that cannot be built stops it.
 pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), InboxError> {
-    let health = Health::new(&[relay_health::DATABASE, relay_health::KAFKA, STORING, relay_health::SCHEMA]);
+    let health = Health::new(&[
+        assignment::ASSIGNMENT,
+        relay_health::DATABASE,
+        relay_health::KAFKA,
+        STORING,
+        relay_health::SCHEMA,
+    ]);
     let served = relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
     let topic_labels = relay_health::TopicLabels::new(&config.topics);
     measures::describe(&config, &topic_labels);
@@ -101,12 +126,14 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     health.ok(relay_health::SCHEMA);
     let _retention = retention::spawn(&config, &shutdown);
     let pool = relay_db::pool(&config.database_url, config.pool_size)?;
-    let consumer: StreamConsumer = consumer_client_config(&config).create().map_err(InboxError::Consumer)?;
-    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(InboxError::Consumer)?;
-    let consumer = Arc::new(consumer);
+    let mut consumer = subscribed(&config)?;
+    let (current, consumers) = tokio::sync::watch::channel(Some(Arc::clone(&consumer)));
+    let rejoin = Arc::new(tokio::sync::Notify::new());
+    // The watchdog heals stalls whether or not anyone reads readiness.
+    let watched = (consumers.clone(), health.clone(), Arc::clone(&rejoin), shutdown.clone());
+    tokio::spawn(assignment::watch(config.clone(), watched.0, watched.1, watched.2, watched.3));
     if served.is_some() {
-        let watched = (pool.clone(), Arc::clone(&consumer), health.clone(), shutdown.clone());
+        let watched = (pool.clone(), consumers, health.clone(), shutdown.clone());
         tokio::spawn(watch::watch(config.clone(), watched.0, watched.1, watched.2, watched.3));
     }
     health.ok(STORING);
@@ -121,7 +148,17 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
 
     let mut totals = Written::default();
     loop {
-        let batch = collect_batch(&consumer, &config, &shutdown).await;
+        let batch = tokio::select! {
+            batch = collect_batch(&consumer, &config, &shutdown) => batch,
+            () = rejoin.notified() => {
+                // Records gathered so far have no stored offsets: the fresh client reads them again.
+                let fresh = subscribed(&config)?;
+                close_in_background(std::mem::replace(&mut consumer, Arc::clone(&fresh)));
+                current.send_replace(Some(fresh));
+                tracing::info!(group = %config.group_id, "joined the group again with a fresh client");
+                continue;
+            }
+        };
         if batch.is_empty() {
             if shutdown.is_cancelled() {
                 break;
@@ -156,12 +193,9 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         store_offsets(&consumer, &records);
         drop((delivered, consume));
     }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => {}
-        Err(e) => {
-            tracing::debug!(error = %e, "final offset commit had nothing to do or failed; the group resumes from the last commit")
-        }
-    }
+    // The watchers let go of the client, so that it is closed here, within the grace.
+    current.send_replace(None);
+    close_within(consumer, config.shutdown_grace).await;
     tracing::info!(
         inserted = totals.inserted,
         duplicates = totals.duplicates,
@@ -170,6 +204,29 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         "inbox consumer stopped"
     );
     Ok(())
+}
+
+/// Commits the stored offsets and leaves the group, giving up after `grace` (brokers away): the
+/// group then resumes from the last commit, and the inbox drops what it stored already.
+async fn close_within(consumer: Arc<StreamConsumer>, grace: Duration) {
+    let (done, closed) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(e) => tracing::debug!(
+                error = %e,
+                "final offset commit had nothing to do or failed; the group resumes from the last commit"
+            ),
+        }
+        drop(consumer);
+        let _ = done.send(());
+    });
+    if tokio::time::timeout(grace, closed).await.is_err() {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "could not commit offsets and leave the group within the grace; stopping anyway"
+        );
+    }
 }
 
 /// `relay.consume` for a message that carries a trace context: a child of the span its

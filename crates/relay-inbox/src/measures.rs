@@ -57,6 +57,14 @@ pub(crate) fn describe(config: &ConsumerConfig, topics: &TopicLabels) {
         "relay_inbox_processing_parked",
         "Messages whose processing is parked after too many failures"
     );
+    describe_gauge!(
+        "relay_inbox_assigned_partitions",
+        "Partitions of the subscribed topics this member owns (0 while it has none)"
+    );
+    describe_counter!(
+        "relay_inbox_rejoins_total",
+        "Times this consumer left a stalled group membership and joined again with a fresh client"
+    );
     describe_histogram!(
         STORE_LATENCY,
         Unit::Seconds,

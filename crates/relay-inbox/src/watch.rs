@@ -18,7 +18,7 @@ use crate::ConsumerConfig;
 pub(crate) async fn watch(
     config: ConsumerConfig,
     pool: deadpool_postgres::Pool,
-    consumer: Arc<StreamConsumer>,
+    consumers: tokio::sync::watch::Receiver<Option<Arc<StreamConsumer>>>,
     health: Health,
     shutdown: CancellationToken,
 ) {
@@ -31,7 +31,9 @@ pub(crate) async fn watch(
         }
         if let Some(probe) = &probe {
             if health.record(KAFKA, probe.check().await).is_some() {
-                publish_lag(&consumer, &config.inbox, probe.timeout()).await;
+                let consumer = consumers.borrow().clone();
+                let Some(consumer) = consumer else { return };
+                publish_lag(consumer, &config.inbox, probe.timeout()).await;
             }
         }
         tokio::select! {
@@ -79,8 +81,7 @@ async fn publish_processing(pool: &deadpool_postgres::Pool, inbox: &str) {
 }
 
 /// Sets `relay_inbox_consumer_lag{inbox,topic,partition}` for every partition this member owns.
-async fn publish_lag(consumer: &Arc<StreamConsumer>, inbox: &str, timeout: Duration) {
-    let consumer = Arc::clone(consumer);
+async fn publish_lag(consumer: Arc<StreamConsumer>, inbox: &str, timeout: Duration) {
     let lags = tokio::task::spawn_blocking(move || {
         let mut lags = Vec::new();
         let Ok(positions) = consumer.position() else { return lags };

@@ -25,6 +25,7 @@ pub mod names {
     pub const OUTBOX_SIGNING_KEY_FILE: &str = "OUTBOX_SIGNING_KEY_FILE";
     pub const OUTBOX_DELIVERY_WAIT_MS: &str = "OUTBOX_DELIVERY_WAIT_MS";
     pub const OUTBOX_PARKED_HOLDS_KEY: &str = "OUTBOX_PARKED_HOLDS_KEY";
+    pub const OUTBOX_PRODUCER_STALL_MS: &str = "OUTBOX_PRODUCER_STALL_MS";
     /// Per-topic limits: `OUTBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
     pub const PREFIX: &str = "OUTBOX_";
     pub const ALL: &[&str] = &[
@@ -44,6 +45,7 @@ pub mod names {
         OUTBOX_SIGNING_KEY_FILE,
         OUTBOX_DELIVERY_WAIT_MS,
         OUTBOX_PARKED_HOLDS_KEY,
+        OUTBOX_PRODUCER_STALL_MS,
     ];
 }
 
@@ -77,6 +79,9 @@ pub struct PollerConfig {
     /// Whether a parked row holds back the later rows of its key until an operator retries or
     /// discards it (default true).
     pub parked_holds_key: bool,
+    /// How long records may await their delivery reports with none arriving before the term ends
+    /// and the next one starts with a fresh producer.
+    pub producer_stall: Duration,
     /// Deletion of long-published rows while leading; `None` keeps them forever.
     pub retention: Option<Retention>,
     /// Signs every record when set (`OUTBOX_SIGNING_KEY_ID` and `OUTBOX_SIGNING_KEY`).
@@ -105,6 +110,7 @@ impl PollerConfig {
         }
         let delivery_wait = r.millis(OUTBOX_DELIVERY_WAIT_MS, 500, 10, 600_000);
         let parked_holds_key = r.flag(OUTBOX_PARKED_HOLDS_KEY, true);
+        let producer_stall = r.millis(OUTBOX_PRODUCER_STALL_MS, 30_000, 1_000, 3_600_000);
         let retention = Retention::read(&mut r, PREFIX);
         let signing = read_signing_key(&mut r);
         r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
@@ -123,6 +129,7 @@ impl PollerConfig {
             max_record,
             delivery_wait,
             parked_holds_key,
+            producer_stall,
             retention,
             signing,
         })

@@ -221,6 +221,11 @@ impl Stragglers {
         self.0.iter().map(|s| s.since.elapsed()).max()
     }
 
+    /// The reason of the latest refusal among the stragglers, if one was refused.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.1.last().map(|(_, error)| error.clone())
+    }
+
     /// The refused stragglers, to be sent again alone.
     pub(crate) fn take_refused(&mut self) -> Vec<(Prepared, String)> {
         let mut refused = std::mem::take(&mut self.1);

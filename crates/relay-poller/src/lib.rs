@@ -17,6 +17,7 @@ mod fetch;
 mod lease;
 mod measures;
 mod publish;
+mod publishing;
 mod retention;
 mod straggling;
 mod watch;
@@ -24,7 +25,8 @@ mod watch;
 use std::time::Duration;
 
 pub use config::{names, PollerConfig};
-use rdkafka::{producer::FutureProducer, producer::Producer, ClientConfig};
+use publishing::{Publishing, Source};
+use rdkafka::{producer::FutureProducer, producer::Producer as _, ClientConfig};
 use relay_health::Health;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +40,11 @@ pub enum PollerError {
     Producer(#[source] rdkafka::error::KafkaError),
     #[error("Kafka producer is in a fatal state: {0}")]
     ProducerFatal(String),
+    #[error(
+        "the producer got no delivery report for {waited:?} with {outstanding} records outstanding \
+         (last error: {last_error}); starting a fresh producer"
+    )]
+    ProducerStalled { waited: Duration, outstanding: usize, last_error: String },
     #[error("a batch made no progress: {0}")]
     Stalled(String),
     #[error("the lease session ended; leadership is lost")]
@@ -62,7 +69,11 @@ impl From<tokio_postgres::Error> for PollerError {
 /// session lives; leadership itself is the lease row.
 const LEADER_LOCK_CLASS: i32 = 1_380_273_218;
 
-/// The readiness part the publishing loop owns: degraded while it backs off after a failure.
+/// The producer every term makes afresh.
+type Producer = FutureProducer;
+
+/// The readiness part for publishing, fed by the publishing loop and the broker probe (see
+/// [`publishing`]): degraded while the loop backs off, records get no reports, or no broker answers.
 const PUBLISHING: &str = "publishing";
 
 /// Runs the poller until `shutdown` is cancelled, then flushes and returns. Outages of the
@@ -77,10 +88,14 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
         lease::LEADER,
     ]);
     let outbox = [("outbox", config.source.as_str())];
+    let publishing = Publishing::new(health.clone());
     let served =
         relay_health::serve_labelled(config.common.http_addr, health.clone(), shutdown.clone(), &outbox);
     if served.await?.is_some() {
-        tokio::spawn(watch::watch(config.clone(), health.clone(), shutdown.clone()));
+        tokio::spawn(watch::watch(config.clone(), health.clone(), publishing.clone(), shutdown.clone()));
+    } else {
+        // Nothing probes the brokers without the endpoint; nothing reads readiness either.
+        publishing.ok(Source::Broker);
     }
     metrics::describe_gauge!(
         straggling::GAUGE,
@@ -97,7 +112,7 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
         schema,
         config.common.migrate,
         &shutdown,
-        |e| health.degraded(PUBLISHING, e),
+        |e| publishing.degraded(Source::Loop, e),
     )
     .await?;
     if !ready {
@@ -106,13 +121,13 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
     health.ok(relay_health::SCHEMA);
     let mut backoff = relay_db::backoff();
     while !shutdown.is_cancelled() {
-        let led = lead(&config, &health, &presence, &shutdown).await;
+        let led = lead(&config, &publishing, &presence, &shutdown).await;
         metrics::gauge!(measures::LEADER).set(0.0);
         match led {
             Ok(()) => backoff = relay_db::backoff(),
             Err(e) => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                health.degraded(PUBLISHING, &e);
+                publishing.degraded(Source::Loop, &e);
                 metrics::counter!(measures::INTERRUPTIONS).increment(1);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "outbox poller interrupted; retrying");
                 tokio::select! {
@@ -155,7 +170,7 @@ fn producer_client_config(config: &PollerConfig) -> ClientConfig {
 /// leader (the inboxes store a message once).
 async fn lead(
     config: &PollerConfig,
-    health: &Health,
+    publishing: &Publishing,
     presence: &lease::Presence,
     shutdown: &CancellationToken,
 ) -> Result<(), PollerError> {
@@ -168,7 +183,7 @@ async fn lead(
             }
         }
         presence.observed(valid);
-        health.ok(PUBLISHING);
+        publishing.ok(Source::Loop);
         tracing::debug!(lease = lease.name(), "another poller is the leader; standing by");
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -176,7 +191,7 @@ async fn lead(
         }
     };
     presence.observed(true);
-    let led = lead_term(config, health, presence, shutdown, &lease, term).await;
+    let led = lead_term(config, publishing, presence, shutdown, &lease, term).await;
     if !lease.is_closed() {
         lease.release(term).await;
     }
@@ -186,7 +201,7 @@ async fn lead(
 /// One term: publishing while the lease holds.
 async fn lead_term(
     config: &PollerConfig,
-    health: &Health,
+    publishing: &Publishing,
     presence: &lease::Presence,
     shutdown: &CancellationToken,
     lease: &lease::LeaseSession,
@@ -203,18 +218,29 @@ async fn lead_term(
         )
         .await?;
     let _retention = retention::spawn(config, shutdown);
-    let producer: FutureProducer = producer_client_config(config).create().map_err(PollerError::Producer)?;
+    let producer: Producer = producer_client_config(config).create().map_err(PollerError::Producer)?;
     tracing::info!(database = config.database_url.database_name(), topics = ?config.topics, term, "leading: publishing the outbox");
     metrics::gauge!(measures::LEADER).set(1.0);
     metrics::counter!(measures::LEADER_TERMS).increment(1);
-    health.ok(PUBLISHING);
+    // `publishing` turns ok with the term's first acknowledgement or once nothing is pending:
+    // a term that follows a stalled producer must prove that rows move again.
     let lost = tokio::select! {
-        result = publish::publish_until_shutdown(&client, &producer, config, health, shutdown) => Ok(result),
+        result = publish::publish_until_shutdown(&client, &producer, config, publishing, shutdown) => Ok(result),
         lost = lease.keep(term, presence) => Err(lost),
         () = session_lost(&client) => Err(PollerError::LeadershipLost),
     };
-    let result = match lost {
-        Ok(result) => result,
+    let stop_by = match lost {
+        Ok(Ok(stop_by)) => stop_by,
+        Ok(Err(e)) if matches!(e, PollerError::ProducerStalled { .. }) => {
+            // Its records will never be acknowledged: drop it (purging them) without waiting;
+            // their rows stay pending and the next term's fresh producer sends them again.
+            let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+            return Err(e);
+        }
+        Ok(Err(e)) => {
+            flush_within(producer, config.shutdown_grace).await;
+            return Err(e);
+        }
         Err(lost) => {
             // Nothing more can be marked in this term, so do not wait for acknowledgements
             // ([`run`] logs why). Dropping a producer purges and joins librdkafka's threads: not
@@ -224,14 +250,25 @@ async fn lead_term(
             return Err(lost);
         }
     };
-    // Dropping a producer purges what it still holds: wait for acknowledgements first. Rows
-    // whose acknowledgement never came stay unpublished and are sent again.
-    let grace = config.shutdown_grace;
-    let flushed = tokio::task::spawn_blocking(move || producer.flush(grace)).await;
+    // At shutdown the publishing loop already waited for reports until `stop_by` (the grace
+    // after shutdown began); the flush gets what is left of it, so the grace bounds the whole.
+    flush_within(producer, stop_by.saturating_duration_since(tokio::time::Instant::now())).await;
+    Ok(())
+}
+
+/// Dropping a producer purges what it still holds: wait up to `wait` for acknowledgements first
+/// (off the async workers: a flush blocks). Rows whose acknowledgement never came stay
+/// unpublished and are sent again.
+async fn flush_within(producer: Producer, wait: Duration) {
+    let flushed = tokio::task::spawn_blocking(move || {
+        let flushed = producer.flush(wait);
+        drop(producer);
+        flushed
+    })
+    .await;
     if !matches!(flushed, Ok(Ok(()))) {
         tracing::warn!("records still in flight when leadership ended; their rows stay unpublished");
     }
-    result
 }
 
 /// Resolves once the publishing session has ended. Keepalives and the TCP user timeout set by

@@ -10,11 +10,15 @@ use crate::{
     delivery::{dispatch, retry_alone, settle, Dispatched, KeyOf, Outcome, Prepared, Retry, Stragglers},
     envelope::{envelope_of, headers_of, record_size},
     fetch::{Fetched, Fetcher, Scan},
+    publishing::{Publishing, Source},
     straggling, PollerConfig, PollerError,
 };
 
-/// Publishes batches until shutdown. Returns an error when the leader's session breaks, the
-/// producer turns fatal, or a batch makes no progress (so the caller backs off).
+/// Publishes batches until shutdown, then waits for outstanding reports until the returned
+/// instant, `OUTBOX_SHUTDOWN_GRACE_MS` after the loop stopped (the caller's flush gets the rest of
+/// it). Returns an error when the leader's session breaks, the producer turns fatal, a batch makes
+/// no progress, or records await their reports with none arriving for `OUTBOX_PRODUCER_STALL_MS`
+/// (so the caller backs off and starts over with a fresh producer).
 ///
 /// Pipelined, without giving up order: while batch N's reports arrive, batch N+1 is fetched
 /// (every pending row except N's and the stragglers') and encoded; N+1 is sent once N settled,
@@ -31,16 +35,17 @@ pub(crate) async fn publish_until_shutdown(
     client: &Client,
     producer: &FutureProducer,
     config: &PollerConfig,
-    health: &relay_health::Health,
+    publishing: &Publishing,
     shutdown: &CancellationToken,
-) -> Result<(), PollerError> {
+) -> Result<tokio::time::Instant, PollerError> {
     let fetcher = Fetcher::prepare(client, config.max_payload.largest()).await?;
     let marks = Marks {
         published: client.prepare(include_str!("mark_published.sql")).await?,
         parked: client.prepare(include_str!("mark_parked.sql")).await?,
     };
     let watch = straggling::Watch::new(config.batch_size as usize);
-    let leader = Leader { client, producer, config, health, shutdown, marks, watch };
+    let progress = straggling::Progress::default();
+    let leader = Leader { client, producer, config, publishing, shutdown, marks, watch, progress };
     let mut wakeups = listen(config).await;
     let mut in_flight: Option<Dispatched> = None;
     let mut stragglers = Stragglers::default();
@@ -50,7 +55,8 @@ pub(crate) async fn publish_until_shutdown(
         stragglers.harvest(&mut late);
         leader.retry_refused(&mut stragglers, &mut late).await;
         leader.mark(late).await?;
-        leader.watch.observe(&stragglers, health);
+        leader.watch.observe(&stragglers, publishing);
+        leader.progress.check(&stragglers, config, publishing, shutdown)?;
         let mut previous = Outcome::default();
         if stragglers.len() >= STRAGGLER_CEILING * config.batch_size as usize {
             // So many records await their reports even with their topics held back (many topics
@@ -63,6 +69,8 @@ pub(crate) async fn publish_until_shutdown(
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 () = stragglers.next_report(&mut reported) => {}
+                // Wake up now and then, so a producer that reports nothing is noticed.
+                () = tokio::time::sleep(config.poll_interval) => {}
             }
             leader.mark(reported).await?;
             continue;
@@ -94,6 +102,13 @@ pub(crate) async fn publish_until_shutdown(
             if had_batch {
                 continue;
             }
+            if stragglers.len() == 0 {
+                // Nothing pending and nothing outstanding: rows can go out as soon as they come.
+                leader.progress.set(tokio::time::Instant::now());
+                if !leader.watch.degraded() {
+                    publishing.ok(Source::Loop);
+                }
+            }
             if wakeups.is_none() {
                 wakeups = listen(config).await;
             }
@@ -120,12 +135,14 @@ pub(crate) async fn publish_until_shutdown(
         leader.mark(previous).await?;
         in_flight = Some(next);
     }
+    let stop_by = tokio::time::Instant::now() + config.shutdown_grace;
     let mut last = Outcome::default();
     if let Some(batch) = in_flight.take() {
         last = leader.settle(batch, &mut stragglers).await?;
     }
-    stragglers.drain(config.shutdown_grace, &mut last).await;
-    leader.mark(last).await
+    stragglers.drain(stop_by.saturating_duration_since(tokio::time::Instant::now()), &mut last).await;
+    leader.mark(last).await?;
+    Ok(stop_by)
 }
 
 /// Batches' worth of stragglers at which the loop stops sending until a report comes: each
@@ -144,10 +161,11 @@ struct Leader<'a> {
     client: &'a Client,
     producer: &'a FutureProducer,
     config: &'a PollerConfig,
-    health: &'a relay_health::Health,
+    publishing: &'a Publishing,
     shutdown: &'a CancellationToken,
     marks: Marks,
     watch: straggling::Watch,
+    progress: straggling::Progress,
 }
 
 impl Leader<'_> {
@@ -197,8 +215,11 @@ impl Leader<'_> {
         metrics::counter!(crate::measures::PUBLISHED).increment(outcome.published_ids.len() as u64);
         metrics::counter!(crate::measures::PARKED).increment(outcome.parked_ids.len() as u64);
         metrics::counter!(crate::measures::PUBLISH_ERRORS).increment(outcome.unacknowledged as u64);
-        if (!outcome.published_ids.is_empty() || !outcome.parked_ids.is_empty()) && !self.watch.degraded() {
-            self.health.ok(crate::PUBLISHING);
+        if !outcome.published_ids.is_empty() || !outcome.parked_ids.is_empty() {
+            self.progress.set(tokio::time::Instant::now());
+            if !self.watch.degraded() {
+                self.publishing.ok(Source::Loop);
+            }
         }
         tracing::debug!(
             published = outcome.published_ids.len(),

@@ -8,9 +8,17 @@ use relay_health::{Health, DATABASE, KAFKA};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::PollerConfig;
+use crate::{
+    publishing::{Publishing, Source},
+    PollerConfig,
+};
 
-pub(crate) async fn watch(config: PollerConfig, health: Health, shutdown: CancellationToken) {
+pub(crate) async fn watch(
+    config: PollerConfig,
+    health: Health,
+    publishing: Publishing,
+    shutdown: CancellationToken,
+) {
     let client_id = format!("relay-outbox-poller-{}-probe", config.source);
     let probe =
         relay_kafka::Probe::new(&config.common, &client_id).map_err(|e| health.degraded(KAFKA, e)).ok();
@@ -20,7 +28,10 @@ pub(crate) async fn watch(config: PollerConfig, health: Health, shutdown: Cancel
             db = None;
         }
         if let Some(probe) = &probe {
-            health.record(KAFKA, probe.check().await);
+            match health.record(KAFKA, probe.check().await) {
+                Some(_) => publishing.ok(Source::Broker),
+                None => publishing.degraded(Source::Broker, "no broker answers: see the kafka part"),
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

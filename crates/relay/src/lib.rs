@@ -56,6 +56,16 @@ pub fn init_logging(settings: impl Into<LogSettings>, service: &'static str) -> 
     relay_telemetry::init(&settings.into(), service)
 }
 
+/// Runs a service's `main` future on a multi-threaded runtime, then leaves without waiting for
+/// blocking work still under way: a broker probe may be waiting out its timeout (up to 5 s)
+/// with the brokers away, and the service's `run` already bounded its shutdown by its grace.
+pub fn run_service<T>(main: impl std::future::Future<Output = T>) -> std::io::Result<T> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(main);
+    runtime.shutdown_background();
+    Ok(result)
+}
+
 /// A token cancelled by the first SIGTERM or SIGINT.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();

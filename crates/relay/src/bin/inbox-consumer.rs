@@ -2,8 +2,7 @@
 #![forbid(unsafe_code)]
 use relay_config::ProcessEnv;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     relay::handle_command_line(
         "inbox-consumer",
         "Store each Kafka message once in a receiving service's inbox (relay.inbox), dead-lettering records that cannot be stored.",
@@ -18,7 +17,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let config = relay_inbox::ConsumerConfig::from_env(&ProcessEnv)
         .unwrap_or_else(|e| relay::exit_on_config_error("inbox-consumer", e));
-    let _telemetry = relay::init_logging(config.common.log, "inbox-consumer");
-    relay_inbox::run(config, relay::shutdown_on_signal()).await?;
+    relay::run_service(async {
+        let _telemetry = relay::init_logging(config.common.log, "inbox-consumer");
+        relay_inbox::run(config, relay::shutdown_on_signal()).await
+    })??;
     Ok(())
 }

@@ -2,8 +2,7 @@
 #![forbid(unsafe_code)]
 use relay_config::ProcessEnv;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     relay::handle_command_line(
         "outbox-poller",
         "Publish an origin database's committed outbox rows to Kafka, in per-key order, marking each row only after the broker acknowledged it.",
@@ -18,7 +17,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let config = relay_poller::PollerConfig::from_env(&ProcessEnv)
         .unwrap_or_else(|e| relay::exit_on_config_error("outbox-poller", e));
-    let _telemetry = relay::init_logging(config.common.log, "outbox-poller");
-    relay_poller::run(config, relay::shutdown_on_signal()).await?;
+    relay::run_service(async {
+        let _telemetry = relay::init_logging(config.common.log, "outbox-poller");
+        relay_poller::run(config, relay::shutdown_on_signal()).await
+    })??;
     Ok(())
 }

@@ -58,7 +58,7 @@ async fn endpoints_serve_readiness_and_the_metrics_that_count_the_flow() {
     assert_eq!(ready, "database: ok\nkafka: ok\nleader: ok\npublishing: ok\nschema: ok\n");
     assert_eq!(
         await_readiness(&consumer_addr, 200, "consumer").await,
-        "database: ok\nkafka: ok\nschema: ok\nstoring: ok\n"
+        "assignment: ok\ndatabase: ok\nkafka: ok\nschema: ok\nstoring: ok\n"
     );
     assert_eq!(http_get(&poller_addr, "/healthz").await, Some((200, "ok\n".into())));
     assert_eq!(http_get(&consumer_addr, "/healthz").await, Some((200, "ok\n".into())));
