@@ -7,7 +7,9 @@
 //!   order per key; rows are sent in id order to an idempotent producer with no delivery deadline;
 //! - progress only after acknowledgement: a row is marked published from its Ok delivery report;
 //! - one publisher per outbox: a lease row only the poller role may change elects a leader, the
-//!   others stand by and take over when its session ends or its lease expires (`lease`).
+//!   others stand by and take over when its session ends or its lease expires (`lease`);
+//! - one publisher per topic: a leader publishes only the topics it claimed, so pollers whose
+//!   `OUTBOX_TOPICS` overlap without being equal never both publish a topic (`topics`).
 #![forbid(unsafe_code)]
 
 mod config;
@@ -18,6 +20,7 @@ mod lease;
 mod publish;
 mod retention;
 mod straggling;
+mod topics;
 mod watch;
 
 use std::time::Duration;
@@ -45,6 +48,8 @@ pub enum PollerError {
     Superseded { lease: String, term: i64 },
     #[error("lease {lease} (term {term}) was not renewed for {waited:?}; standing down before another poller takes over")]
     LeaseNotRenewed { lease: String, term: i64, waited: Duration },
+    #[error("a topic this poller was refused is free now; publishing it too")]
+    TopicsFreed,
     #[error(transparent)]
     Health(#[from] relay_health::HealthError),
 }
@@ -74,7 +79,10 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
         PUBLISHING,
         relay_health::SCHEMA,
         lease::LEADER,
+        topics::TOPICS,
     ]);
+    // Only a leader claims topics; a standby has nothing to be refused.
+    health.ok(topics::TOPICS);
     if relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?.is_some() {
         tokio::spawn(watch::watch(config.clone(), health.clone(), shutdown.clone()));
     }
@@ -172,14 +180,54 @@ async fn lead(
         }
     };
     presence.observed(true);
-    let led = lead_term(config, health, presence, shutdown, &lease, term).await;
+    let led = lead_topics(config, health, presence, shutdown, &lease, term).await;
     if !lease.is_closed() {
         lease.release(term).await;
     }
     led
 }
 
-/// One term: publishing while the lease holds.
+/// One term: claims this leader's topics (`topics`) and publishes those it got. While some are
+/// refused it claims again at every renewal and, once one is free, publishes the larger set. A
+/// leader refused every topic keeps its lease (so its standbys stay standing by) and publishes
+/// nothing until one is free.
+async fn lead_topics(
+    config: &PollerConfig,
+    health: &Health,
+    presence: &lease::Presence,
+    shutdown: &CancellationToken,
+    lease: &lease::LeaseSession,
+    term: i64,
+) -> Result<(), PollerError> {
+    let mut reported: Option<topics::Claim> = None;
+    loop {
+        let claim = lease.claim().await?.unwrap_or_default();
+        claim.report(health, lease.name(), reported.as_ref() != Some(&claim));
+        reported = Some(claim.clone());
+        let watch_for_more = (!claim.refused.is_empty()).then_some(claim.led.as_slice());
+        let ended = match claim.scan_topics() {
+            None => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    lost = lease.keep(term, presence, Some(&[])) => Err(lost),
+                }
+            }
+            Some(scan) => {
+                let mut publishing = config.clone();
+                publishing.topics = scan;
+                lead_term(&publishing, health, presence, shutdown, lease, term, watch_for_more).await
+            }
+        };
+        match ended {
+            Err(PollerError::TopicsFreed) => {
+                tracing::info!(lease = lease.name(), "a refused topic is free; claiming it")
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One term's publishing of `config.topics` (the claimed ones) while the lease holds.
 async fn lead_term(
     config: &PollerConfig,
     health: &Health,
@@ -187,6 +235,7 @@ async fn lead_term(
     shutdown: &CancellationToken,
     lease: &lease::LeaseSession,
     term: i64,
+    watch_for_more: Option<&[String]>,
 ) -> Result<(), PollerError> {
     let client = relay_db::connect(&config.database_url).await?;
     // Plan each fetch with its own values, so the in-flight id list is hashed, not scanned.
@@ -204,10 +253,25 @@ async fn lead_term(
     metrics::gauge!("relay_outbox_leader").set(1.0);
     metrics::counter!("relay_outbox_leader_terms_total").increment(1);
     health.ok(PUBLISHING);
-    let lost = tokio::select! {
-        result = publish::publish_until_shutdown(&client, &producer, config, health, shutdown) => Ok(result),
-        lost = lease.keep(term, presence) => Err(lost),
-        () = session_lost(&client) => Err(PollerError::LeadershipLost),
+    // Stopped when the term ends, or when a refused topic is free: then the loop stops as at
+    // shutdown (the records in flight are acknowledged and marked) and publishes again with it.
+    let stop = shutdown.child_token();
+    let mut freed = false;
+    let lost = {
+        let publishing = publish::publish_until_shutdown(&client, &producer, config, health, &stop);
+        tokio::pin!(publishing);
+        tokio::select! {
+            result = &mut publishing => Ok(result),
+            lost = lease.keep(term, presence, watch_for_more) => match lost {
+                PollerError::TopicsFreed => {
+                    freed = true;
+                    stop.cancel();
+                    Ok(publishing.await)
+                }
+                lost => Err(lost),
+            },
+            () = session_lost(&client) => Err(PollerError::LeadershipLost),
+        }
     };
     let result = match lost {
         Ok(result) => result,
@@ -227,7 +291,10 @@ async fn lead_term(
     if !matches!(flushed, Ok(Ok(()))) {
         tracing::warn!("records still in flight when leadership ended; their rows stay unpublished");
     }
-    result
+    match result {
+        Ok(()) if freed && !shutdown.is_cancelled() => Err(PollerError::TopicsFreed),
+        result => result,
+    }
 }
 
 /// Resolves once the publishing session has ended. Keepalives and the TCP user timeout set by

@@ -3,6 +3,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use relay_config::{ConfigError, DatabaseUrl, Problem};
+use relay_db::Actor;
 use uuid::Uuid;
 
 /// Output format of one-shot runs.
@@ -73,9 +74,15 @@ pub struct Args {
     /// Re-publish missing messages from their outbox. A dry run unless --execute is given.
     #[arg(long)]
     pub repair: bool,
-    /// With --repair: really re-publish.
+    /// With --repair: really re-publish (needs --operator and --reason, for the audit trail).
     #[arg(long, requires = "repair")]
     pub execute: bool,
+    /// With --repair --execute: who acts, recorded in each outbox's relay.operator_audit.
+    #[arg(long, env = "RELAY_OPERATOR")]
+    pub operator: Option<String>,
+    /// With --repair --execute: why, recorded in each outbox's relay.operator_audit.
+    #[arg(long)]
+    pub reason: Option<String>,
     /// `RECONCILE_*` variables that name no flag (typos); filled by [`Args::from_env`].
     #[arg(skip)]
     pub unknown_variables: Vec<String>,
@@ -143,6 +150,8 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     pub repair: bool,
     pub execute: bool,
+    /// With `execute`: who re-drives and why, for the outboxes' audit trail.
+    pub actor: Option<Actor>,
     /// In inboxes with processing enabled: not processed after this long is a finding.
     pub unprocessed: Duration,
     /// `reconciler trace`: follow this message or key instead of reconciling.
@@ -241,6 +250,24 @@ impl Config {
             });
             SocketAddr::from(([0, 0, 0, 0], 9464))
         });
+        let operator = relay_db::audit::non_blank(args.operator.as_deref());
+        let reason = relay_db::audit::non_blank(args.reason.as_deref());
+        if args.execute && operator.is_none() {
+            problems.push(Problem {
+                variable: format!("--operator / {}", relay_db::audit::OPERATOR_VARIABLE),
+                message: "is required with --repair --execute: who acts, for the audit trail".into(),
+            });
+        }
+        if args.execute && reason.is_none() {
+            problems.push(Problem {
+                variable: "--reason".into(),
+                message: "is required with --repair --execute: why, for the audit trail".into(),
+            });
+        }
+        let actor = match (args.execute, operator, reason) {
+            (true, Some(operator), Some(reason)) => Some(Actor { operator, reason }),
+            _ => None,
+        };
         problems.extend(args.env_problems.iter().cloned());
         for variable in &args.unknown_variables {
             problems.push(Problem {
@@ -265,6 +292,7 @@ impl Config {
             metrics_addr,
             repair: args.repair,
             execute: args.execute,
+            actor,
             unprocessed: Duration::from_secs(args.unprocessed_secs),
             trace: args.command.map(|Command::Trace(t)| match (t.message_id, t.topic, t.key) {
                 (Some(id), _, _) => TraceQuery::Message(id),
