@@ -5,6 +5,7 @@ mod harness;
 mod verify;
 
 mod admin;
+mod audit;
 mod chaos;
 mod config;
 mod crashes;
