@@ -83,6 +83,7 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
     ]);
     // Only a leader claims topics; a standby has nothing to be refused.
     health.ok(topics::TOPICS);
+    metrics::gauge!("relay_outbox_topics_refused").set(0.0);
     if relay_health::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?.is_some() {
         tokio::spawn(watch::watch(config.clone(), health.clone(), shutdown.clone()));
     }
@@ -181,6 +182,8 @@ async fn lead(
     };
     presence.observed(true);
     let led = lead_topics(config, health, presence, shutdown, &lease, term).await;
+    // A standby is refused nothing.
+    topics::Claim::default().report(health, lease.name(), false);
     if !lease.is_closed() {
         lease.release(term).await;
     }

@@ -6,6 +6,7 @@ mod verify;
 
 mod admin;
 mod audit;
+mod audit_inbox;
 mod chaos;
 mod config;
 mod crashes;
@@ -38,5 +39,6 @@ mod schema_script;
 mod signing;
 mod telemetry;
 mod tls;
+mod topic_leadership;
 mod trace;
 mod unreadable;

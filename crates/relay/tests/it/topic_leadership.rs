@@ -1,0 +1,219 @@
+//! One publisher per topic (outbox migration V7): pollers of one outbox whose `OUTBOX_TOPICS`
+//! overlap without being equal ({a,b} and {b,c}, two replicas each) used to both lead and both
+//! publish b. Now each topic is claimed by exactly one selection's leader: every message reaches
+//! its topic exactly once, all three topics flow, the refused poller says so (log line,
+//! `/readyz` part `topics`, `relay_outbox_topics_refused`), and a topic whose leader dies is
+//! taken over by the other selection's leader.
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    message::Headers,
+    ClientConfig, Message, Offset, TopicPartitionList,
+};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::{
+    harness::*,
+    health::{await_metric, with_endpoint},
+    processing_ops::migrate,
+};
+
+const PARTITIONS: i32 = 2;
+
+/// How many records of `topic` carry each message id, read from the start to the end of every
+/// partition.
+async fn records_per_message(topic: &str) -> HashMap<Uuid, usize> {
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("it-count-{}", unique()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut ends = HashMap::new();
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..PARTITIONS {
+            let (low, high) =
+                consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)).expect("watermarks");
+            if high > low {
+                ends.insert(partition, high);
+                assignment.add_partition_offset(&topic, partition, Offset::Beginning).expect("partition");
+            }
+        }
+        let mut counts = HashMap::new();
+        if ends.is_empty() {
+            return counts;
+        }
+        consumer.assign(&assignment).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut done: HashMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
+        while done.values().any(|d| !d) {
+            assert!(Instant::now() < deadline, "could not read {topic} to its end");
+            let Some(record) = consumer.poll(Duration::from_millis(500)) else { continue };
+            let record = record.expect("record");
+            let id = record
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == relay_envelope::HEADER_MESSAGE_ID))
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<Uuid>().ok())
+                .expect("a relay-message-id header");
+            *counts.entry(id).or_insert(0) += 1;
+            if record.offset() + 1 >= ends[&record.partition()] {
+                done.insert(record.partition(), true);
+            }
+        }
+        counts
+    })
+    .await
+    .expect("reader")
+}
+
+/// Asserts that every message enqueued for `topic` is on it exactly once, and nothing else is.
+async fn exactly_once(topic: &str, enqueued: &[Uuid]) {
+    let counts = records_per_message(topic).await;
+    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "{topic}: messages published more than once: {doubled:?}");
+    let mut on_topic: Vec<Uuid> = counts.keys().copied().collect();
+    let mut expected = enqueued.to_vec();
+    on_topic.sort();
+    expected.sort();
+    assert_eq!(on_topic, expected, "{topic}: the records are exactly the messages enqueued for it");
+}
+
+/// One poller of `topics` with a short lease, a fast retry and an endpoint.
+fn poller(test: &str, name: &str, origin: &TestDb, topics: &str) -> (Service, String) {
+    let mut env = poller_env(origin, topics);
+    env.insert("OUTBOX_LEADER_RETRY_MS".into(), "250".into());
+    env.insert("OUTBOX_LEADER_LEASE_MS".into(), "2000".into());
+    let addr = with_endpoint(&mut env);
+    (spawn(test, name, POLLER, &env), addr)
+}
+
+async fn topic_leases(db: &Client) -> BTreeMap<String, String> {
+    db.query("SELECT topic, lease FROM relay.outbox_topic_lease", &[])
+        .await
+        .expect("topic leases")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn await_published(db: &Client, topic: &str, n: i64) {
+    let sql = "SELECT count(*) FROM relay.outbox WHERE topic = $1 AND published_at IS NOT NULL";
+    eventually(Duration::from_secs(60), &format!("{n} rows of {topic} published"), || async {
+        (count(db, sql, &[&topic]).await == n).then_some(())
+    })
+    .await;
+}
+
+/// The replica (index into `addrs`) that leads, once exactly one of them does.
+async fn leader_among(addrs: &[&String]) -> usize {
+    eventually(Duration::from_secs(30), "one leader of the selection", || async {
+        let mut leaders = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            if sample(&scrape(addr).await?, "relay_outbox_leader", &[])? == 1.0 {
+                leaders.push(i);
+            }
+        }
+        (leaders.len() == 1).then(|| leaders[0])
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_topic_selections_publish_every_topic_exactly_once_and_report_the_conflict() {
+    let test = "topic_leadership_overlap";
+    let origin = TestDb::new().await;
+    migrate(&origin, relay_db::Schema::Outbox).await;
+    let (a, b, c) = (topic(PARTITIONS).await, topic(PARTITIONS).await, topic(PARTITIONS).await);
+    let selections = [format!("{a},{b}"), format!("{b},{c}")];
+    // A selection's lease is named after its topics, sorted.
+    let lease_of = |topics: [&String; 2]| {
+        let mut topics = topics.map(String::as_str);
+        topics.sort();
+        format!("outbox-poller:{}", topics.join(","))
+    };
+    let leases = [lease_of([&a, &b]), lease_of([&b, &c])];
+    let mut pollers: Vec<Vec<(Service, String)>> = Vec::new();
+    for (s, topics) in selections.iter().enumerate() {
+        pollers.push((0..2).map(|r| poller(test, &format!("poller-{s}-{r}"), &origin, topics)).collect());
+    }
+    let db = origin.client().await;
+    let claimed = eventually(Duration::from_secs(30), "a, b and c claimed", || async {
+        let leases = topic_leases(&db).await;
+        (leases.len() == 3).then_some(leases)
+    })
+    .await;
+    // a and c by their only selection; b by exactly one of the two.
+    assert_eq!((claimed[&a].as_str(), claimed[&c].as_str()), (leases[0].as_str(), leases[1].as_str()));
+    let winner = leases.iter().position(|l| *l == claimed[&b]).expect("b claimed by a selection");
+    let loser = 1 - winner;
+
+    let mut enqueued: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for topic in [&a, &b, &c] {
+        enqueued.insert(topic.clone(), enqueue_many(&origin, topic, 60, 6, 10).await);
+    }
+    for topic in [&a, &b, &c] {
+        await_published(&db, topic, 60).await;
+    }
+    for topic in [&a, &b, &c] {
+        exactly_once(topic, &enqueued[topic]).await;
+    }
+
+    // The refused selection's leader reports the conflict; the winner does not.
+    let loser_addrs: Vec<String> = pollers[loser].iter().map(|(_, addr)| addr.clone()).collect();
+    let loser_leader = leader_among(&loser_addrs.iter().collect::<Vec<_>>()).await;
+    let addr = &loser_addrs[loser_leader];
+    await_metric(addr, "relay_outbox_topics_refused", &[], 1.0).await;
+    let (code, body) = http_get(addr, "/readyz?parts=topics").await.expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(&format!("{b} (led by {})", leases[winner])), "{body}");
+    let log = pollers[loser][loser_leader].0.log_text();
+    assert!(log.contains("topic is led by another poller"), "{log}");
+    let winner_addrs: Vec<&String> = pollers[winner].iter().map(|(_, addr)| addr).collect();
+    let winner_leader = leader_among(&winner_addrs).await;
+    await_metric(winner_addrs[winner_leader], "relay_outbox_topics_refused", &[], 0.0).await;
+    let (code, body) = http_get(winner_addrs[winner_leader], "/readyz?parts=topics").await.expect("readyz");
+    assert_eq!(code, 200, "{body}");
+
+    // Both replicas of the winning selection die (idle: nothing in flight). The other leader
+    // takes b over; the topic only the dead selection had waits for a poller of it.
+    for (service, _) in &mut pollers[winner] {
+        service.kill().await;
+    }
+    let orphan = if winner == 0 { a.clone() } else { c.clone() };
+    let survivor = if winner == 0 { c.clone() } else { a.clone() };
+    eventually(Duration::from_secs(30), "b taken over", || async {
+        (topic_leases(&db).await.get(&b) == Some(&leases[loser])).then_some(())
+    })
+    .await;
+    await_metric(addr, "relay_outbox_topics_refused", &[], 0.0).await;
+    for topic in [&a, &b, &c] {
+        let more = enqueue_many(&origin, topic, 30, 6, 10).await;
+        enqueued.get_mut(topic).expect("topic").extend(more);
+    }
+    await_published(&db, &b, 90).await;
+    await_published(&db, &survivor, 90).await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM relay.outbox WHERE topic = $1 AND published_at IS NULL", &[&orphan])
+            .await,
+        30,
+        "nobody configured for {orphan} runs"
+    );
+
+    // A poller of the dead selection comes back: it publishes its own topic, and is refused b.
+    let (restarted, restarted_addr) = poller(test, "poller-restarted", &origin, &selections[winner]);
+    await_published(&db, &orphan, 90).await;
+    await_metric(&restarted_addr, "relay_outbox_topics_refused", &[], 1.0).await;
+    assert_eq!(topic_leases(&db).await.get(&b), Some(&leases[loser]));
+    for topic in [&a, &b, &c] {
+        exactly_once(topic, &enqueued[topic]).await;
+    }
+    drop(restarted);
+}
