@@ -181,6 +181,8 @@ async fn lead(
         }
     };
     presence.observed(true);
+    metrics::gauge!("relay_outbox_leader").set(1.0);
+    metrics::counter!("relay_outbox_leader_terms_total").increment(1);
     let led = lead_topics(config, health, presence, shutdown, &lease, term).await;
     // A standby is refused nothing.
     topics::Claim::default().report(health, lease.name(), false);
@@ -253,8 +255,6 @@ async fn lead_term(
     let _retention = retention::spawn(config, shutdown);
     let producer: FutureProducer = producer_client_config(config).create().map_err(PollerError::Producer)?;
     tracing::info!(database = config.database_url.database_name(), topics = ?config.topics, term, "leading: publishing the outbox");
-    metrics::gauge!("relay_outbox_leader").set(1.0);
-    metrics::counter!("relay_outbox_leader_terms_total").increment(1);
     health.ok(PUBLISHING);
     // Stopped when the term ends, or when a refused topic is free: then the loop stops as at
     // shutdown (the records in flight are acknowledged and marked) and publishes again with it.

@@ -150,6 +150,25 @@ mod tests {
     }
 
     #[test]
+    fn executing_a_repair_needs_who_and_why_and_reports_both_missing_at_once() {
+        let env = MapEnv::new(base());
+        let args = Args::from_env(&env, ["reconciler", "--repair", "--execute"]).unwrap();
+        let problems = Config::from_args(args).unwrap_err().to_string();
+        assert!(
+            problems.contains("--operator / RELAY_OPERATOR") && problems.contains("--reason"),
+            "{problems}"
+        );
+        let args = Args::from_env(&env, ["reconciler", "--repair"]).unwrap();
+        assert_eq!(Config::from_args(args).unwrap().actor, None, "a dry run needs neither");
+        let mut vars = base();
+        vars.push(("RELAY_OPERATOR", " ana "));
+        let argv = ["reconciler", "--repair", "--execute", "--reason", "restored"];
+        let config = Config::from_args(Args::from_env(&MapEnv::new(vars), argv).unwrap()).unwrap();
+        let actor = config.actor.expect("an actor");
+        assert_eq!((actor.operator.as_str(), actor.reason.as_str()), ("ana", "restored"));
+    }
+
+    #[test]
     fn space_separated_lists_become_one_entry_each() {
         let env = MapEnv::new([
             ("RECONCILE_OUTBOXES", OUTBOX),
