@@ -172,16 +172,19 @@ pub async fn run(args: Args) -> Result<i32, AdminError> {
         }
         Command::Parked(command) => {
             let (_, mut client) = connect(args.database_url).await?;
+            check_schema(&client, "outbox", "discarded_at", "V3__operator.sql").await?;
             check_schema(&client, "outbox", "previous_parked_at", OUTBOX_AUDIT).await?;
             parked::run(&mut client, command, args.format).await
         }
         Command::DeadLetters(command) => {
             let (url, mut client) = connect(args.database_url).await?;
+            check_schema(&client, "dead_letter", "resolved_at", "V3__operator.sql").await?;
             check_schema(&client, "inbox", "previous_parked_at", INBOX_AUDIT).await?;
             dead_letters::run(&mut client, &url, command, args.format).await
         }
         Command::Processing(command) => {
             let (_, mut client) = connect(args.database_url).await?;
+            check_schema(&client, "inbox", "skip_reason", "V8__processing_operator.sql").await?;
             check_schema(&client, "inbox", "previous_parked_at", INBOX_AUDIT).await?;
             processing::run(&mut client, command, args.format).await
         }
