@@ -217,3 +217,113 @@ async fn overlapping_topic_selections_publish_every_topic_exactly_once_and_repor
     }
     drop(restarted);
 }
+
+/// A poller's lease session as the poller role sees it: holds marker `marker` and takes lease
+/// `lease` as a new term (what the poller's lease_take.sql does when the lease is free).
+async fn lease_session(url: &str, lease: &str, marker: i32) -> (Client, i64) {
+    let client = connect(url).await;
+    client.execute("SELECT pg_advisory_lock(1380273218, $1)", &[&marker]).await.expect("marker");
+    client
+        .execute(
+            "INSERT INTO relay.outbox_leader (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            &[&lease],
+        )
+        .await
+        .expect("lease row");
+    let term = client
+        .query_one(
+            "UPDATE relay.outbox_leader SET term = term + 1, holder_pid = pg_backend_pid(), holder_lock = $2,
+                    renewed_at = clock_timestamp()
+             WHERE name = $1 RETURNING term",
+            &[&lease, &marker],
+        )
+        .await
+        .expect("take the lease")
+        .get(0);
+    (client, term)
+}
+
+/// What `relay.outbox_claim_topics` answers: topic -> the other lease leading it (None: ours).
+async fn claim(client: &Client, lease: &str, topics: &[&str]) -> BTreeMap<String, Option<String>> {
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    client
+        .query("SELECT topic, led_by FROM relay.outbox_claim_topics($1, 2, $2)", &[&lease, &topics])
+        .await
+        .expect("claim")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_is_taken_over_only_from_a_lease_nobody_validly_holds_whose_holder_is_then_fenced() {
+    let origin = TestDb::new().await;
+    migrate(&origin, relay_db::Schema::Outbox).await;
+    let (_users, names) = crate::roles::Users::create(&[
+        ("tlpoller", Some("relay_outbox_poller")),
+        ("tloperator", Some("relay_operator")),
+    ])
+    .await;
+    let poller_url = crate::roles::as_user(&origin.url, &names[0]);
+    let (x, y, all) = ("outbox-poller:a,b", "outbox-poller:b,c", "outbox-poller:");
+    let (x_session, x_term) = lease_session(&poller_url, x, 11).await;
+    let (y_session, y_term) = lease_session(&poller_url, y, 12).await;
+    let ours = |topics: &[&str]| -> BTreeMap<String, Option<String>> {
+        topics.iter().map(|t| (t.to_string(), None)).collect()
+    };
+    assert_eq!(claim(&x_session, x, &["a", "b"]).await, ours(&["a", "b"]));
+    let refused = BTreeMap::from([("b".to_string(), Some(x.to_string())), ("c".to_string(), None)]);
+    assert_eq!(claim(&y_session, y, &["b", "c"]).await, refused, "b is x's while x validly leads");
+    // A poller of every topic conflicts with both; claiming again changes nothing.
+    let (all_session, _) = lease_session(&poller_url, all, 13).await;
+    let every = claim(&all_session, all, &[]).await;
+    assert!(matches!(every.get("*"), Some(Some(_))), "{every:?}");
+    assert_eq!(claim(&x_session, x, &["a", "b"]).await, ours(&["a", "b"]));
+    // Only the holder of a lease may claim for it, and only the poller role may claim at all.
+    let err =
+        y_session.query("SELECT * FROM relay.outbox_claim_topics($1, 2, '{a}')", &[&x]).await.unwrap_err();
+    assert!(format!("{err:?}").contains("does not hold lease"), "{err:?}");
+    let operator = connect(&crate::roles::as_user(&origin.url, &names[1])).await;
+    crate::roles::refused(
+        &operator,
+        "the operator",
+        "SELECT * FROM relay.outbox_claim_topics('x', 2, '{a}')",
+    )
+    .await;
+    crate::roles::refused(&operator, "the operator", "DELETE FROM relay.outbox_topic_lease").await;
+
+    // x freezes past its lease (its session stays open): y takes b over, and x's term ends.
+    let owner = origin.client().await;
+    owner
+        .execute(
+            "UPDATE relay.outbox_leader SET renewed_at = now() - interval '1 hour' WHERE name = $1",
+            &[&x],
+        )
+        .await
+        .expect("expire x");
+    assert_eq!(claim(&y_session, y, &["b", "c"]).await, ours(&["b", "c"]));
+    assert_eq!(topic_leases(&owner).await.get("b").map(String::as_str), Some(y));
+    let x_now: i64 =
+        owner.query_one("SELECT term FROM relay.outbox_leader WHERE name = $1", &[&x]).await.unwrap().get(0);
+    assert!(x_now > x_term, "x's term ended");
+
+    // Woken up, x can mark nothing (V5's fence); y can.
+    let row = enqueue_one(&origin, "b", "k", b"x").await;
+    for (session, lease, term, allowed) in [(&x_session, x, x_term, false), (&y_session, y, y_term, true)] {
+        session
+            .execute(
+                "SELECT set_config('relay.leader_lease', $1, false), set_config('relay.leader_term', $2, false)",
+                &[&lease, &term.to_string()],
+            )
+            .await
+            .expect("declare the term");
+        let marked = session
+            .execute(
+                "UPDATE relay.outbox SET published_at = now(), kafka_partition = 0, kafka_offset = 0
+                 WHERE message_id = $1",
+                &[&row],
+            )
+            .await;
+        assert_eq!(marked.is_ok(), allowed, "{lease}: {marked:?}");
+    }
+}
