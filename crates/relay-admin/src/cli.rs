@@ -26,6 +26,10 @@ fn secret(raw: &str) -> Result<Secret, std::convert::Infallible> {
     Ok(Secret(SecretString::from(raw)))
 }
 
+fn named(raw: &str) -> Result<String, String> {
+    relay_db::audit::non_blank(Some(raw)).ok_or_else(|| "an operator name must not be blank".into())
+}
+
 fn reason(raw: &str) -> Result<String, String> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
@@ -41,7 +45,9 @@ fn reason(raw: &str) -> Result<String, String> {
     name = "relay-admin",
     version,
     about = "Operator commands for parked outbox rows, dead letters and inbox processing",
-    after_help = "Exit codes: 0 done; 1 a named id did not match or a re-drive still fails; 2 could not run."
+    after_help = "Commands that change rows are dry runs unless --execute is given, with --operator \
+                  (or RELAY_OPERATOR) and --reason; each change writes a row to relay.operator_audit.\n\
+                  Exit codes: 0 done; 1 a named id did not match or a re-drive still fails; 2 could not run."
 )]
 pub struct Args {
     /// PostgreSQL URL of the origin database (parked) or the receiving one (dead-letters);
@@ -65,9 +71,28 @@ pub enum Command {
     /// Inbox messages a receiving service failed on or parked (relay.claim / relay.failed).
     #[command(subcommand)]
     Processing(Processing),
+    /// The operator audit trail (relay.operator_audit) of the database.
+    #[command(subcommand)]
+    Audit(Audit),
     /// Relay's schema for teams that install it with their own migration tool.
     #[command(subcommand)]
     Schema(SchemaCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Audit {
+    /// Lists audit rows, newest first: when, database role, operator, command, target, reason,
+    /// and the changed columns before and after.
+    List {
+        /// Only rows about this target (an outbox id, a dead-letter id or a message id).
+        #[arg(long)]
+        target: Option<String>,
+        /// Only rows of this command, for example "parked retry".
+        #[arg(long)]
+        command: Option<String>,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+        limit: i64,
+    },
 }
 
 /// Which of Relay's schemas.
@@ -87,6 +112,22 @@ pub enum SchemaCommand {
         #[arg(long, value_enum)]
         schema: SchemaName,
     },
+}
+
+/// Whether a command that changes rows acts, and on whose behalf (the audit trail).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Act {
+    /// Make the change. Without it the command is a dry run: it shows what would change, before
+    /// and after, and changes nothing.
+    #[arg(long)]
+    pub execute: bool,
+    /// Who acts, recorded in relay.operator_audit beside the database role; required with
+    /// --execute.
+    #[arg(long, env = "RELAY_OPERATOR", value_parser = named)]
+    pub operator: Option<String>,
+    /// Why, recorded in relay.operator_audit; required with --execute.
+    #[arg(long, value_parser = reason)]
+    pub reason: Option<String>,
 }
 
 /// Which rows a command acts on: the listed ids, or every one that qualifies.
@@ -131,6 +172,8 @@ pub enum Processing {
         inbox: String,
         #[command(flatten)]
         selection: MessageSelection,
+        #[command(flatten)]
+        act: Act,
     },
     /// Marks messages processed without acting on them, so later messages of their key go on.
     Skip {
@@ -139,9 +182,8 @@ pub enum Processing {
         inbox: String,
         #[command(flatten)]
         selection: MessageSelection,
-        /// Why, for the audit trail.
-        #[arg(long, value_parser = reason)]
-        reason: String,
+        #[command(flatten)]
+        act: Act,
     },
 }
 
@@ -163,6 +205,8 @@ pub enum Parked {
         /// Only rows of this topic.
         #[arg(long)]
         topic: Option<String>,
+        #[command(flatten)]
+        act: Act,
     },
     /// Gives up on rows for good; they stay in the outbox, parked, with the reason.
     Discard {
@@ -171,9 +215,8 @@ pub enum Parked {
         /// Only rows of this topic.
         #[arg(long)]
         topic: Option<String>,
-        /// Why, for the audit trail.
-        #[arg(long, value_parser = reason)]
-        reason: String,
+        #[command(flatten)]
+        act: Act,
     },
 }
 
@@ -204,6 +247,8 @@ pub enum DeadLetters {
             value_parser = clap::value_parser!(u64).range(1..=100 << 20)
         )]
         max_payload_bytes: u64,
+        #[command(flatten)]
+        act: Act,
     },
     /// Resolves dead letters as discarded; they stay in the table with the reason.
     Discard {
@@ -212,9 +257,8 @@ pub enum DeadLetters {
         inbox: String,
         #[command(flatten)]
         selection: Selection,
-        /// Why, for the audit trail.
-        #[arg(long, value_parser = reason)]
-        reason: String,
+        #[command(flatten)]
+        act: Act,
     },
 }
 
@@ -239,13 +283,20 @@ mod tests {
     }
 
     #[test]
-    fn discarding_needs_a_reason_that_is_not_blank() {
-        assert!(parse(&["parked", "discard", "--all"]).is_err());
+    fn reasons_and_operators_must_not_be_blank_and_acting_is_opt_in() {
         assert!(parse(&["dead-letters", "discard", "--inbox", "l", "--all", "--reason", "  "]).is_err());
+        assert!(parse(&["parked", "retry", "--all", "--operator", " "]).is_err());
         let args = parse(&["dead-letters", "discard", "--inbox", "l", "--id", "2", "--reason", " test "])
             .expect("valid");
-        let Command::DeadLetters(DeadLetters::Discard { reason, .. }) = args.command else { panic!() };
-        assert_eq!(reason, "test");
+        let Command::DeadLetters(DeadLetters::Discard { act, .. }) = args.command else { panic!() };
+        assert_eq!(act.reason.as_deref(), Some("test"));
+        assert!(!act.execute, "a dry run unless --execute");
+        let args =
+            parse(&["parked", "retry", "--all", "--execute", "--operator", "ana", "--reason", "fixed"])
+                .expect("valid");
+        let Command::Parked(Parked::Retry { act, .. }) = args.command else { panic!() };
+        assert!(act.execute);
+        assert_eq!(act.operator.as_deref(), Some("ana"));
     }
 
     #[test]
@@ -256,7 +307,6 @@ mod tests {
         assert_eq!(selection.message_ids, vec![id.parse::<Uuid>().unwrap()]);
         assert!(parse(&["processing", "retry", "--inbox", "ledger", "--message-id", "42"]).is_err());
         assert!(parse(&["processing", "retry", "--inbox", "ledger"]).is_err(), "no selection");
-        assert!(parse(&["processing", "skip", "--inbox", "ledger", "--all"]).is_err(), "no reason");
         assert!(parse(&["processing", "skip", "--inbox", "ledger", "--all", "--reason", "x"]).is_ok());
     }
 

@@ -3,13 +3,17 @@
 //! A re-drive runs each raw record through the consumer's own checks and insert
 //! (`relay_inbox::redrive_dead_letters`), useful once a payload limit was raised or a database
 //! constraint fixed. Signatures are checked with `INBOX_VERIFY_KEYS` from the environment, as the
-//! consumer checks them; without keys, signature failures are not re-driven. Discarding resolves a dead letter without storing it. Nothing is deleted.
+//! consumer checks them; without keys, signature failures are not re-driven. Discarding resolves
+//! a dead letter without storing it. Nothing is deleted. Both are dry runs unless `--execute`
+//! (a dry re-drive runs each dead letter through the checks and the insert, then rolls back),
+//! and each change writes an audit row.
 use relay_config::{DatabaseUrl, ProcessEnv, Reader};
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::{types::ToSql, Client};
 
 use crate::{
-    cli::{DeadLetters, Format, Selection},
+    act,
+    cli::{Act, DeadLetters, Format, Selection},
     db,
     output::{bytes_text, count_line, id_list, Shown, Table},
     unmatched, AdminError, Changed, EXIT_INCOMPLETE, EXIT_OK,
@@ -45,6 +49,8 @@ struct StillFailing {
 
 #[derive(Debug, Serialize)]
 struct Redriven {
+    /// True when nothing was changed (no `--execute`): the outcomes are what a re-drive would do.
+    dry_run: bool,
     redriven: Vec<i64>,
     already_present: Vec<i64>,
     still_failing: Vec<StillFailing>,
@@ -53,7 +59,7 @@ struct Redriven {
 
 /// Runs one `dead-letters` command; returns the exit code.
 pub(crate) async fn run(
-    client: &Client,
+    client: &mut Client,
     url: &DatabaseUrl,
     command: DeadLetters,
     format: Format,
@@ -62,21 +68,21 @@ pub(crate) async fn run(
         DeadLetters::List { inbox, limit, include_resolved } => {
             list(client, &inbox, limit, include_resolved, format).await
         }
-        DeadLetters::Redrive { inbox, selection, max_payload_bytes } => {
-            redrive(url, &inbox, &selection, max_payload_bytes, format).await
+        DeadLetters::Redrive { inbox, selection, max_payload_bytes, act } => {
+            redrive(url, &inbox, &selection, max_payload_bytes, &act, format).await
         }
-        DeadLetters::Discard { inbox, selection, reason } => {
-            let rows = client
-                .query(
-                    include_str!("sql/dead_letters_discard.sql"),
-                    &[&inbox, &selection.all, &selection.ids, &reason],
-                )
-                .await
-                .map_err(db)?;
-            let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        DeadLetters::Discard { inbox, selection, act } => {
+            let actor = act.actor()?;
+            let params: [&(dyn ToSql + Sync); 5] =
+                [&inbox, &selection.all, &selection.ids, &actor.operator, &actor.reason];
+            let sql = include_str!("sql/dead_letters_discard.sql");
+            let rows = act::apply(client, &act, sql, &params, None).await?;
+            let changes = act::changes(&rows);
+            let mut ids: Vec<i64> = changes.iter().filter_map(|c| c.target.parse().ok()).collect();
             ids.sort_unstable();
             let missed = unmatched(&selection, &ids);
-            let mut lines = vec![format!("discarded {} dead letter(s): {}", ids.len(), id_list(&ids))];
+            let mut lines =
+                vec![act::headline(&act, "discarded", ids.len(), "dead letter(s)", &id_list(&ids))];
             if !missed.is_empty() {
                 lines.push(format!(
                     "not discarded (no unresolved dead letter of inbox {inbox}): {}",
@@ -84,8 +90,15 @@ pub(crate) async fn run(
                 ));
             }
             let code = Changed::exit_code(&missed);
-            let json = Changed { verb: "discarded", count: ids.len(), ids, unmatched: missed };
-            Shown { table: None, lines, json }.print(format);
+            let json = Changed {
+                verb: "discarded",
+                dry_run: !act.execute,
+                count: ids.len(),
+                ids,
+                unmatched: missed,
+                changes,
+            };
+            Shown { table: Some(act::table(&json.changes)), lines, json }.print(format);
             Ok(code)
         }
     }
@@ -168,8 +181,10 @@ async fn redrive(
     inbox: &str,
     selection: &Selection,
     max_payload_bytes: u64,
+    act: &Act,
     format: Format,
 ) -> Result<i32, AdminError> {
+    let actor = act.actor()?;
     let chosen = if selection.all {
         relay_inbox::Selection::All
     } else {
@@ -180,7 +195,9 @@ async fn redrive(
     let mut reader = Reader::new(&ProcessEnv);
     let verification = relay_inbox::Verification::read(&mut reader);
     reader.finish()?;
-    let report = relay_inbox::redrive_dead_letters(url, inbox, &chosen, limit, &verification).await?;
+    let report =
+        relay_inbox::redrive_dead_letters(url, inbox, &chosen, limit, &verification, &actor, act.execute)
+            .await?;
     let mut acted: Vec<i64> = report
         .redriven
         .iter()
@@ -196,6 +213,14 @@ async fn redrive(
         format!("still failing: {}", report.still_failing.len()),
     ];
     lines.insert(0, signature_line(&verification));
+    if !act.execute {
+        lines.insert(
+            0,
+            "dry run: each dead letter was re-driven and rolled back; nothing changed (add --execute, \
+             --operator and --reason to act)"
+                .into(),
+        );
+    }
     for (id, reason) in &report.still_failing {
         lines.push(format!("  {id}: {reason}"));
     }
@@ -204,6 +229,7 @@ async fn redrive(
     }
     let code = if report.still_failing.is_empty() && missed.is_empty() { EXIT_OK } else { EXIT_INCOMPLETE };
     let json = Redriven {
+        dry_run: !act.execute,
         redriven: report.redriven,
         already_present: report.already_present,
         still_failing: report

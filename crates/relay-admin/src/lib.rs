@@ -8,6 +8,9 @@
 //! - `processing`: inbox messages whose receiving service failed on them (`relay.failed`) or
 //!   parked them, which holds up the later messages of their key. List them, retry them once
 //!   the cause is fixed, or skip them with a reason so the key moves on.
+//! - `audit list`: the operator audit trail. Every command that changes rows is a dry run unless
+//!   `--execute` is given with `--operator` (or `RELAY_OPERATOR`) and `--reason`, and writes one
+//!   `relay.operator_audit` row per changed row in the same transaction as the change.
 //! - `schema sql`: the install-or-upgrade script for teams that install Relay's schema with their
 //!   own migration tool (see [`schema_sql`]).
 //!
@@ -17,6 +20,8 @@
 //! fails), [`EXIT_COULD_NOT_RUN`] (bad arguments or configuration, database unreachable).
 #![forbid(unsafe_code)]
 
+mod act;
+mod audit;
 mod cli;
 mod dead_letters;
 mod output;
@@ -25,8 +30,8 @@ mod processing;
 pub mod schema_sql;
 
 pub use cli::{
-    Args, Command, DeadLetters, Format, MessageSelection, Parked, Processing, SchemaCommand, SchemaName,
-    Secret, Selection,
+    Act, Args, Audit, Command, DeadLetters, Format, MessageSelection, Parked, Processing, SchemaCommand,
+    SchemaName, Secret, Selection,
 };
 use relay_config::{ConfigError, DatabaseUrl, Problem, ProcessEnv, Reader};
 use serde::Serialize;
@@ -63,21 +68,31 @@ pub enum AdminError {
          workers enable it with relay.enable_processing"
     )]
     ProcessingOff(String),
+    #[error(
+        "this database has no relay.operator_audit: run this version's outbox-poller or \
+         inbox-consumer once (it upgrades the schema) or apply outbox migration {OUTBOX_AUDIT} or \
+         inbox migration {INBOX_AUDIT}"
+    )]
+    NoAuditTrail,
 }
 
 pub(crate) fn db(error: tokio_postgres::Error) -> AdminError {
     AdminError::Db(error.into())
 }
 
-/// What a retry or discard changed, for JSON output.
+/// What a retry or discard changed (or, in a dry run, would change), for JSON output.
 #[derive(Debug, Serialize)]
 pub(crate) struct Changed {
     #[serde(rename = "action")]
     pub verb: &'static str,
+    /// True when nothing was changed (no `--execute`).
+    pub dry_run: bool,
     pub count: usize,
     pub ids: Vec<i64>,
     /// Ids named with --id that were not acted on.
     pub unmatched: Vec<i64>,
+    /// Each changed row's changed columns, before and after (as in its audit row).
+    pub changes: Vec<act::Change>,
 }
 
 impl Changed {
@@ -123,6 +138,10 @@ fn database_url(arg: Option<Secret>) -> Result<DatabaseUrl, ConfigError> {
         .map_err(|message| ConfigError(vec![Problem { variable: VARIABLE.into(), message }]))
 }
 
+/// The migrations that added the audit trail and the history columns, on each side.
+const OUTBOX_AUDIT: &str = "V7__operator_audit_and_topic_leases.sql";
+const INBOX_AUDIT: &str = "V9__operator_audit.sql";
+
 /// Fails with a clear message when the schema predates `column`, added by `migration`.
 async fn check_schema(
     client: &tokio_postgres::Client,
@@ -154,17 +173,31 @@ pub async fn run(args: Args) -> Result<i32, AdminError> {
         Command::Parked(command) => {
             let (_, mut client) = connect(args.database_url).await?;
             check_schema(&client, "outbox", "discarded_at", "V3__operator.sql").await?;
+            check_schema(&client, "outbox", "previous_parked_at", OUTBOX_AUDIT).await?;
             parked::run(&mut client, command, args.format).await
         }
         Command::DeadLetters(command) => {
-            let (url, client) = connect(args.database_url).await?;
+            let (url, mut client) = connect(args.database_url).await?;
             check_schema(&client, "dead_letter", "resolved_at", "V3__operator.sql").await?;
-            dead_letters::run(&client, &url, command, args.format).await
+            check_schema(&client, "inbox", "previous_parked_at", INBOX_AUDIT).await?;
+            dead_letters::run(&mut client, &url, command, args.format).await
         }
         Command::Processing(command) => {
             let (_, mut client) = connect(args.database_url).await?;
             check_schema(&client, "inbox", "skip_reason", "V8__processing_operator.sql").await?;
+            check_schema(&client, "inbox", "previous_parked_at", INBOX_AUDIT).await?;
             processing::run(&mut client, command, args.format).await
+        }
+        Command::Audit(command) => {
+            let (_, client) = connect(args.database_url).await?;
+            let row = client
+                .query_one(include_str!("sql/column_exists.sql"), &[&"operator_audit", &"target"])
+                .await
+                .map_err(db)?;
+            if !row.get::<_, bool>(0) {
+                return Err(AdminError::NoAuditTrail);
+            }
+            audit::run(&client, command, args.format).await
         }
     }
 }

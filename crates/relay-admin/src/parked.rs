@@ -1,14 +1,16 @@
 //! `relay-admin parked`: outbox rows the broker refused for good, and the operator's decision.
 //!
 //! Retrying clears `parked_at` so the outbox-poller sends the row again; it goes out after rows
-//! of its key that were sent while it was parked. Discarding keeps the row parked for good, with
-//! when and why, so the reconciler stops reporting it.
+//! of its key that were sent while it was parked. The parking stays as `previous_parked_at` and
+//! `previous_park_reason`. Discarding keeps the row parked for good, with when and why, so the
+//! reconciler stops reporting it. Both are dry runs unless `--execute`, and write audit rows.
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::{types::ToSql, Client, Row};
 use uuid::Uuid;
 
 use crate::{
-    cli::{Format, Parked, Selection},
+    act,
+    cli::{Act, Format, Parked, Selection},
     db,
     output::{count_line, id_list, Shown, Table},
     unmatched, AdminError, Changed, EXIT_OK,
@@ -38,28 +40,46 @@ pub(crate) async fn run(client: &mut Client, command: Parked, format: Format) ->
         Parked::List { topic, limit, include_discarded } => {
             list(client, topic.as_deref(), limit, include_discarded, format).await
         }
-        Parked::Retry { selection, topic } => {
-            let ids = retry(client, &selection, topic.as_deref()).await?;
-            Ok(report("retried", "not parked, discarded, or of another topic", &selection, ids, format))
+        Parked::Retry { selection, topic, act } => {
+            let rows = change(client, include_str!("sql/parked_retry.sql"), &selection, topic, &act).await?;
+            Ok(report(
+                "retried",
+                "not parked, discarded, or of another topic",
+                &selection,
+                &act,
+                rows,
+                format,
+            ))
         }
-        Parked::Discard { selection, topic, reason } => {
-            let rows = client
-                .query(
-                    include_str!("sql/parked_discard.sql"),
-                    &[&selection.all, &selection.ids, &topic, &reason],
-                )
-                .await
-                .map_err(db)?;
-            let ids = rows.iter().map(|r| r.get(0)).collect();
+        Parked::Discard { selection, topic, act } => {
+            let rows =
+                change(client, include_str!("sql/parked_discard.sql"), &selection, topic, &act).await?;
             Ok(report(
                 "discarded",
                 "not parked, already discarded, or of another topic",
                 &selection,
-                ids,
+                &act,
+                rows,
                 format,
             ))
         }
     }
+}
+
+/// Retries or discards the selected rows with their audit rows, and wakes the poller, in one
+/// transaction (rolled back in a dry run).
+async fn change(
+    client: &mut Client,
+    sql: &str,
+    selection: &Selection,
+    topic: Option<String>,
+    act: &Act,
+) -> Result<Vec<Row>, AdminError> {
+    let actor = act.actor()?;
+    let params: [&(dyn ToSql + Sync); 5] =
+        [&selection.all, &selection.ids, &topic, &actor.operator, &actor.reason];
+    // Delivered at commit: a poller waiting for work scans at once.
+    act::apply(client, act, sql, &params, Some(("relay_outbox", ""))).await
 }
 
 async fn list(
@@ -116,41 +136,25 @@ async fn list(
     Ok(EXIT_OK)
 }
 
-/// Un-parks the selected rows and wakes the poller, in one transaction.
-async fn retry(
-    client: &mut Client,
-    selection: &Selection,
-    topic: Option<&str>,
-) -> Result<Vec<i64>, AdminError> {
-    let tx = client.transaction().await.map_err(db)?;
-    let rows = tx
-        .query(include_str!("sql/parked_retry.sql"), &[&selection.all, &selection.ids, &topic])
-        .await
-        .map_err(db)?;
-    if !rows.is_empty() {
-        // Delivered at commit: a poller waiting for work scans at once.
-        tx.execute("SELECT pg_notify('relay_outbox', '')", &[]).await.map_err(db)?;
-    }
-    tx.commit().await.map_err(db)?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// Prints what a retry or discard changed; exit 1 when a named id was not acted on.
+/// Prints what a retry or discard changed (or would); exit 1 when a named id was not acted on.
 fn report(
     verb: &'static str,
     why_not: &str,
     selection: &Selection,
-    mut ids: Vec<i64>,
+    act: &Act,
+    rows: Vec<Row>,
     format: Format,
 ) -> i32 {
+    let changes = act::changes(&rows);
+    let mut ids: Vec<i64> = changes.iter().filter_map(|c| c.target.parse().ok()).collect();
     ids.sort_unstable();
     let missed = unmatched(selection, &ids);
-    let mut lines = vec![format!("{verb} {} parked row(s): {}", ids.len(), id_list(&ids))];
+    let mut lines = vec![act::headline(act, verb, ids.len(), "parked row(s)", &id_list(&ids))];
     if !missed.is_empty() {
         lines.push(format!("not {verb} ({why_not}): {}", id_list(&missed)));
     }
     let code = Changed::exit_code(&missed);
-    Shown { table: None, lines, json: Changed { verb, count: ids.len(), ids, unmatched: missed } }
-        .print(format);
+    let json = Changed { verb, dry_run: !act.execute, count: ids.len(), ids, unmatched: missed, changes };
+    Shown { table: Some(act::table(&json.changes)), lines, json }.print(format);
     code
 }

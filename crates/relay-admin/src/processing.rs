@@ -6,13 +6,15 @@
 //! once (its failed attempts and last error stay, so a retried message that fails again is
 //! parked again at once). Skipping marks it processed without acting on it (`skipped_at`,
 //! `skip_reason`), so the key moves on. Both wake the workers (`NOTIFY relay_inbox`). Nothing
-//! is deleted.
+//! is deleted: a retry keeps the parking as `previous_parked_at`/`previous_park_reason`. Both are
+//! dry runs unless `--execute`, and each change writes an audit row.
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::{types::ToSql, Client};
 use uuid::Uuid;
 
 use crate::{
-    cli::{Format, MessageSelection, Processing},
+    act,
+    cli::{Act, Format, MessageSelection, Processing},
     db,
     output::{count_line, Shown, Table},
     AdminError, EXIT_INCOMPLETE, EXIT_OK,
@@ -49,10 +51,14 @@ struct Listing {
 #[derive(Debug, Serialize)]
 struct Changed {
     action: &'static str,
+    /// True when nothing was changed (no `--execute`).
+    dry_run: bool,
     count: usize,
     message_ids: Vec<Uuid>,
     /// Ids named with --message-id that were not acted on.
     unmatched: Vec<Uuid>,
+    /// Each message's changed columns, before and after (as in its audit row).
+    changes: Vec<act::Change>,
 }
 
 /// Runs one `processing` command; returns the exit code.
@@ -69,15 +75,15 @@ pub(crate) async fn run(client: &mut Client, command: Processing, format: Format
     }
     match command {
         Processing::List { inbox, limit } => list(client, &inbox, limit, format).await,
-        Processing::Retry { inbox, selection } => {
+        Processing::Retry { inbox, selection, act } => {
             let sql = include_str!("sql/processing_retry.sql");
-            let ids = decide(client, sql, &inbox, &selection, None).await?;
-            Ok(report("retried", &inbox, &selection, ids, format))
+            let changes = decide(client, sql, &inbox, &selection, &act).await?;
+            Ok(report("retried", &inbox, &selection, &act, changes, format))
         }
-        Processing::Skip { inbox, selection, reason } => {
+        Processing::Skip { inbox, selection, act } => {
             let sql = include_str!("sql/processing_skip.sql");
-            let ids = decide(client, sql, &inbox, &selection, Some(&reason)).await?;
-            Ok(report("skipped", &inbox, &selection, ids, format))
+            let changes = decide(client, sql, &inbox, &selection, &act).await?;
+            Ok(report("skipped", &inbox, &selection, &act, changes, format))
         }
     }
 }
@@ -132,38 +138,34 @@ async fn list(client: &Client, inbox: &str, limit: i64, format: Format) -> Resul
     Ok(EXIT_OK)
 }
 
-/// Runs a retry or skip statement and wakes the inbox's workers, in one transaction.
+/// Runs a retry or skip statement with its audit rows and wakes the inbox's workers, in one
+/// transaction (rolled back in a dry run).
 async fn decide(
     client: &mut Client,
     sql: &str,
     inbox: &str,
     selection: &MessageSelection,
-    reason: Option<&str>,
-) -> Result<Vec<Uuid>, AdminError> {
-    let tx = client.transaction().await.map_err(db)?;
-    let rows = match reason {
-        Some(reason) => tx.query(sql, &[&inbox, &selection.all, &selection.message_ids, &reason]).await,
-        None => tx.query(sql, &[&inbox, &selection.all, &selection.message_ids]).await,
-    }
-    .map_err(db)?;
-    if !rows.is_empty() {
-        // Delivered at commit: waiting workers claim the key's next message at once.
-        tx.execute("SELECT pg_notify('relay_inbox', $1)", &[&inbox]).await.map_err(db)?;
-    }
-    tx.commit().await.map_err(db)?;
-    let mut ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-    ids.sort_unstable();
-    Ok(ids)
+    act: &Act,
+) -> Result<Vec<act::Change>, AdminError> {
+    let actor = act.actor()?;
+    let params: [&(dyn ToSql + Sync); 5] =
+        [&inbox, &selection.all, &selection.message_ids, &actor.operator, &actor.reason];
+    // Delivered at commit: waiting workers claim the key's next message at once.
+    let rows = act::apply(client, act, sql, &params, Some(("relay_inbox", inbox))).await?;
+    Ok(act::changes(&rows))
 }
 
-/// Prints what a retry or skip changed; exit 1 when a named message was not acted on.
+/// Prints what a retry or skip changed (or would); exit 1 when a named message was not acted on.
 fn report(
     action: &'static str,
     inbox: &str,
     selection: &MessageSelection,
-    ids: Vec<Uuid>,
+    act: &Act,
+    changes: Vec<act::Change>,
     format: Format,
 ) -> i32 {
+    let mut ids: Vec<Uuid> = changes.iter().filter_map(|c| c.target.parse().ok()).collect();
+    ids.sort_unstable();
     let mut missed: Vec<Uuid> = if selection.all {
         Vec::new()
     } else {
@@ -178,7 +180,8 @@ fn report(
             ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ")
         }
     };
-    let mut lines = vec![format!("{action} {} message(s) of inbox {inbox}: {}", ids.len(), list(&ids))];
+    let what = format!("message(s) of inbox {inbox}");
+    let mut lines = vec![act::headline(act, action, ids.len(), &what, &list(&ids))];
     if !missed.is_empty() {
         lines.push(format!(
             "not {action} (not in inbox {inbox}, already processed, or neither parked nor failed): {}",
@@ -186,7 +189,15 @@ fn report(
         ));
     }
     let code = if missed.is_empty() { EXIT_OK } else { EXIT_INCOMPLETE };
-    let json = Changed { action, count: ids.len(), message_ids: ids, unmatched: missed };
-    Shown { table: None, lines, json }.print(format);
+    let table = act::table(&changes);
+    let json = Changed {
+        action,
+        dry_run: !act.execute,
+        count: ids.len(),
+        message_ids: ids,
+        unmatched: missed,
+        changes,
+    };
+    Shown { table: Some(table), lines, json }.print(format);
     code
 }

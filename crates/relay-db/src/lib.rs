@@ -12,10 +12,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use relay_config::DatabaseUrl;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
+pub mod audit;
 mod describe;
 mod pooling;
 mod tls;
 
+pub use audit::Actor;
 pub use describe::describe;
 pub use pooling::refuse_transaction_pooling;
 

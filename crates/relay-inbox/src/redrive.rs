@@ -17,6 +17,7 @@
 //! keys, a dead letter that failed its signature check is refused (it stays unresolved), since
 //! nothing could tell a forged record from a real one; others are re-driven unchecked.
 use relay_config::DatabaseUrl;
+use relay_db::Actor;
 
 use relay_kafka::raw::RawHeader;
 
@@ -60,13 +61,17 @@ fn db(error: tokio_postgres::Error) -> InboxError {
 
 /// Re-drives the selected unresolved dead letters of `inbox`, oldest first, each against a
 /// payload limit of `max_payload_bytes` and the signature check `verification`. Dead letters
-/// resolved meanwhile are skipped.
+/// resolved meanwhile are skipped. Each re-drive writes an audit row for `actor` in its own
+/// transaction (`relay.operator_audit`, inbox migration V9). Unless `execute`, each transaction
+/// is rolled back: the report says what a re-drive would do now, and nothing changes.
 pub async fn redrive_dead_letters(
     url: &DatabaseUrl,
     inbox: &str,
     selection: &Selection,
     max_payload_bytes: usize,
     verification: &Verification,
+    actor: &Actor,
+    execute: bool,
 ) -> Result<RedriveReport, InboxError> {
     let pool = relay_db::pool(url, 1)?;
     let mut client = pool.get().await.map_err(relay_db::DbError::from)?;
@@ -83,7 +88,8 @@ pub async fn redrive_dead_letters(
         .collect();
     let mut report = RedriveReport::default();
     for id in candidates {
-        match redrive_one(&mut client, inbox, id, max_payload_bytes, verification).await.map_err(db)? {
+        let one = Attempt { inbox, id, limit: max_payload_bytes, verification, actor, execute };
+        match redrive_one(&mut client, &one).await.map_err(db)? {
             None => tracing::info!(dead_letter = id, "resolved meanwhile; skipped"),
             Some(Outcome::Stored) => report.redriven.push(id),
             Some(Outcome::AlreadyPresent) => report.already_present.push(id),
@@ -93,14 +99,22 @@ pub async fn redrive_dead_letters(
     Ok(report)
 }
 
+/// One dead letter's re-drive, and on whose behalf.
+struct Attempt<'a> {
+    inbox: &'a str,
+    id: i64,
+    limit: usize,
+    verification: &'a Verification,
+    actor: &'a Actor,
+    execute: bool,
+}
+
 /// One dead letter in one transaction: `None` when it is no longer unresolved.
 async fn redrive_one(
     client: &mut deadpool_postgres::Object,
-    inbox: &str,
-    id: i64,
-    limit: usize,
-    verification: &Verification,
+    attempt: &Attempt<'_>,
 ) -> Result<Option<Outcome>, tokio_postgres::Error> {
+    let Attempt { inbox, id, limit, verification, actor, execute } = *attempt;
     let mut tx = client.transaction().await?;
     let Some(row) = tx.query_opt(include_str!("redrive_lock.sql"), &[&id, &inbox]).await? else {
         return Ok(None);
@@ -159,7 +173,12 @@ async fn redrive_one(
             tracing::warn!(dead_letter = id, reason = %reason, "dead letter still cannot be stored");
         }
     }
-    tx.commit().await?;
+    tx.execute(include_str!("redrive_audit.sql"), &[&actor.operator, &actor.reason, &id, &previous]).await?;
+    if execute {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
     Ok(Some(outcome))
 }
 

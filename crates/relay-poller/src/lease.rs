@@ -12,7 +12,7 @@ use std::{
 use relay_health::Health;
 use tokio_postgres::{error::SqlState, Client, Statement};
 
-use crate::{PollerConfig, PollerError, LEADER_LOCK_CLASS};
+use crate::{topics::Claim, PollerConfig, PollerError, LEADER_LOCK_CLASS};
 
 /// The readiness part for "some poller leads this outbox".
 pub(crate) const LEADER: &str = "leader";
@@ -27,6 +27,8 @@ pub(crate) struct LeaseSession {
     lease: Duration,
     renew_every: Duration,
     holder: String,
+    /// The configured topics (empty: every topic), claimed as topic leases once leading.
+    topics: Vec<String>,
     state: Statement,
     take: Statement,
     renew: Statement,
@@ -54,6 +56,7 @@ impl LeaseSession {
             lease: config.leader_lease,
             renew_every,
             holder: format!("outbox-poller {} pid {}", config.source, std::process::id()),
+            topics: config.topics.clone(),
         })
     }
 
@@ -107,11 +110,31 @@ impl LeaseSession {
         }
     }
 
+    /// Claims this leader's topics (`topics`): the topics it may publish now and those another
+    /// topic selection's leader holds. `None` when the claim had to wait too long for another
+    /// poller's claim (it is tried again at the next renewal).
+    pub(crate) async fn claim(&self) -> Result<Option<Claim>, PollerError> {
+        let claimed = self
+            .client
+            .query(include_str!("claim_topics.sql"), &[&self.name, &self.lease.as_secs_f64(), &self.topics])
+            .await;
+        match claimed {
+            Ok(rows) => Ok(Some(Claim::from_rows(&rows))),
+            Err(e) if waited_too_long(&e) => {
+                tracing::warn!(lease = %self.name, error = %e, "topic leases are locked by another poller's claim; claiming again later");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Renews term `term` while it lasts. Resolves with the reason leadership ended: the session
     /// closed, another poller took the lease over, or no renewal succeeded for half the lease
     /// time (after which another poller may soon take over; stepping down first keeps two from
-    /// publishing at once).
-    pub(crate) async fn keep(&self, term: i64, presence: &Presence) -> PollerError {
+    /// publishing at once). With `led` (the topics claimed, when some were refused), it claims
+    /// again after each renewal and resolves with [`PollerError::TopicsFreed`] once it leads a
+    /// topic more.
+    pub(crate) async fn keep(&self, term: i64, presence: &Presence, led: Option<&[String]>) -> PollerError {
         let mut renewed = Instant::now();
         let mut next_renewal = Instant::now() + self.renew_every;
         loop {
@@ -128,6 +151,13 @@ impl LeaseSession {
                 Ok(1) => {
                     renewed = attempt;
                     presence.observed(true);
+                    if let Some(led) = led {
+                        match self.claim().await {
+                            Ok(Some(claim)) if claim.gained_on(led) => return PollerError::TopicsFreed,
+                            Ok(_) => {}
+                            Err(e) => return e,
+                        }
+                    }
                 }
                 Ok(_) => return PollerError::Superseded { lease: self.name.clone(), term },
                 Err(e) if self.client.is_closed() => {

@@ -7,7 +7,9 @@
 //!   order per key; rows are sent in id order to an idempotent producer with no delivery deadline;
 //! - progress only after acknowledgement: a row is marked published from its Ok delivery report;
 //! - one publisher per outbox: a lease row only the poller role may change elects a leader, the
-//!   others stand by and take over when its session ends or its lease expires (`lease`).
+//!   others stand by and take over when its session ends or its lease expires (`lease`);
+//! - one publisher per topic: a leader publishes only the topics it claimed, so pollers whose
+//!   `OUTBOX_TOPICS` overlap without being equal never both publish a topic (`topics`).
 #![forbid(unsafe_code)]
 
 mod config;
@@ -20,6 +22,7 @@ mod publish;
 mod publishing;
 mod retention;
 mod straggling;
+mod topics;
 mod watch;
 
 use std::time::Duration;
@@ -53,6 +56,8 @@ pub enum PollerError {
     Superseded { lease: String, term: i64 },
     #[error("lease {lease} (term {term}) was not renewed for {waited:?}; standing down before another poller takes over")]
     LeaseNotRenewed { lease: String, term: i64, waited: Duration },
+    #[error("a topic this poller was refused is free now; publishing it too")]
+    TopicsFreed,
     #[error(transparent)]
     Health(#[from] relay_health::HealthError),
 }
@@ -86,7 +91,11 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
         PUBLISHING,
         relay_health::SCHEMA,
         lease::LEADER,
+        topics::TOPICS,
     ]);
+    // Only a leader claims topics; a standby has nothing to be refused.
+    health.ok(topics::TOPICS);
+    metrics::gauge!(measures::TOPICS_REFUSED).set(0.0);
     let outbox = [("outbox", config.source.as_str())];
     let publishing = Publishing::new(health.clone());
     let served =
@@ -121,7 +130,7 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
     health.ok(relay_health::SCHEMA);
     let mut backoff = relay_db::backoff();
     while !shutdown.is_cancelled() {
-        let led = lead(&config, &publishing, &presence, &shutdown).await;
+        let led = lead(&config, &health, &publishing, &presence, &shutdown).await;
         metrics::gauge!(measures::LEADER).set(0.0);
         match led {
             Ok(()) => backoff = relay_db::backoff(),
@@ -170,6 +179,7 @@ fn producer_client_config(config: &PollerConfig) -> ClientConfig {
 /// leader (the inboxes store a message once).
 async fn lead(
     config: &PollerConfig,
+    health: &Health,
     publishing: &Publishing,
     presence: &lease::Presence,
     shutdown: &CancellationToken,
@@ -191,14 +201,59 @@ async fn lead(
         }
     };
     presence.observed(true);
-    let led = lead_term(config, publishing, presence, shutdown, &lease, term).await;
+    metrics::gauge!(measures::LEADER).set(1.0);
+    metrics::counter!(measures::LEADER_TERMS).increment(1);
+    let led = lead_topics(config, health, publishing, presence, shutdown, &lease, term).await;
+    // A standby is refused nothing.
+    topics::Claim::default().report(health, lease.name(), false);
     if !lease.is_closed() {
         lease.release(term).await;
     }
     led
 }
 
-/// One term: publishing while the lease holds.
+/// One term: claims this leader's topics (`topics`) and publishes those it got. While some are
+/// refused it claims again at every renewal and, once one is free, publishes the larger set. A
+/// leader refused every topic keeps its lease (so its standbys stay standing by) and publishes
+/// nothing until one is free.
+async fn lead_topics(
+    config: &PollerConfig,
+    health: &Health,
+    publishing: &Publishing,
+    presence: &lease::Presence,
+    shutdown: &CancellationToken,
+    lease: &lease::LeaseSession,
+    term: i64,
+) -> Result<(), PollerError> {
+    let mut reported: Option<topics::Claim> = None;
+    loop {
+        let claim = lease.claim().await?.unwrap_or_default();
+        claim.report(health, lease.name(), reported.as_ref() != Some(&claim));
+        reported = Some(claim.clone());
+        let watch_for_more = (!claim.refused.is_empty()).then_some(claim.led.as_slice());
+        let ended = match claim.scan_topics() {
+            None => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    lost = lease.keep(term, presence, Some(&[])) => Err(lost),
+                }
+            }
+            Some(scan) => {
+                let mut scoped = config.clone();
+                scoped.topics = scan;
+                lead_term(&scoped, publishing, presence, shutdown, lease, term, watch_for_more).await
+            }
+        };
+        match ended {
+            Err(PollerError::TopicsFreed) => {
+                tracing::info!(lease = lease.name(), "a refused topic is free; claiming it")
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One term's publishing of `config.topics` (the claimed ones) while the lease holds.
 async fn lead_term(
     config: &PollerConfig,
     publishing: &Publishing,
@@ -206,6 +261,7 @@ async fn lead_term(
     shutdown: &CancellationToken,
     lease: &lease::LeaseSession,
     term: i64,
+    watch_for_more: Option<&[String]>,
 ) -> Result<(), PollerError> {
     let client = relay_db::connect(&config.database_url).await?;
     // Plan each fetch with its own values, so the in-flight id list is hashed, not scanned.
@@ -220,14 +276,27 @@ async fn lead_term(
     let _retention = retention::spawn(config, shutdown);
     let producer: Producer = producer_client_config(config).create().map_err(PollerError::Producer)?;
     tracing::info!(database = config.database_url.database_name(), topics = ?config.topics, term, "leading: publishing the outbox");
-    metrics::gauge!(measures::LEADER).set(1.0);
-    metrics::counter!(measures::LEADER_TERMS).increment(1);
     // `publishing` turns ok with the term's first acknowledgement or once nothing is pending:
-    // a term that follows a stalled producer must prove that rows move again.
-    let lost = tokio::select! {
-        result = publish::publish_until_shutdown(&client, &producer, config, publishing, shutdown) => Ok(result),
-        lost = lease.keep(term, presence) => Err(lost),
-        () = session_lost(&client) => Err(PollerError::LeadershipLost),
+    // a term that follows a stalled producer must prove that rows move again. Stopped when the
+    // term ends, or when a refused topic is free: then the loop stops as at shutdown (the
+    // records in flight are acknowledged and marked) and publishes again with it.
+    let stop = shutdown.child_token();
+    let mut freed = false;
+    let lost = {
+        let publishing = publish::publish_until_shutdown(&client, &producer, config, publishing, &stop);
+        tokio::pin!(publishing);
+        tokio::select! {
+            result = &mut publishing => Ok(result),
+            lost = lease.keep(term, presence, watch_for_more) => match lost {
+                PollerError::TopicsFreed => {
+                    freed = true;
+                    stop.cancel();
+                    Ok(publishing.await)
+                }
+                lost => Err(lost),
+            },
+            () = session_lost(&client) => Err(PollerError::LeadershipLost),
+        }
     };
     let stop_by = match lost {
         Ok(Ok(stop_by)) => stop_by,
@@ -253,6 +322,9 @@ async fn lead_term(
     // At shutdown the publishing loop already waited for reports until `stop_by` (the grace
     // after shutdown began); the flush gets what is left of it, so the grace bounds the whole.
     flush_within(producer, stop_by.saturating_duration_since(tokio::time::Instant::now())).await;
+    if freed && !shutdown.is_cancelled() {
+        return Err(PollerError::TopicsFreed);
+    }
     Ok(())
 }
 

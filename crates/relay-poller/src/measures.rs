@@ -14,6 +14,8 @@ pub(crate) const PUBLISH_ERRORS: &str = "relay_outbox_publish_errors_total";
 pub(crate) const INTERRUPTIONS: &str = "relay_outbox_interruptions_total";
 pub(crate) const LEADER_TERMS: &str = "relay_outbox_leader_terms_total";
 pub(crate) const LEADER: &str = "relay_outbox_leader";
+/// Topics of this leader's selection that another lease leads (so this one does not publish them).
+pub(crate) const TOPICS_REFUSED: &str = "relay_outbox_topics_refused";
 /// Seconds from an outbox row's `created_at` (the enqueuing transaction's start, from the
 /// database clock) to the broker's acknowledgement of its record, per topic.
 pub(crate) const PUBLISH_LATENCY: &str = "relay_outbox_publish_latency_seconds";
@@ -41,6 +43,10 @@ pub(crate) fn describe(config: &PollerConfig) {
         "relay_outbox_leader_absent_seconds",
         Unit::Seconds,
         "How long this replica has seen no valid lease holder for its outbox (0 while one holds it)"
+    );
+    describe_gauge!(
+        TOPICS_REFUSED,
+        "Topics of this poller's selection that another poller's lease publishes, so this one does not"
     );
     describe_gauge!("relay_outbox_backlog", "Outbox rows neither published nor parked");
     describe_gauge!(

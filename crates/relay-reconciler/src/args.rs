@@ -136,9 +136,16 @@ pub struct Args {
     /// Re-publish missing messages from their outbox. A dry run unless --execute is given.
     #[arg(long)]
     pub repair: bool,
-    /// With --repair: really re-publish.
+    /// With --repair: really re-publish (needs --operator and --reason, for the audit trail).
     #[arg(long, requires = "repair")]
     pub execute: bool,
+    /// With --repair --execute: who acts, recorded in each outbox's relay.operator_audit
+    /// [variable: RELAY_OPERATOR].
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+    /// With --repair --execute: why, recorded in each outbox's relay.operator_audit.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

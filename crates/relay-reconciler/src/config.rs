@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, str::FromStr, time::Duration};
 
 use relay_config::{ConfigError, DatabaseUrl, Environment, Reader};
+use relay_db::Actor;
 use uuid::Uuid;
 
 use crate::{
@@ -65,12 +66,35 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     pub repair: bool,
     pub execute: bool,
+    /// With `execute`: who re-drives and why, for the outboxes' audit trail.
+    pub actor: Option<Actor>,
     /// In inboxes with processing enabled: not processed after this long is a finding.
     pub unprocessed: Duration,
     /// `reconciler trace`: follow this message or key instead of reconciling.
     pub trace: Option<TraceQuery>,
     /// `NO_COLOR` is set: the progress bar is drawn without colours.
     pub no_color: bool,
+}
+
+/// With `--repair --execute`: who acts (`--operator`, else `RELAY_OPERATOR`) and why
+/// (`--reason`), both required for the audit trail and reported together when missing.
+fn read_actor(reader: &mut Reader<'_>, args: &Args) -> Option<Actor> {
+    let from_env = reader.env().get(relay_db::audit::OPERATOR_VARIABLE);
+    let operator = relay_db::audit::non_blank(args.operator.as_deref().or(from_env.as_deref()));
+    let reason = relay_db::audit::non_blank(args.reason.as_deref());
+    if !args.execute {
+        return None;
+    }
+    if operator.is_none() {
+        reader.problem(
+            &format!("--operator / {}", relay_db::audit::OPERATOR_VARIABLE),
+            "is required with --repair --execute: who acts, for the audit trail",
+        );
+    }
+    if reason.is_none() {
+        reader.problem("--reason", "is required with --repair --execute: why, for the audit trail");
+    }
+    Some(Actor { operator: operator?, reason: reason? })
 }
 
 /// A week, the longest age setting accepted.
@@ -99,6 +123,7 @@ impl Config {
         let metrics_addr =
             reader.parsed(names::METRICS_ADDR, SocketAddr::from(([0, 0, 0, 0], 9464)), "an ip:port address");
         let no_color = reader.optional(names::NO_COLOR).is_some();
+        let actor = read_actor(&mut reader, &args);
         reader.reject_unknown(names::PREFIX, names::ALL, |_| false);
         if let Err(ConfigError(mut problems)) = reader.finish() {
             for problem in &mut problems {
@@ -123,6 +148,7 @@ impl Config {
             metrics_addr,
             repair: args.repair,
             execute: args.execute,
+            actor,
             unprocessed,
             trace: args.command.map(|Command::Trace(t)| match (t.message_id, t.topic, t.key) {
                 (Some(id), _, _) => TraceQuery::Message(id),

@@ -262,3 +262,20 @@ fn no_color_is_read_as_the_convention_says() {
     }
     assert!(!read(&MapEnv::new(base()), &[]).unwrap().no_color);
 }
+
+#[test]
+fn executing_a_repair_needs_who_and_why_and_reports_both_missing_at_once() {
+    let missing = problems(base(), &["--repair", "--execute"]).join("\n");
+    assert!(missing.contains("--operator / RELAY_OPERATOR") && missing.contains("--reason"), "{missing}");
+    let dry = read(&MapEnv::new(base()), &["--repair"]).expect("a dry run needs neither");
+    assert_eq!(dry.actor, None);
+    let mut vars = base();
+    vars.push(("RELAY_OPERATOR", " ana "));
+    let config =
+        read(&MapEnv::new(vars), &["--repair", "--execute", "--reason", "restored"]).expect("accepted");
+    let actor = config.actor.expect("an actor");
+    assert_eq!((actor.operator.as_str(), actor.reason.as_str()), ("ana", "restored"));
+    let flag = read(&MapEnv::new(base()), &["--repair", "--execute", "--operator", "bo", "--reason", "x"])
+        .expect("accepted");
+    assert_eq!(flag.actor.expect("an actor").operator, "bo");
+}

@@ -72,7 +72,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<i32, Rec
     Ok(if report.clean { EXIT_CLEAN } else { EXIT_DISCREPANCIES })
 }
 
-/// Re-drives the listed missing messages through their outboxes (dry run without `--execute`).
+/// Re-drives the listed missing messages through their outboxes (dry run without `--execute`),
+/// keeping each row's publication as history and writing an audit row per row re-driven.
 async fn repair(config: &Config, report: &Report) -> Result<(), ReconcileError> {
     let mut by_source: HashMap<&str, Vec<Uuid>> = HashMap::new();
     for pair in &report.pairs {
@@ -84,7 +85,7 @@ async fn repair(config: &Config, report: &Report) -> Result<(), ReconcileError> 
         if ids.is_empty() {
             continue;
         }
-        if !config.execute {
+        let Some(actor) = config.actor.as_ref().filter(|_| config.execute) else {
             println!(
                 "repair (dry run): would re-publish {} message(s) from outbox {source}; add --execute",
                 ids.len()
@@ -93,15 +94,24 @@ async fn repair(config: &Config, report: &Report) -> Result<(), ReconcileError> 
                 println!("  {id}");
             }
             continue;
-        }
+        };
         let Some(url) = config.outboxes.get(source) else { continue };
-        let client = relay_db::connect_checked(url)
+        let mut client = relay_db::connect_checked(url)
             .await
             .map_err(|e| ReconcileError::Database { what: format!("outbox {source}"), source: e })?;
-        let rows =
-            client.query(include_str!("sql/redrive.sql"), &[&ids]).await.map_err(db_error("re-drive"))?;
-        client.execute("SELECT pg_notify('relay_outbox', '')", &[]).await.map_err(db_error("re-drive"))?;
-        println!("repair: re-published {} message(s) from outbox {source}", rows.len());
+        // The re-drive, its audit rows and the poller's wake-up commit together.
+        let tx = client.transaction().await.map_err(db_error("re-drive"))?;
+        let rows = tx
+            .query(include_str!("sql/redrive.sql"), &[&ids, &actor.operator, &actor.reason])
+            .await
+            .map_err(db_error("re-drive"))?;
+        tx.execute("SELECT pg_notify('relay_outbox', '')", &[]).await.map_err(db_error("re-drive"))?;
+        tx.commit().await.map_err(db_error("re-drive"))?;
+        println!(
+            "repair: re-published {} message(s) from outbox {source} (recorded in relay.operator_audit as {})",
+            rows.len(),
+            relay_config::printable(&actor.operator)
+        );
         for row in &rows {
             println!("  {}", row.get::<_, Uuid>(0));
         }

@@ -18,6 +18,7 @@ pub(crate) async fn admin_raw(db: &TestDb, args: &[&str]) -> (i32, String, Strin
     let output = tokio::process::Command::new(ADMIN)
         .env_clear()
         .env("DATABASE_URL", &db.url)
+        .env("RELAY_OPERATOR", "it-tests")
         .args(args)
         .output()
         .await
@@ -85,7 +86,8 @@ async fn a_parked_row_is_listed_and_after_raising_the_limit_a_retry_delivers_it(
     let mut env = poller_env(origin, &topic);
     env.insert("OUTBOX_MAX_PAYLOAD_BYTES".into(), "2000".into());
     let _poller = spawn("admin_retry", "poller-raised", POLLER, &env);
-    let (code, retried) = admin(origin, &["parked", "retry", "--id", &id]).await;
+    let (code, retried) =
+        admin(origin, &["parked", "retry", "--execute", "--id", &id, "--reason", "test"]).await;
     assert_eq!(code, 0, "{retried}");
     assert_eq!(retried["count"], 1);
     assert_eq!(numbers(&retried["ids"]), vec![id.parse::<i64>().unwrap()]);
@@ -96,7 +98,8 @@ async fn a_parked_row_is_listed_and_after_raising_the_limit_a_retry_delivers_it(
     let (_, listing) = admin(origin, &["parked", "list"]).await;
     assert_eq!(listing["total"], 0);
     // Naming a row that is not parked changes nothing and says so.
-    let (code, again) = admin(origin, &["parked", "retry", "--id", &id]).await;
+    let (code, again) =
+        admin(origin, &["parked", "retry", "--execute", "--id", &id, "--reason", "test"]).await;
     assert_eq!(code, 1);
     assert_eq!(again["count"], 0);
     assert_eq!(numbers(&again["unmatched"]), vec![id.parse::<i64>().unwrap()]);
@@ -125,18 +128,22 @@ async fn discarded_parked_rows_stay_parked_and_the_reconciler_no_longer_reports_
     };
     let (id_a, id_b) = (id_of(a), id_of(b));
 
-    let (code, _, stderr) = admin_raw(origin, &["parked", "discard", "--id", &id_a, "--reason", " "]).await;
+    let (code, _, stderr) =
+        admin_raw(origin, &["parked", "discard", "--execute", "--id", &id_a, "--reason", " "]).await;
     assert_eq!(code, 2, "a blank reason is refused: {stderr}");
-    let (code, discarded) =
-        admin(origin, &["parked", "discard", "--id", &id_a, "--reason", "superseded by a later payment"])
-            .await;
+    let (code, discarded) = admin(
+        origin,
+        &["parked", "discard", "--execute", "--id", &id_a, "--reason", "superseded by a later payment"],
+    )
+    .await;
     assert_eq!((code, discarded["count"].clone()), (0, 1.into()), "{discarded}");
     let (code, report, stdout) = reconcile(&relay, &[]).await;
     assert_eq!(code, 1, "{stdout}");
     assert_eq!(report["outboxes"][0]["parked_count"], 1);
     assert_eq!(report["outboxes"][0]["parked"][0]["message_id"], b.to_string());
 
-    let (code, discarded) = admin(origin, &["parked", "discard", "--all", "--reason", "test data"]).await;
+    let (code, discarded) =
+        admin(origin, &["parked", "discard", "--execute", "--all", "--reason", "test data"]).await;
     assert_eq!(code, 0);
     assert_eq!(numbers(&discarded["ids"]), vec![id_b.parse::<i64>().unwrap()], "a was discarded already");
     let (code, report, stdout) = reconcile(&relay, &[]).await;
@@ -151,7 +158,8 @@ async fn discarded_parked_rows_stay_parked_and_the_reconciler_no_longer_reports_
     assert_eq!(listing["total"], 2);
     assert_eq!(listing["rows"][0]["discard_reason"], "superseded by a later payment");
     assert_eq!(listing["rows"][1]["discard_reason"], "test data");
-    let (code, retried) = admin(origin, &["parked", "retry", "--id", &id_a]).await;
+    let (code, retried) =
+        admin(origin, &["parked", "retry", "--execute", "--id", &id_a, "--reason", "test"]).await;
     assert_eq!((code, retried["count"].clone()), (1, 0.into()));
     assert_eq!(inbox_equals_outbox(origin, &relay.inbox, "ledger", &topic).await, 20);
 }
@@ -187,7 +195,18 @@ async fn dead_letters_are_redriven_after_raising_the_limit_and_garbage_is_discar
     // A limit still too small: nothing moves, and the reason names the limit tried.
     let (code, out) = admin(
         inbox,
-        &["dead-letters", "redrive", "--inbox", "ledger", "--all", "--max-payload-bytes", "500"],
+        &[
+            "dead-letters",
+            "redrive",
+            "--execute",
+            "--inbox",
+            "ledger",
+            "--all",
+            "--max-payload-bytes",
+            "500",
+            "--reason",
+            "test",
+        ],
     )
     .await;
     assert_eq!(code, 1, "{out}");
@@ -196,7 +215,18 @@ async fn dead_letters_are_redriven_after_raising_the_limit_and_garbage_is_discar
 
     let (code, out) = admin(
         inbox,
-        &["dead-letters", "redrive", "--inbox", "ledger", "--all", "--max-payload-bytes", "2000"],
+        &[
+            "dead-letters",
+            "redrive",
+            "--execute",
+            "--inbox",
+            "ledger",
+            "--all",
+            "--max-payload-bytes",
+            "2000",
+            "--reason",
+            "test",
+        ],
     )
     .await;
     assert_eq!(code, 1, "the garbage still fails: {out}");
@@ -211,14 +241,37 @@ async fn dead_letters_are_redriven_after_raising_the_limit_and_garbage_is_discar
     assert_eq!(code, 0, "{stdout}");
     assert_eq!(report["clean"], true);
 
-    let (code, out) =
-        admin(inbox, &["dead-letters", "redrive", "--inbox", "ledger", "--id", &oversized.to_string()]).await;
+    let (code, out) = admin(
+        inbox,
+        &[
+            "dead-letters",
+            "redrive",
+            "--execute",
+            "--inbox",
+            "ledger",
+            "--id",
+            &oversized.to_string(),
+            "--reason",
+            "test",
+        ],
+    )
+    .await;
     assert_eq!(code, 1, "already resolved: {out}");
     assert_eq!(numbers(&out["unmatched"]), vec![oversized]);
     let garbage_id = garbage.to_string();
     let (code, out) = admin(
         inbox,
-        &["dead-letters", "discard", "--inbox", "ledger", "--id", &garbage_id, "--reason", "test producer"],
+        &[
+            "dead-letters",
+            "discard",
+            "--execute",
+            "--inbox",
+            "ledger",
+            "--id",
+            &garbage_id,
+            "--reason",
+            "test producer",
+        ],
     )
     .await;
     assert_eq!((code, out["count"].clone()), (0, 1.into()), "{out}");
@@ -263,9 +316,11 @@ async fn bad_arguments_an_old_schema_and_an_unreachable_database_exit_2_without_
     let (code, stderr) = run(format!("postgres://app:{secret}@127.0.0.1:1/x"), &["parked", "list"]).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot connect"), "{stderr}");
-    let (code, stderr) =
-        run(format!("postgres://app:{secret}@127.0.0.1:1/x"), &["parked", "retry", "--id", "1", "--all"])
-            .await;
+    let (code, stderr) = run(
+        format!("postgres://app:{secret}@127.0.0.1:1/x"),
+        &["parked", "retry", "--execute", "--id", "1", "--all", "--reason", "test"],
+    )
+    .await;
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot be used with"), "{stderr}");
     // A database whose schema predates the operator columns.

@@ -55,7 +55,7 @@ async fn endpoints_serve_readiness_and_the_metrics_that_count_the_flow() {
     let _consumer = spawn(test, "consumer", CONSUMER, &consumer_vars);
 
     let ready = await_readiness(&poller_addr, 200, "poller").await;
-    assert_eq!(ready, "database: ok\nkafka: ok\nleader: ok\npublishing: ok\nschema: ok\n");
+    assert_eq!(ready, "database: ok\nkafka: ok\nleader: ok\npublishing: ok\nschema: ok\ntopics: ok\n");
     assert_eq!(
         await_readiness(&consumer_addr, 200, "consumer").await,
         "assignment: ok\ndatabase: ok\nkafka: ok\nschema: ok\nstoring: ok\n"

@@ -249,7 +249,19 @@ async fn hostile_records_become_dead_letters_and_never_stop_the_consumer_signed_
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay-admin"))
         .env_clear()
         .env("DATABASE_URL", &db.url)
-        .args(["--format", "json", "dead-letters", "redrive", "--inbox", "plain", "--all"])
+        .env("RELAY_OPERATOR", "it-tests")
+        .args([
+            "--format",
+            "json",
+            "dead-letters",
+            "redrive",
+            "--inbox",
+            "plain",
+            "--all",
+            "--execute",
+            "--reason",
+            "test",
+        ])
         .output()
         .await
         .expect("relay-admin");

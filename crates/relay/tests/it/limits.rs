@@ -92,7 +92,7 @@ async fn a_payload_one_byte_over_the_limit_is_parked_and_its_key_waits_for_the_o
 
     // A retry with the limit unchanged parks it again; the next message still waits.
     let id = row.get::<_, i64>(0).to_string();
-    let (code, _) = admin(origin, &["parked", "retry", "--id", &id]).await;
+    let (code, _) = admin(origin, &["parked", "retry", "--execute", "--id", &id, "--reason", "test"]).await;
     assert_eq!(code, 0);
     eventually(Duration::from_secs(30), "parked again", || {
         let client = &origin_client;
@@ -102,7 +102,8 @@ async fn a_payload_one_byte_over_the_limit_is_parked_and_its_key_waits_for_the_o
         }
     })
     .await;
-    let (code, _) = admin(origin, &["parked", "discard", "--id", &id, "--reason", "superseded"]).await;
+    let (code, _) =
+        admin(origin, &["parked", "discard", "--execute", "--id", &id, "--reason", "superseded"]).await;
     assert_eq!(code, 0);
     await_inbox(inbox, "ledger", &topic, 2, Duration::from_secs(60)).await;
     assert_eq!(stored(next).await, 1);

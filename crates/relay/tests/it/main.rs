@@ -6,6 +6,8 @@ mod verify;
 
 mod admin;
 mod alert_rules;
+mod audit;
+mod audit_inbox;
 mod command_line;
 mod config;
 mod crashes;
@@ -47,6 +49,7 @@ mod schema_script;
 mod signing;
 mod telemetry;
 mod tls;
+mod topic_leadership;
 mod trace;
 mod unreadable;
 mod workspace;

@@ -103,8 +103,21 @@ async fn a_parked_message_holds_its_key_until_an_operator_retries_or_skips_it() 
     assert!(table.contains("1 parked or failing messages in inbox ledger"), "{table}");
 
     // Retry: a1 is handed out again (not a2), its failed attempts and last error kept.
-    let (code, out) =
-        admin(&db, &["processing", "retry", "--inbox", "ledger", "--message-id", &a1.to_string()]).await;
+    let (code, out) = admin(
+        &db,
+        &[
+            "processing",
+            "retry",
+            "--execute",
+            "--inbox",
+            "ledger",
+            "--message-id",
+            &a1.to_string(),
+            "--reason",
+            "test",
+        ],
+    )
+    .await;
     assert_eq!((code, out["count"].clone()), (0, 1.into()), "{out}");
     assert_eq!(claimable(&mut client, "ledger").await, BTreeSet::from([a1, b1]));
     let kept = "SELECT attempts, last_error, parked_at IS NULL FROM relay.inbox WHERE message_id = $1";
@@ -121,6 +134,7 @@ async fn a_parked_message_holds_its_key_until_an_operator_retries_or_skips_it() 
     let skip = [
         "processing",
         "skip",
+        "--execute",
         "--inbox",
         "ledger",
         "--message-id",
@@ -147,14 +161,24 @@ async fn a_parked_message_holds_its_key_until_an_operator_retries_or_skips_it() 
 
     // Naming a processed or unknown message changes nothing and exits 1; --all acts on parked only.
     let unknown = Uuid::new_v4();
-    let again =
-        ["processing", "retry", "--inbox", "ledger", "--message-id", &a1.to_string(), &unknown.to_string()];
+    let again = [
+        "processing",
+        "retry",
+        "--execute",
+        "--inbox",
+        "ledger",
+        "--message-id",
+        &a1.to_string(),
+        &unknown.to_string(),
+        "--reason",
+        "test",
+    ];
     let (code, out) = admin(&db, &again).await;
     assert_eq!((code, out["count"].clone()), (1, 0.into()), "{out}");
     assert_eq!(out["unmatched"].as_array().map(Vec::len), Some(2));
     assert_eq!(fail(&mut client, "ledger", b1, "timeout").await, "retry");
     let (code, out) =
-        admin(&db, &["processing", "skip", "--inbox", "ledger", "--all", "--reason", "x"]).await;
+        admin(&db, &["processing", "skip", "--execute", "--inbox", "ledger", "--all", "--reason", "x"]).await;
     assert_eq!((code, out["count"].clone()), (0, 0.into()), "b1 is failing, not parked: {out}");
     let (_, listing) = admin(&db, &["processing", "list", "--inbox", "ledger"]).await;
     assert_eq!(listing["rows"][0]["message_id"], b1.to_string());
@@ -229,9 +253,11 @@ async fn retention_never_deletes_a_message_not_processed_yet_and_keeps_the_exact
     assert_eq!(count(&inbox, marker, &[]).await, 6);
 
     // Skipped, 6 is processed: 6-10 go, and 11 (old, not processed) stops the run.
-    let (code, out) =
-        admin(&relay.inbox, &["processing", "skip", "--inbox", "ledger", "--all", "--reason", "bad account"])
-            .await;
+    let (code, out) = admin(
+        &relay.inbox,
+        &["processing", "skip", "--execute", "--inbox", "ledger", "--all", "--reason", "bad account"],
+    )
+    .await;
     assert_eq!((code, out["count"].clone()), (0, 1.into()), "{out}");
     await_pass(&relay.consumer, &["deleted=5", "below_sequence=11"]).await;
     assert_eq!(remaining(&inbox).await, (11..=20).collect::<Vec<_>>());

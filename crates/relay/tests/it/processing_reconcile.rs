@@ -66,8 +66,11 @@ async fn the_reconciler_reports_messages_not_processed_in_time_and_parked_ones_u
 
     // Processed and skipped: clean again; with a threshold of 0 the four others are late.
     done(&mut inbox, "ledger", s2).await;
-    let (code, _) =
-        admin(&relay.inbox, &["processing", "skip", "--inbox", "ledger", "--all", "--reason", "test"]).await;
+    let (code, _) = admin(
+        &relay.inbox,
+        &["processing", "skip", "--execute", "--inbox", "ledger", "--all", "--reason", "test"],
+    )
+    .await;
     assert_eq!(code, 0);
     let (code, report, stdout) = reconcile(&relay, &["--unprocessed-secs", "3600"]).await;
     assert_eq!(code, 0, "{stdout}");
@@ -118,8 +121,11 @@ async fn service_mode_counts_and_logs_unprocessed_and_parked_messages() {
             && l.contains("unknown account")),
         "no log line names {s1}:\n{log}"
     );
-    let (code, _) =
-        admin(&relay.inbox, &["processing", "skip", "--inbox", "ledger", "--all", "--reason", "test"]).await;
+    let (code, _) = admin(
+        &relay.inbox,
+        &["processing", "skip", "--execute", "--inbox", "ledger", "--all", "--reason", "test"],
+    )
+    .await;
     assert_eq!(code, 0);
     await_metric(&addr, "relay_reconcile_unprocessed_parked", &ledger, 0.0).await;
     await_metric(&addr, "relay_reconcile_unprocessed", &ledger, 2.0).await;

@@ -35,10 +35,15 @@ async fn operator_consumer_and_reconciler_roles_can_do_their_processing_work_and
 
     let (code, listing) = admin(&operator, &["processing", "list", "--inbox", "ledger"]).await;
     assert_eq!((code, listing["total"].clone()), (0, 1.into()), "{listing}");
-    let (code, out) = admin(&operator, &["processing", "retry", "--inbox", "ledger", "--all"]).await;
+    let (code, out) = admin(
+        &operator,
+        &["processing", "retry", "--execute", "--inbox", "ledger", "--all", "--reason", "test"],
+    )
+    .await;
     assert_eq!((code, out["count"].clone()), (0, 1.into()), "{out}");
     assert_eq!(fail(&mut client, "ledger", first, "rejected again").await, "parked");
-    let skip = ["processing", "skip", "--inbox", "ledger", "--all", "--reason", "duplicate order"];
+    let skip =
+        ["processing", "skip", "--execute", "--inbox", "ledger", "--all", "--reason", "duplicate order"];
     let (code, out) = admin(&operator, &skip).await;
     assert_eq!((code, out["count"].clone()), (0, 1.into()), "{out}");
     assert_eq!(claimable(&mut client, "ledger").await, BTreeSet::from([second]));

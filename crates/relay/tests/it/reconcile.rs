@@ -184,7 +184,8 @@ async fn repair_re_drives_missing_messages_and_the_next_run_is_clean() {
     let origin = relay.origin.client().await;
     assert_eq!(count(&origin, "SELECT count(*) FROM relay.outbox WHERE published_at IS NULL", &[]).await, 0);
 
-    let (code, _, stdout) = reconcile(&relay, &["--repair", "--execute"]).await;
+    let (code, _, stdout) =
+        reconcile(&relay, &["--repair", "--execute", "--operator", "it-tests", "--reason", "test"]).await;
     assert_eq!(code, 1, "this run still saw them missing");
     assert!(stdout.contains("repair: re-published 5 message(s)"), "{stdout}");
     relay.await_ledger(200).await;

@@ -218,7 +218,19 @@ async fn a_duplicate_with_other_content_is_a_counted_conflict_and_a_redelivery_s
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay-admin"))
         .env_clear()
         .env("DATABASE_URL", &db.url)
-        .args(["--format", "json", "dead-letters", "redrive", "--inbox", "ledger", "--all"])
+        .env("RELAY_OPERATOR", "it-tests")
+        .args([
+            "--format",
+            "json",
+            "dead-letters",
+            "redrive",
+            "--inbox",
+            "ledger",
+            "--all",
+            "--execute",
+            "--reason",
+            "test",
+        ])
         .output()
         .await
         .expect("relay-admin");

@@ -184,7 +184,8 @@ async fn services_deliver_with_least_privilege_roles_and_are_refused_everything_
 
     // The operator discards the parked row; then the reconciler is clean.
     let (code, discarded) =
-        admin(&operator_origin, &["parked", "discard", "--id", "51", "--reason", "too large"]).await;
+        admin(&operator_origin, &["parked", "discard", "--execute", "--id", "51", "--reason", "too large"])
+            .await;
     assert_eq!((code, discarded["count"].clone()), (0, 1.into()), "{discarded}");
     let (code, stdout, stderr) = run_reconciler().await;
     assert_eq!(code, 0, "{stdout}{stderr}");

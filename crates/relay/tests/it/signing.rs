@@ -98,6 +98,7 @@ async fn admin(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (i32, Value,
     let output = tokio::process::Command::new(ADMIN)
         .env_clear()
         .env("DATABASE_URL", &db.url)
+        .env("RELAY_OPERATOR", "it-tests")
         .envs(env.iter().copied())
         .args(["--format", "json"])
         .args(args)
@@ -189,15 +190,23 @@ async fn forged_and_unsigned_records_become_counted_dead_letters_and_later_messa
 
     // Re-drive without keys refuses signature failures; with the consumer's keys it re-checks
     // them, and a forged record still fails. Nothing reaches the inbox either way.
-    let (code, report, output) =
-        admin(inbox, &[], &["dead-letters", "redrive", "--inbox", "ledger", "--all"]).await;
+    let (code, report, output) = admin(
+        inbox,
+        &[],
+        &["dead-letters", "redrive", "--execute", "--inbox", "ledger", "--all", "--reason", "test"],
+    )
+    .await;
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["still_failing"].as_array().map(Vec::len), Some(3), "{report}");
     assert!(report["still_failing"][0]["reason"].as_str().is_some_and(|r| r.contains("INBOX_VERIFY_KEYS")));
     assert!(!output.contains("0LDK3Y") && !output.contains("N3WK3Y"));
     let admin_env = [("INBOX_VERIFY_KEYS", verify.as_str())];
-    let (code, report, output) =
-        admin(inbox, &admin_env, &["dead-letters", "redrive", "--inbox", "ledger", "--all"]).await;
+    let (code, report, output) = admin(
+        inbox,
+        &admin_env,
+        &["dead-letters", "redrive", "--execute", "--inbox", "ledger", "--all", "--reason", "test"],
+    )
+    .await;
     assert_eq!(code, 1, "{report}");
     let reasons: Vec<&str> = report["still_failing"]
         .as_array()
@@ -246,7 +255,18 @@ async fn a_signed_dead_letter_is_redriven_with_the_keys_and_its_signature_checke
 
     // A wrong key for k1 is a mismatch: the record stays a dead letter.
     let wrong = format!("k1={NEW_KEY}");
-    let args = ["dead-letters", "redrive", "--inbox", "ledger", "--all", "--max-payload-bytes", "1000"];
+    let args = [
+        "dead-letters",
+        "redrive",
+        "--execute",
+        "--inbox",
+        "ledger",
+        "--all",
+        "--max-payload-bytes",
+        "1000",
+        "--reason",
+        "test",
+    ];
     let (code, report, _) = admin(inbox, &[("INBOX_VERIFY_KEYS", &wrong)], &args).await;
     assert_eq!(code, 1, "{report}");
     assert!(report["still_failing"][0]["reason"]
