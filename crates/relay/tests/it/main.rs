@@ -33,6 +33,7 @@ mod processing_reconcile;
 mod processing_roles;
 mod quiet_outage;
 mod reconcile;
+mod reconcile_hostile;
 mod reconcile_late_commit;
 mod reconcile_truth;
 mod replay;
