@@ -4,7 +4,8 @@
 //! Every age is measured on a database's clock, never on this host's: each outbox's cutoff
 //! (`now() - grace`) is read from that outbox at the start of the pass and used on both sides
 //! of its pairs (an inbox keeps the origin's `created_at`); stuck, unprocessed and settled ages
-//! are computed in SQL with the database's own `now()`.
+//! are computed in SQL with the database's own `now()`. Inbox rows from no configured source or
+//! topic have no outbox cutoff: their origin's `created_at` is aged by the inbox's `now()`.
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
