@@ -19,7 +19,8 @@ use crate::{
     report::{Ids, PairReport, Purged},
 };
 
-/// Buckets summarised per query, so that progress shows as the id range is read.
+/// Buckets summarised per query, so that progress shows as the id range is read. Empty id
+/// ranges between rows are jumped over, not walked.
 const CHUNK_BUCKETS: i64 = 16;
 
 /// Rows and approximate bytes received, and outbox messages compared, for the report's stats.
@@ -113,10 +114,13 @@ pub(crate) async fn compare(
     loop {
         // Whole buckets up to the next chunk boundary; the last chunk is open-ended, so rows
         // committed while the pass runs are seen as a single query would have seen them.
-        let boundary = (lo / chunk + 1) * chunk;
-        let hi = if boundary > newest { i64::MAX } else { boundary };
+        let hi = match chunk_end(lo, chunk) {
+            Some(boundary) if boundary <= newest => boundary,
+            _ => i64::MAX,
+        };
+        let last = last_id(hi);
         let rows = outbox
-            .query(include_str!("sql/outbox_buckets.sql"), &[&scope.topics, &scope.cutoff, &lo, &b, &hi])
+            .query(include_str!("sql/outbox_buckets.sql"), &[&scope.topics, &scope.cutoff, &lo, &b, &last])
             .await?;
         meter.add(rows.len(), 8 + 8 + 24);
         let origin_buckets: HashMap<i64, Bucket> =
@@ -124,7 +128,7 @@ pub(crate) async fn compare(
         let rows = inbox
             .query(
                 include_str!("sql/inbox_buckets.sql"),
-                &[&scope.inbox, &scope.source, &scope.topics, &scope.cutoff, &lo, &b, &hi],
+                &[&scope.inbox, &scope.source, &scope.topics, &scope.cutoff, &lo, &b, &last],
             )
             .await?;
         meter.add(rows.len(), 8 + 8 + 24);
@@ -132,9 +136,19 @@ pub(crate) async fn compare(
             rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
         let here: BTreeSet<i64> = origin_buckets.keys().chain(inbox_buckets.keys()).copied().collect();
         for &bucket in here.iter().filter(|k| origin_buckets.get(k) != inbox_buckets.get(k)) {
-            let (from_id, to_id) = ((bucket * b).max(lo), (bucket + 1) * b);
-            drill(outbox, inbox, scope, from_id, to_id, meter, &mut missing, &mut extra, &mut mismatched)
-                .await?;
+            let (from_id, to_id) = ((bucket * b).max(lo), bucket_end(bucket, b).min(hi));
+            drill(
+                outbox,
+                inbox,
+                scope,
+                from_id,
+                last_id(to_id),
+                meter,
+                &mut missing,
+                &mut extra,
+                &mut mismatched,
+            )
+            .await?;
             differing.insert(bucket);
         }
         all.extend(here);
@@ -144,7 +158,13 @@ pub(crate) async fn compare(
         if hi == i64::MAX {
             break;
         }
-        lo = hi;
+        // Ids need not be dense (a sequence that starts high, gaps, a forged inbox sequence far
+        // above every id): the next chunk starts at the bucket of the next existing row, so the
+        // walk costs queries per chunk of rows, not per chunk of id space.
+        lo = match next_row(outbox, inbox, scope, hi, meter).await? {
+            Some(next) => hi.max(next - next % b),
+            None => hi,
+        };
     }
 
     let mut report = PairReport {
@@ -184,13 +204,51 @@ pub(crate) async fn compare(
     let mut watermark = from;
     if let Some(final_below) = scope.final_below {
         for bucket in &all {
-            if differing.contains(bucket) || (bucket + 1) * b > final_below {
+            let end = bucket_end(*bucket, b);
+            if differing.contains(bucket) || end > final_below {
                 break;
             }
-            watermark = watermark.max((bucket + 1) * b);
+            watermark = watermark.max(end);
         }
     }
     Ok((report, watermark))
+}
+
+/// The first id of the chunk after the one holding `lo`; `None` past `i64::MAX`.
+fn chunk_end(lo: i64, chunk: i64) -> Option<i64> {
+    lo.checked_div(chunk)?.checked_add(1)?.checked_mul(chunk)
+}
+
+/// The first id after `bucket`, or `i64::MAX` when that lies past the id range.
+fn bucket_end(bucket: i64, size: i64) -> i64 {
+    bucket.checked_add(1).and_then(|n| n.checked_mul(size)).unwrap_or(i64::MAX)
+}
+
+/// The last id of the range ending at `end` (exclusive); `i64::MAX` stands for no end, so a row
+/// with id `i64::MAX` is still compared.
+fn last_id(end: i64) -> i64 {
+    if end == i64::MAX {
+        end
+    } else {
+        end - 1
+    }
+}
+
+/// The lowest outbox id or inbox sequence at or above `from` in `scope`, if any (both indexed).
+async fn next_row(
+    outbox: &Client,
+    inbox: &Client,
+    scope: &Scope<'_>,
+    from: i64,
+    meter: &mut Meter,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let origin: Option<i64> = outbox.query_one(include_str!("sql/outbox_next.sql"), &[&from]).await?.get(0);
+    let receiver: Option<i64> = inbox
+        .query_one(include_str!("sql/inbox_next.sql"), &[&scope.inbox, &scope.source, &from])
+        .await?
+        .get(0);
+    meter.add(2, 8);
+    Ok(origin.into_iter().chain(receiver).min())
 }
 
 /// Seconds since the Unix epoch.

@@ -103,8 +103,8 @@ fn url(reader: &mut Reader<'_>, variable: &str, name: &str, raw: String) -> Opti
 }
 
 /// The `NAME=URL` entries of secret list `variable`, or of the file `file_variable` names (read
-/// by [`Reader::secret`]). A malformed entry is reported by its position and, when it has one,
-/// its name: never by its text, which may be a bare URL with a password.
+/// by [`Reader::secret`]). A malformed entry is reported by its position and, when its name is
+/// valid ([`is_name`]), that name: never by its text, which may be a bare URL with a password.
 fn secret_list(
     reader: &mut Reader<'_>,
     variable: &'static str,
@@ -129,22 +129,42 @@ fn secret_list(
         .map(String::from)
         .collect::<Vec<_>>();
     for (index, entry) in words.into_iter().enumerate() {
+        // A name is checked before it is ever shown: text before the first `=` of a bare URL
+        // (`postgres://app:pw@db/x?sslmode=require`) holds its password.
         match entry.split_once('=') {
-            Some((name, value)) if !name.is_empty() && !value.is_empty() => {
+            Some((name, value)) if is_name(name) && !value.is_empty() => {
                 entries.push((name.to_string(), value.to_string()))
             }
-            Some((name, _)) if !name.is_empty() => {
+            Some((name, _)) if is_name(name) => {
                 reader.problem(blamed, format!("entry {} ({name}) is not {shape}", index + 1))
             }
-            _ => {
-                reader.problem(blamed, format!("entry {} is not {shape} (its text is not shown)", index + 1))
-            }
+            _ => reader.problem(
+                blamed,
+                format!(
+                    "entry {} is not {shape} with a NAME of at most {} bytes and none of {NOT_IN_NAME:?} \
+                     (its text is not shown)",
+                    index + 1,
+                    relay_config::SOURCE_MAX_BYTES
+                ),
+            ),
         }
     }
     if entries.is_empty() && words_were_empty(&secret) {
         reader.problem(blamed, format!("no {what} given"));
     }
     List { variable: blamed, entries }
+}
+
+/// Characters a list entry's name may not hold: those of a URL's scheme, credentials, path and
+/// query, so that a URL given without `NAME=` is never taken for a name and shown.
+const NOT_IN_NAME: &str = ":/@?&%#";
+
+/// Whether `name` can be a source or inbox name in a list: non-empty, at most
+/// [`relay_config::SOURCE_MAX_BYTES`] bytes, no control character and none of [`NOT_IN_NAME`].
+pub(crate) fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= relay_config::SOURCE_MAX_BYTES
+        && !name.chars().any(|c| c.is_control() || NOT_IN_NAME.contains(c))
 }
 
 fn words_were_empty(secret: &secrecy::SecretString) -> bool {

@@ -4,7 +4,8 @@
 //! Every age is measured on a database's clock, never on this host's: each outbox's cutoff
 //! (`now() - grace`) is read from that outbox at the start of the pass and used on both sides
 //! of its pairs (an inbox keeps the origin's `created_at`); stuck, unprocessed and settled ages
-//! are computed in SQL with the database's own `now()`.
+//! are computed in SQL with the database's own `now()`. Inbox rows from no configured source or
+//! topic have no outbox cutoff: their origin's `created_at` is aged by the inbox's `now()`.
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -15,7 +16,7 @@ use tokio_postgres::Client;
 use crate::{
     compare::{self, unix, Meter, Scope},
     db_error,
-    horizon::Horizon,
+    horizon::{self, Horizon, NoSkip},
     progress::Progress,
     report::{self, InboxReport, OutboxReport, ParkedRow, Report, Stats},
     unprocessed, Config, Inbox, ReconcileError,
@@ -28,6 +29,8 @@ pub(crate) struct ServeState {
     watermarks: HashMap<(String, String), i64>,
     /// Per source: which settled bounds no running transaction can still fill.
     horizons: HashMap<String, Horizon>,
+    /// Per source: why nothing is skipped, as last logged (logged again only when it changes).
+    no_skip: HashMap<String, Option<NoSkip>>,
     /// When the last pass that re-read every range started (this host's monotonic clock: an
     /// interval between passes, not the age of any row).
     last_full_pass: Option<Instant>,
@@ -73,24 +76,7 @@ pub(crate) async fn reconcile(
             .map_err(db_error(format!("outbox {source}")))?;
         let final_below = match serve.as_deref_mut() {
             None => None,
-            Some(state) => {
-                let what = || format!("outbox {source}");
-                let settle = config.settle.max(config.grace).as_secs_f64();
-                let settled: i64 = client
-                    .query_one(include_str!("sql/settled_below.sql"), &[&settle])
-                    .await
-                    .map_err(db_error(what()))?
-                    .get(0);
-                // Read after the bound, so a writer that drew an id below it is still listed.
-                let writers: Vec<String> = client
-                    .query_one(include_str!("sql/outbox_writers.sql"), &[])
-                    .await
-                    .map_err(db_error(what()))?
-                    .get(0);
-                let horizon = state.horizons.entry(source.clone()).or_default();
-                let released = horizon.advance(settled, writers.into_iter().collect());
-                Some(released.min(settled))
-            }
+            Some(state) => final_below(config, source, &client, state).await?,
         };
         meter.rows += 2;
         outboxes.push(Outbox { source, client, cutoff: clock.get(0), final_below });
@@ -174,6 +160,53 @@ pub(crate) async fn reconcile(
     };
     report.clean = report.compute_clean();
     Ok(report)
+}
+
+/// Service mode: the id below which clean buckets of `source` are final, or `None` when nothing
+/// may be skipped there (see [`horizon::may_skip`]; the reason is logged once, and ranges
+/// verified before are read again).
+async fn final_below(
+    config: &Config,
+    source: &str,
+    client: &Client,
+    state: &mut ServeState,
+) -> Result<Option<i64>, ReconcileError> {
+    let what = || format!("outbox {source}");
+    let check = client.query_one(include_str!("sql/skip_check.sql"), &[]).await.map_err(db_error(what()))?;
+    let verdict = horizon::may_skip(check.get(0), check.get::<_, Option<i64>>(1)).err();
+    if state.no_skip.get(source) != Some(&verdict) {
+        match verdict {
+            Some(why) => {
+                tracing::warn!(source, reason = %why, "service mode skips no verified range of this outbox: every pass reads it all")
+            }
+            None if state.no_skip.contains_key(source) => {
+                tracing::info!(source, "service mode skips verified ranges of this outbox again")
+            }
+            None => {}
+        }
+        state.no_skip.insert(source.to_string(), verdict);
+    }
+    if verdict.is_some() {
+        state.horizons.remove(source);
+        state.watermarks.retain(|(_, s), _| s != source);
+        return Ok(None);
+    }
+    let settle = config.settle.max(config.grace).as_secs_f64();
+    let settled = || async {
+        client.query_one(include_str!("sql/settled_below.sql"), &[&settle]).await.map(|r| r.get::<_, i64>(0))
+    };
+    let before = settled().await.map_err(db_error(what()))?;
+    // Read after the bound, so a writer that drew an id below it is still listed; and the bound
+    // again after them, so one that committed in between is bounded by its now visible row.
+    let writers: Vec<String> =
+        client.query_one(include_str!("sql/outbox_writers.sql"), &[]).await.map_err(db_error(what()))?.get(0);
+    let after = settled().await.map_err(db_error(what()))?;
+    let released = state.horizons.entry(source.to_string()).or_default().advance(
+        before,
+        writers.into_iter().collect(),
+        after,
+    );
+    Ok(Some(released.min(before).min(after)))
 }
 
 fn scope<'a>(

@@ -1,6 +1,8 @@
 //! Service mode: reconcile every interval, log one line per finding, publish metrics. Ranges
-//! verified once and final are not re-read (see [`crate::horizon`]), and a service pass finds
-//! everything a one-shot run would.
+//! verified once and final are not re-read (see [`crate::horizon`]). A service pass finds what a
+//! one-shot run would above the verified ranges, and below them what transactions add (a late
+//! commit); a change below them that no transaction makes (an inbox row deleted by hand) is found
+//! by the next full pass, so there it holds as of the last full pass.
 //!
 //! `relay_reconcile_last_pass_timestamp_seconds` and `relay_reconcile_interval_seconds` let an
 //! alert tell a reconciler that stopped completing passes (hung on a database, crashed, its

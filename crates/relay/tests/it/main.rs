@@ -38,6 +38,7 @@ mod processing_roles;
 mod quiet_outage;
 mod readiness_truth;
 mod reconcile;
+mod reconcile_hostile;
 mod reconcile_late_commit;
 mod reconcile_truth;
 mod replay;

@@ -116,6 +116,8 @@ async fn command(argv: &[&str], env: &[(String, String)]) -> Output {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().cloned())
+        // A run a test gives up on (a timeout) does not outlive it.
+        .kill_on_drop(true)
         .output()
         .await
         .unwrap_or_else(|e| panic!("run {program}: {e}"))
