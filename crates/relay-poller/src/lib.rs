@@ -18,6 +18,7 @@ mod lease;
 mod publish;
 mod retention;
 mod straggling;
+mod wake;
 mod watch;
 
 use std::time::Duration;

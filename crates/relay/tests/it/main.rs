@@ -21,6 +21,7 @@ mod isolation;
 mod kafka_security;
 mod leadership;
 mod limits;
+mod no_notify;
 mod ordering;
 mod pgbouncer;
 mod poison;
