@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The writer's commit: one transaction = one account UPDATE + one outbox write, measured with
+# pgbench. relay.enqueue beside a plain INSERT into a table shaped like relay.outbox, in
+# alternating runs at each writer count, so both see the same machine; plus, for comparison,
+# relay.enqueue followed by pg_notify (what it did before migration V6).
+#
+# Usage: run.sh OUT_DIR. Settings (environment): COMMIT_WRITERS (default "1 16 64"),
+# COMMIT_SECS per run (default 10), COMMIT_ROUNDS (default 3), COMMIT_DB (default
+# relay_bench_commit, dropped and recreated). Writes OUT_DIR/commit.md and commit.csv.
+source "$(dirname "${BASH_SOURCE[0]}")/../../../scripts/lib.sh"
+here="$RELAY_ROOT/crates/relay-bench/pgbench"
+out="${1:?usage: run.sh OUT_DIR}"
+writers="${COMMIT_WRITERS:-1 16 64}"
+secs="${COMMIT_SECS:-10}"
+rounds="${COMMIT_ROUNDS:-3}"
+db="${COMMIT_DB:-relay_bench_commit}"
+mkdir -p "$out"
+export PGOPTIONS="-c client_min_messages=warning"
+command -v pgbench >/dev/null || PATH="$PATH:/usr/lib/postgresql/15/bin"
+
+fresh_database "$db"
+psql -q -v ON_ERROR_STOP=1 -d "$db" -f "$RELAY_ROOT/python/src/relay/sql/outbox.sql" >/dev/null
+psql -q -v ON_ERROR_STOP=1 -d "$db" -f "$here/setup.sql" >/dev/null
+
+# One run: prints committed transactions per second.
+run() {
+  local script="$1" clients="$2"
+  psql -q -v ON_ERROR_STOP=1 -d "$db" -f "$here/reset.sql" >/dev/null
+  pgbench -n -M prepared -c "$clients" -j 2 -T "$secs" -f "$here/$script.sql" "$db" 2>/dev/null |
+    awk '/^tps = / { print $3 }'
+}
+
+csv="$out/commit.csv"
+echo "writers,round,script,commits_per_sec" >"$csv"
+for clients in $writers; do
+  for round in $(seq 1 "$rounds"); do
+    # Alternate which script goes first, so neither always follows the other.
+    if (( round % 2 )); then order="plain enqueue enqueue_notify"; else order="enqueue_notify enqueue plain"; fi
+    for script in $order; do
+      tps="$(run "$script" "$clients")"
+      log "commit: $clients writers, round $round, $script: $tps commits/s"
+      echo "$clients,$round,$script,$tps" >>"$csv"
+    done
+  done
+done
+psql -q -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+
+# Per writer count: mean commits/s of each script, the ratio of the means, and the range of the
+# per-round ratios.
+{
+  echo "### The writer's commit: account UPDATE + outbox write ($rounds alternating rounds of ${secs} s)"
+  echo
+  echo "| writers | plain INSERT (commits/s) | relay.enqueue | enqueue / plain | per-round range | enqueue + pg_notify | notify / plain |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|"
+  awk -F, 'NR > 1 {
+      sum[$1 "," $3] += $4; n[$1 "," $3]++; tps[$1 "," $2 "," $3] = $4; w[$1] = 1; r[$2] = 1
+    }
+    END {
+      for (c in w) {
+        lo = 1e9; hi = 0
+        for (k in r) {
+          q = tps[c "," k ",enqueue"] / tps[c "," k ",plain"]
+          if (q < lo) lo = q; if (q > hi) hi = q
+        }
+        p = sum[c ",plain"] / n[c ",plain"]; e = sum[c ",enqueue"] / n[c ",enqueue"]
+        x = sum[c ",enqueue_notify"] / n[c ",enqueue_notify"]
+        printf "| %d | %.0f | %.0f | %.2fx | %.2f-%.2fx | %.0f | %.2fx |\n", c, p, e, e / p, lo, hi, x, x / p
+      }
+    }' "$csv" | sort -t'|' -k2 -n
+} >"$out/commit.md"
+cat "$out/commit.md"
