@@ -43,6 +43,16 @@ for clients in $writers; do
     done
   done
 done
+
+# What an idle poller costs the database: its scan (fetch_pending.sql, planned per execution as
+# the poller does) over an outbox of 100,000 published rows, one client, back to back.
+psql -q -v ON_ERROR_STOP=1 -d "$db" -f "$here/probe_setup.sql" >/dev/null
+sed -e '/^--/d' -e "s/\$1::text\[\]/'{bench.payments}'::text[]/g" -e 's/LIMIT \$2/LIMIT 5000/' -e 's/\$3/0/' \
+  -e "s/\$4::bigint\[\]/'{}'::bigint[]/" -e 's/\$5::boolean/true/' -e "s/\$[678]::text\[\]/'{}'::text[]/g" \
+  "$RELAY_ROOT/crates/relay-poller/src/fetch_pending.sql" >"$out/probe.sql"
+probe_ms="$(pgbench -n -M simple -c 1 -j 1 -T "$secs" -f "$out/probe.sql" "$db" 2>/dev/null |
+  awk '/^latency average/ { print $4 }')"
+log "commit: an empty scan takes $probe_ms ms"
 psql -q -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
 
 # Per writer count: mean commits/s of each script, the ratio of the means, and the range of the
@@ -67,5 +77,8 @@ psql -q -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
         printf "| %d | %.0f | %.0f | %.2fx | %.2f-%.2fx | %.0f | %.2fx |\n", c, p, e, e / p, lo, hi, x, x / p
       }
     }' "$csv" | sort -t'|' -k2 -n
+  echo
+  echo "An empty scan of the outbox (the poller's idle probe, 100,000 published rows): $probe_ms ms per"
+  echo "scan, one client back to back; at the idle bound of 10 ms that is at most $(awk -v p="$probe_ms" 'BEGIN { printf "%.1f", p * 10 }')% of one core."
 } >"$out/commit.md"
 cat "$out/commit.md"
