@@ -83,3 +83,30 @@ pub(crate) async fn wait_for_work(
         () = stragglers.next_report(reported) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Idle;
+
+    fn waits(idle: &mut Idle, n: usize) -> Vec<u64> {
+        (0..n).map(|_| idle.next().as_millis() as u64).collect()
+    }
+
+    #[test]
+    fn idle_waits_double_from_one_millisecond_up_to_the_bound_and_start_over_after_rows() {
+        let mut idle = Idle::new(Duration::from_millis(10));
+        assert_eq!(waits(&mut idle, 6), [1, 2, 4, 8, 10, 10]);
+        idle.reset();
+        assert_eq!(waits(&mut idle, 3), [1, 2, 4]);
+        let mut long = Idle::new(Duration::from_millis(500));
+        assert_eq!(waits(&mut long, 11), [1, 2, 4, 8, 16, 32, 64, 128, 256, 500, 500]);
+    }
+
+    #[test]
+    fn a_bound_of_one_millisecond_polls_every_millisecond() {
+        let mut idle = Idle::new(Duration::from_millis(1));
+        assert_eq!(waits(&mut idle, 3), [1, 1, 1]);
+    }
+}
