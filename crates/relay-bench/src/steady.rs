@@ -103,10 +103,7 @@ pub async fn steady(stack: &Stack, rate: u64, duration: Duration) -> anyhow::Res
         tasks.push(tokio::spawn(async move {
             let client = crate::stack::connect(&url).await?;
             let statement = client
-                .prepare(
-                    "SELECT relay.enqueue($1, 'key-' || (g % 1000), decode(repeat(md5(g::text), 8), 'hex'))
-                     FROM generate_series($2::bigint, $3::bigint) AS g",
-                )
+                .prepare(include_str!("steady_enqueue.sql"))
                 .await?;
             let mut ticker = tokio::time::interval(TICK);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
