@@ -102,9 +102,7 @@ pub async fn steady(stack: &Stack, rate: u64, duration: Duration) -> anyhow::Res
         let per_writer = rate as f64 / writers as f64;
         tasks.push(tokio::spawn(async move {
             let client = crate::stack::connect(&url).await?;
-            let statement = client
-                .prepare(include_str!("steady_enqueue.sql"))
-                .await?;
+            let statement = client.prepare(include_str!("steady_enqueue.sql")).await?;
             let mut ticker = tokio::time::interval(TICK);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let (mut sent, mut next) = (0u64, (w as i64) << 40);
