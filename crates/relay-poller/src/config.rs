@@ -59,7 +59,9 @@ pub struct PollerConfig {
     /// Outbox topics this poller publishes; empty means all.
     pub topics: Vec<String>,
     pub batch_size: i64,
-    /// Fallback wake-up when no NOTIFY arrives.
+    /// The longest wait between two scans of an idle outbox (`OUTBOX_POLL_INTERVAL_MS`, default
+    /// 10 ms). After a scan that found rows the next one follows at once; each empty scan doubles
+    /// the wait, from 1 ms up to this bound. A `NOTIFY relay_outbox` ends a wait early.
     pub poll_interval: Duration,
     /// How often a standby checks whether it can become the leader.
     pub leader_retry: Duration,
@@ -98,7 +100,7 @@ impl PollerConfig {
         let source = r.required(OUTBOX_SOURCE).unwrap_or_default();
         let topics = r.topics(OUTBOX_TOPICS);
         let batch_size = r.number(OUTBOX_BATCH_SIZE, 1000, 1, 50_000) as i64;
-        let poll_interval = r.millis(OUTBOX_POLL_INTERVAL_MS, 500, 1, 3_600_000);
+        let poll_interval = r.millis(OUTBOX_POLL_INTERVAL_MS, 10, 1, 3_600_000);
         let leader_retry = r.millis(OUTBOX_LEADER_RETRY_MS, 1000, 10, 600_000);
         let leader_lease = r.millis(OUTBOX_LEADER_LEASE_MS, 10_000, 1_000, 600_000);
         let shutdown_grace = r.millis(OUTBOX_SHUTDOWN_GRACE_MS, 10_000, 0, 600_000);

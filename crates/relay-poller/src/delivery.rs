@@ -27,6 +27,9 @@ pub(crate) struct Outcome {
     pub published_ids: Vec<i64>,
     pub partitions: Vec<i32>,
     pub offsets: Vec<i64>,
+    /// When each published row's delivery report was taken: `published_at` is stamped from it,
+    /// not from the time of the mark.
+    pub acked_at: Vec<tokio::time::Instant>,
     pub parked_ids: Vec<i64>,
     pub park_reasons: Vec<String>,
     pub unacknowledged: usize,
@@ -49,6 +52,7 @@ impl Outcome {
         self.published_ids.push(id);
         self.partitions.push(partition);
         self.offsets.push(offset);
+        self.acked_at.push(tokio::time::Instant::now());
     }
 
     fn not_acknowledged(&mut self, row: &Prepared, error: String) {
@@ -63,6 +67,7 @@ impl Outcome {
         self.published_ids.extend(other.published_ids);
         self.partitions.extend(other.partitions);
         self.offsets.extend(other.offsets);
+        self.acked_at.extend(other.acked_at);
         self.parked_ids.extend(other.parked_ids);
         self.park_reasons.extend(other.park_reasons);
         self.unacknowledged += other.unacknowledged;

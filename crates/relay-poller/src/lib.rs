@@ -23,6 +23,7 @@ mod publishing;
 mod retention;
 mod straggling;
 mod topics;
+mod wake;
 mod watch;
 
 use std::time::Duration;

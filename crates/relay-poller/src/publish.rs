@@ -11,7 +11,9 @@ use crate::{
     envelope::{envelope_of, headers_of, record_size},
     fetch::{Fetched, Fetcher, Scan},
     publishing::{Publishing, Source},
-    straggling, PollerConfig, PollerError,
+    straggling,
+    wake::{listen, wait_for_work, Idle},
+    PollerConfig, PollerError,
 };
 
 /// Publishes batches until shutdown, then waits for outstanding reports until the returned
@@ -20,9 +22,12 @@ use crate::{
 /// no progress, or records await their reports with none arriving for `OUTBOX_PRODUCER_STALL_MS`
 /// (so the caller backs off and starts over with a fresh producer).
 ///
-/// Pipelined, without giving up order: while batch N's reports arrive, batch N+1 is fetched
-/// (every pending row except N's and the stragglers') and encoded; N+1 is sent once N settled,
-/// and N is marked while N+1 is in flight. N settles when every report came or its wait
+/// Pipelined while there is a backlog, without giving up order: while batch N's reports arrive,
+/// batch N+1 is fetched (every pending row except N's and the stragglers') and encoded; N+1 is
+/// sent once N settled, and N is marked while N+1 is in flight. When N was not a full batch, N
+/// settles and is marked first and the scan follows, so it also takes the rows committed while N
+/// was in flight (lower latency at a steady rate). Each row's `published_at` is the time its
+/// report was taken, not the time of the mark. N settles when every report came or its wait
 /// (`OUTBOX_DELIVERY_WAIT_MS`) ran out; a row still unreported then is a straggler. N+1's rows
 /// of a key that has a straggler, an unacknowledged row or (by default) a parked row are not
 /// sent; they stay pending, and later scans leave such keys out until the straggler's report
@@ -49,7 +54,21 @@ pub(crate) async fn publish_until_shutdown(
     let mut wakeups = listen(config).await;
     let mut in_flight: Option<Dispatched> = None;
     let mut stragglers = Stragglers::default();
+    // Whether the last scan filled a batch (a backlog): then the next scan runs while the batch
+    // in flight awaits its reports. Otherwise the reports come first, so the next scan also finds
+    // the rows committed meanwhile instead of leaving them for one more round.
+    let mut backlog = false;
+    let mut idle = Idle::new(config.poll_interval);
     while !shutdown.is_cancelled() {
+        // Keys whose batch, settled before this scan, left a row pending or parked.
+        let mut holding: HashSet<KeyOf> = HashSet::new();
+        if !backlog {
+            if let Some(batch) = in_flight.take() {
+                let settled = leader.settle(batch, &mut stragglers).await?;
+                holding.extend(settled.holding(config.parked_holds_key).cloned());
+                leader.mark(settled).await?;
+            }
+        }
         // Late reports are marked before the scan, so their rows are not read again as pending.
         let mut late = Outcome::default();
         stragglers.harvest(&mut late);
@@ -90,13 +109,24 @@ pub(crate) async fn publish_until_shutdown(
             held_topics: &held_topics,
             parked_holds_key: config.parked_holds_key,
         };
-        let rows = fetcher.fetch(client, &fetch).instrument(scan.clone()).await?;
+        let fetching = fetcher.fetch(client, &fetch).instrument(scan.clone());
+        // The batch in flight (with a backlog) settles while the scan runs: its reports are
+        // taken as they arrive, so their time stamps the rows' published_at.
+        let (rows, settled) = match in_flight.take() {
+            Some(batch) => {
+                let (rows, settled) = tokio::join!(fetching, leader.settle(batch, &mut stragglers));
+                (rows, Some(settled))
+            }
+            None => (fetching.await, None),
+        };
+        let had_batch = settled.is_some();
+        if let Some(settled) = settled {
+            previous.absorb(settled?);
+        }
+        let rows = rows?;
         scan.record("rows", rows.len());
         drop(scan);
-        let had_batch = in_flight.is_some();
-        if let Some(batch) = in_flight.take() {
-            previous.absorb(leader.settle(batch, &mut stragglers).await?);
-        }
+        backlog = rows.len() as i64 >= config.batch_size;
         if rows.is_empty() {
             leader.mark(previous).await?;
             if had_batch {
@@ -113,16 +143,19 @@ pub(crate) async fn publish_until_shutdown(
                 wakeups = listen(config).await;
             }
             let mut reported = Outcome::default();
-            wait_for_work(&mut wakeups, config, shutdown, &mut stragglers, &mut reported).await;
+            let wait = idle.next();
+            wait_for_work(&mut wakeups, wait, shutdown, &mut stragglers, &mut reported).await;
             leader.mark(reported).await?;
             continue;
         }
+        idle.reset();
         if shutdown.is_cancelled() {
             leader.mark(previous).await?;
             continue;
         }
         let mut held: HashSet<KeyOf> = stragglers.keys();
         held.extend(previous.holding(config.parked_holds_key).cloned());
+        held.extend(holding);
         let (prepared, parked, unkeyed) = prepare(config, rows, &mut held);
         if unkeyed {
             // A row parked without a readable key: park it now and scan again, so the rows of
@@ -202,10 +235,16 @@ impl Leader<'_> {
             return Ok(());
         }
         if !outcome.published_ids.is_empty() {
+            let now = tokio::time::Instant::now();
+            let acked_us_ago: Vec<i64> = outcome
+                .acked_at
+                .iter()
+                .map(|at| i64::try_from(now.saturating_duration_since(*at).as_micros()).unwrap_or(i64::MAX))
+                .collect();
             self.client
                 .execute(
                     &self.marks.published,
-                    &[&outcome.published_ids, &outcome.partitions, &outcome.offsets],
+                    &[&outcome.published_ids, &outcome.partitions, &outcome.offsets, &acked_us_ago],
                 )
                 .await?;
         }
@@ -237,51 +276,6 @@ impl Leader<'_> {
             tracing::warn!(rows = outcome.unacknowledged, "rows not acknowledged; they will be sent again");
         }
         Ok(())
-    }
-}
-
-/// A LISTEN session for enqueue notifications. Without one the poller still scans every
-/// `OUTBOX_POLL_INTERVAL_MS`, and tries to LISTEN again the next time it is idle.
-struct Wakeups {
-    _client: tokio_postgres::Client,
-    notifications: tokio::sync::mpsc::Receiver<()>,
-}
-
-async fn listen(config: &PollerConfig) -> Option<Wakeups> {
-    match relay_db::listen(&config.database_url, "relay_outbox", None).await {
-        Ok((client, notifications)) => Some(Wakeups { _client: client, notifications }),
-        Err(e) => {
-            tracing::warn!(error = %e, "LISTEN unavailable; polling every interval");
-            None
-        }
-    }
-}
-
-/// Waits for a notification, the poll interval, or a straggler's report (recorded in `reported`).
-async fn wait_for_work(
-    wakeups: &mut Option<Wakeups>,
-    config: &PollerConfig,
-    shutdown: &CancellationToken,
-    stragglers: &mut Stragglers,
-    reported: &mut Outcome,
-) {
-    let notified = async {
-        match wakeups {
-            Some(w) => {
-                if w.notifications.recv().await.is_none() {
-                    // LISTEN session lost; wait out the interval and LISTEN again when next idle.
-                    *wakeups = None;
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = notified => {}
-        _ = tokio::time::sleep(config.poll_interval) => {}
-        () = stragglers.next_report(reported) => {}
     }
 }
 

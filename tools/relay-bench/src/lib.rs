@@ -9,6 +9,7 @@ mod ceilings;
 mod processing;
 mod scenarios;
 mod stack;
+mod steady;
 
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
@@ -46,15 +47,26 @@ struct Args {
     processing_messages: i64,
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 8])]
     processing_workers: Vec<usize>,
+    /// Which scenarios to run, for example `--scenarios steady` against another broker
+    /// (KAFKA_BROKERS); the others are reported as not run.
+    #[arg(long, value_delimiter = ',', default_values_t = Scenario::ALL.map(String::from))]
+    scenarios: Vec<String>,
+}
+
+/// The scenarios `--scenarios` selects from.
+struct Scenario;
+
+impl Scenario {
+    const ALL: [&'static str; 5] = ["ceilings", "steady", "processing", "drain", "memory"];
 }
 
 #[derive(Debug, Serialize)]
 struct Results {
-    ceilings: ceilings::Ceilings,
-    drain: scenarios::Drain,
-    memory: scenarios::Drain,
-    steady: Vec<scenarios::Steady>,
-    processing: processing::Processing,
+    ceilings: Option<ceilings::Ceilings>,
+    drain: Option<scenarios::Drain>,
+    memory: Option<scenarios::Drain>,
+    steady: Vec<steady::Steady>,
+    processing: Option<processing::Processing>,
 }
 
 /// Runs every benchmark and prints the Markdown report.
@@ -68,22 +80,44 @@ pub fn main() -> anyhow::Result<()> {
         out_dir: args.out_dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    for scenario in &args.scenarios {
+        anyhow::ensure!(
+            Scenario::ALL.contains(&scenario.as_str()),
+            "unknown scenario {scenario}; known: {}",
+            Scenario::ALL.join(", ")
+        );
+    }
+    let run = |name: &str| args.scenarios.iter().any(|s| s == name);
     let results = runtime.block_on(async {
-        eprintln!("ceilings ({} records)", args.ceiling_messages);
-        let ceilings = ceilings::measure(&stack, args.ceiling_messages).await?;
+        let mut ceilings = None;
+        if run("ceilings") {
+            eprintln!("ceilings ({} records)", args.ceiling_messages);
+            ceilings = Some(ceilings::measure(&stack, args.ceiling_messages).await?);
+        }
         // Steady first, on a quiet database server; the big drains leave vacuum work behind.
         let mut steady = Vec::new();
-        for rate in &args.steady_rates {
-            eprintln!("steady {rate} msg/s for {} s", args.steady_secs);
-            steady.push(scenarios::steady(&stack, *rate, Duration::from_secs(args.steady_secs)).await?);
+        if run("steady") {
+            for rate in &args.steady_rates {
+                eprintln!("steady {rate} msg/s for {} s", args.steady_secs);
+                steady.push(steady::steady(&stack, *rate, Duration::from_secs(args.steady_secs)).await?);
+            }
         }
-        eprintln!("processing ({} messages per run)", args.processing_messages);
-        let processing =
-            processing::measure(&stack, args.processing_messages, &args.processing_workers).await?;
-        eprintln!("drain ({} messages, two inboxes)", args.drain_messages);
-        let drain = scenarios::drain(&stack, "drain", args.drain_messages).await?;
-        eprintln!("memory (draining {} messages)", args.memory_messages);
-        let memory = scenarios::drain(&stack, "memory", args.memory_messages).await?;
+        let mut processing = None;
+        if run("processing") {
+            eprintln!("processing ({} messages per run)", args.processing_messages);
+            processing =
+                Some(processing::measure(&stack, args.processing_messages, &args.processing_workers).await?);
+        }
+        let mut drain = None;
+        if run("drain") {
+            eprintln!("drain ({} messages, two inboxes)", args.drain_messages);
+            drain = Some(scenarios::drain(&stack, "drain", args.drain_messages).await?);
+        }
+        let mut memory = None;
+        if run("memory") {
+            eprintln!("memory (draining {} messages)", args.memory_messages);
+            memory = Some(scenarios::drain(&stack, "memory", args.memory_messages).await?);
+        }
         anyhow::Ok(Results { ceilings, drain, memory, steady, processing })
     })?;
     let markdown = render(&results);
@@ -94,12 +128,51 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 fn render(r: &Results) -> String {
-    let c = &r.ceilings;
-    let d = &r.drain;
+    let mut out = String::new();
+    if let (Some(c), Some(d)) = (&r.ceilings, &r.drain) {
+        render_drain(&mut out, c, d);
+    }
+    if !r.steady.is_empty() {
+        render_steady(&mut out, &r.steady);
+    }
+    if let Some(m) = &r.memory {
+        let _ = writeln!(out, "\n### Memory: peak RSS while draining {} messages\n", m.messages);
+        let _ = writeln!(out, "| service | peak RSS (MiB) |\n|---|---:|");
+        let _ = writeln!(out, "| outbox-poller | {:.1} |", m.poller_peak_rss_mib);
+        for (i, rss) in m.consumer_peak_rss_mib.iter().enumerate() {
+            let _ = writeln!(out, "| inbox-consumer {} | {rss:.1} |", ["a", "b"][i.min(1)]);
+        }
+        let _ = writeln!(out, "\n(1M drain: {:.0} msg/s end to end.)", m.end_to_end_per_sec);
+    }
+    if let Some(p) = &r.processing {
+        let _ = writeln!(
+            out,
+            "\n### Processing: {} inbox messages over {} keys, empty handler, one message per transaction\n",
+            p.messages, p.keys
+        );
+        let _ = writeln!(
+            out,
+            "| workers | relay-processing (msg/s) | bare SKIP LOCKED loop (msg/s) | relay / bare |"
+        );
+        let _ = writeln!(out, "|---:|---:|---:|---:|");
+        for run in &p.runs {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} | {:.0}% |",
+                run.workers,
+                run.relay_per_sec,
+                run.bare_per_sec,
+                100.0 * run.relay_per_sec / run.bare_per_sec
+            );
+        }
+    }
+    out
+}
+
+fn render_drain(out: &mut String, c: &ceilings::Ceilings, d: &scenarios::Drain) {
     let slowest_consumer = d.consume_per_sec.iter().copied().fold(f64::INFINITY, f64::min);
     let consume_ceiling = c.consume_per_sec.min(c.insert_per_sec);
     let pipeline_ceiling = c.produce_per_sec.min(consume_ceiling);
-    let mut out = String::new();
     let _ = writeln!(
         out,
         "### Drain: {} messages of 256 B over 1,000 keys, fanned out to two inboxes\n",
@@ -110,67 +183,43 @@ fn render(r: &Results) -> String {
     let row = |out: &mut String, stage: &str, relay: f64, ceiling: f64| {
         let _ = writeln!(out, "| {stage} | {relay:.0} | {ceiling:.0} | {:.0}% |", 100.0 * relay / ceiling);
     };
-    row(&mut out, "outbox → broker (poller vs raw produce)", d.publish_per_sec, c.produce_per_sec);
+    row(out, "outbox → broker (poller vs raw produce)", d.publish_per_sec, c.produce_per_sec);
     row(
-        &mut out,
+        out,
         "broker → inbox, slower inbox (consumer vs min(raw consume, raw insert))",
         slowest_consumer,
         consume_ceiling,
     );
-    row(&mut out, "end to end, both inboxes complete", d.end_to_end_per_sec, pipeline_ceiling);
+    row(out, "end to end, both inboxes complete", d.end_to_end_per_sec, pipeline_ceiling);
     let _ = writeln!(
         out,
         "\nCeilings: raw produce {:.0}/s, raw consume {:.0}/s, raw batched insert {:.0}/s ({} records).\n",
         c.produce_per_sec, c.consume_per_sec, c.insert_per_sec, c.messages
     );
-    let _ = writeln!(out, "### Steady offered rate: latency from enqueue (ms)\n");
+}
+
+fn render_steady(out: &mut String, runs: &[steady::Steady]) {
+    let _ = writeln!(out, "### Steady offered rate: latency from the writer's commit (ms)\n");
     let _ = writeln!(
         out,
-        "| offered (msg/s) | achieved (msg/s) | publish p50 | p99 | p99.9 | inbox p50 | p99 | p99.9 |"
+        "| offered (msg/s) | achieved (msg/s) | writers | acknowledged p50 | p99 | p99.9 | inbox p50 | p99 | p99.9 |"
     );
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for s in &r.steady {
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for s in runs {
+        let (a, i) = (s.stage(steady::COMMIT_TO_ACKED), s.stage(steady::COMMIT_TO_INBOX));
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            s.offered_per_sec,
-            s.achieved_per_sec,
-            s.publish_ms[0],
-            s.publish_ms[1],
-            s.publish_ms[2],
-            s.inbox_ms[0],
-            s.inbox_ms[1],
-            s.inbox_ms[2]
+            "| {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            s.offered_per_sec, s.achieved_per_sec, s.writers, a[0], a[1], a[2], i[0], i[1], i[2]
         );
     }
-    let m = &r.memory;
-    let _ = writeln!(out, "\n### Memory: peak RSS while draining {} messages\n", m.messages);
-    let _ = writeln!(out, "| service | peak RSS (MiB) |\n|---|---:|");
-    let _ = writeln!(out, "| outbox-poller | {:.1} |", m.poller_peak_rss_mib);
-    for (i, rss) in m.consumer_peak_rss_mib.iter().enumerate() {
-        let _ = writeln!(out, "| inbox-consumer {} | {rss:.1} |", ["a", "b"][i.min(1)]);
+    for s in runs {
+        let _ =
+            writeln!(out, "\nPer stage at {} msg/s offered ({} messages):\n", s.offered_per_sec, s.messages);
+        let _ = writeln!(out, "| stage | samples | p50 (ms) | p99 | p99.9 |\n|---|---:|---:|---:|---:|");
+        for stage in &s.stages {
+            let [p50, p99, p999] = stage.ms;
+            let _ = writeln!(out, "| {} | {} | {p50:.1} | {p99:.1} | {p999:.1} |", stage.name, stage.samples);
+        }
     }
-    let _ = writeln!(out, "\n(1M drain: {:.0} msg/s end to end.)", m.end_to_end_per_sec);
-    let p = &r.processing;
-    let _ = writeln!(
-        out,
-        "\n### Processing: {} inbox messages over {} keys, empty handler, one message per transaction\n",
-        p.messages, p.keys
-    );
-    let _ = writeln!(
-        out,
-        "| workers | relay-processing (msg/s) | bare SKIP LOCKED loop (msg/s) | relay / bare |"
-    );
-    let _ = writeln!(out, "|---:|---:|---:|---:|");
-    for run in &p.runs {
-        let _ = writeln!(
-            out,
-            "| {} | {:.0} | {:.0} | {:.0}% |",
-            run.workers,
-            run.relay_per_sec,
-            run.bare_per_sec,
-            100.0 * run.relay_per_sec / run.bare_per_sec
-        );
-    }
-    out
 }

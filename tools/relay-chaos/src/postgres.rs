@@ -50,6 +50,12 @@ pub struct PgCluster {
 impl PgCluster {
     /// Creates and starts a cluster on a free port.
     pub async fn start() -> Result<Self, ChaosError> {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`PgCluster::start`], with extra server settings (`postgresql.conf` names and values,
+    /// for example `("max_prepared_transactions", "8")`).
+    pub async fn start_with(extra: &[(&str, &str)]) -> Result<Self, ChaosError> {
         let bindir = bindir().await?;
         let dir = std::env::temp_dir().join(format!("relay-chaos-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
@@ -64,11 +70,14 @@ impl PgCluster {
         cluster
             .run(&initdb, &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], true)
             .await?;
-        let settings = format!(
+        let mut settings = format!(
             "\n# relay-chaos\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = ''\n\
              fsync = off\nmax_connections = 200\n",
             cluster.port
         );
+        for (name, value) in extra {
+            settings.push_str(&format!("{name} = '{value}'\n"));
+        }
         let conf = cluster.data().join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).map_err(io_error("read postgresql.conf"))?;
         text.push_str(&settings);

@@ -28,6 +28,7 @@ mod leadership;
 mod limits;
 mod liveness;
 mod metrics_scrape;
+mod no_notify;
 mod ordering;
 mod pgbouncer;
 mod poison;
