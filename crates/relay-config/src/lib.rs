@@ -13,6 +13,7 @@ mod environment;
 mod kafka;
 mod kafka_security;
 mod limits;
+mod memory;
 mod reader;
 mod retention;
 mod text;
@@ -28,6 +29,10 @@ pub use limits::{
     check_record_sizes, producer_record_limit, record_size_defaults, PayloadLimits, HEADERS_MAX_BYTES,
     HEADERS_MAX_COUNT, KEY_MAX_BYTES, RECORD_OVERHEAD_BYTES, SOURCE_MAX_BYTES, TRACEPARENT_MAX_BYTES,
     TRACESTATE_MAX_BYTES, TYPE_MAX_BYTES,
+};
+pub use memory::{
+    check_producer_memory, consumer_memory_defaults, producer_memory_defaults, producer_queue_kbytes,
+    read_batch_max_bytes, BATCH_MAX_BYTES_DEFAULT, CONSUMER_FETCH_BYTES_DEFAULT, STRAGGLER_BATCHES,
 };
 pub use reader::{is_service_link, topic_env_name, Problem, Reader};
 pub use retention::Retention;

@@ -21,6 +21,7 @@ mod isolation;
 mod kafka_security;
 mod leadership;
 mod limits;
+mod memory;
 mod ordering;
 mod pgbouncer;
 mod poison;
