@@ -5,7 +5,10 @@
 //! writes `results.md` and `results.json` to `--out-dir`.
 #![forbid(unsafe_code)]
 
+mod ceiling;
 mod ceilings;
+mod long_outbox;
+mod memory;
 mod processing;
 mod scenarios;
 mod stack;
@@ -46,6 +49,19 @@ struct Args {
     processing_messages: i64,
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 8])]
     processing_workers: Vec<usize>,
+    /// Scales the memory-by-payload-size backlogs (20,000 × 1 KiB, 2,000 × 100 KiB, 300 × 1 MiB).
+    #[arg(long, default_value_t = 1.0)]
+    memory_scale: f64,
+    /// Published rows kept in the long-lived outbox scenario (`make bench-long`: 10,000,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    long_rows: i64,
+    /// Messages passing through the poller while a snapshot is held open.
+    #[arg(long, default_value_t = 40_000)]
+    long_passing: i64,
+    /// Run only these scenarios (ceilings, steady, processing, drain, memory, sizes, long);
+    /// all when empty. The SQL-alone ceiling runs with the drain.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,6 +71,10 @@ struct Results {
     memory: scenarios::Drain,
     steady: Vec<scenarios::Steady>,
     processing: processing::Processing,
+    /// The drain's database work by SQL alone, in the same run.
+    sql_alone: Option<ceiling::SqlAlone>,
+    memory_by_size: Vec<memory::BySize>,
+    long_outbox: Option<long_outbox::LongOutbox>,
 }
 
 /// Runs every benchmark and prints the Markdown report.
@@ -62,12 +82,18 @@ pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out_dir)?;
     let stack = stack::Stack {
-        brokers: args.brokers,
-        pg: args.pg,
-        bin_dir: args.bin_dir,
+        brokers: args.brokers.clone(),
+        pg: args.pg.clone(),
+        bin_dir: args.bin_dir.clone(),
         out_dir: args.out_dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if !args.only.is_empty() {
+        let markdown = runtime.block_on(only(&stack, &args))?;
+        std::fs::write(args.out_dir.join("results-only.md"), &markdown)?;
+        print!("{markdown}");
+        return Ok(());
+    }
     let results = runtime.block_on(async {
         eprintln!("ceilings ({} records)", args.ceiling_messages);
         let ceilings = ceilings::measure(&stack, args.ceiling_messages).await?;
@@ -82,15 +108,61 @@ pub fn main() -> anyhow::Result<()> {
             processing::measure(&stack, args.processing_messages, &args.processing_workers).await?;
         eprintln!("drain ({} messages, two inboxes)", args.drain_messages);
         let drain = scenarios::drain(&stack, "drain", args.drain_messages).await?;
+        eprintln!("drain's database work by SQL alone ({} messages)", args.drain_messages);
+        let sql_alone =
+            Some(ceiling::measure(&stack, args.drain_messages, outbox_batch(), INBOX_BATCH).await?);
         eprintln!("memory (draining {} messages)", args.memory_messages);
         let memory = scenarios::drain(&stack, "memory", args.memory_messages).await?;
-        anyhow::Ok(Results { ceilings, drain, memory, steady, processing })
+        eprintln!("memory by payload size");
+        let memory_by_size = memory::measure(&stack, args.memory_scale).await?;
+        eprintln!("long-lived outbox ({} published rows)", args.long_rows);
+        let long_outbox = Some(long_outbox::measure(&stack, args.long_rows, args.long_passing).await?);
+        anyhow::Ok(Results {
+            ceilings,
+            drain,
+            memory,
+            steady,
+            processing,
+            sql_alone,
+            memory_by_size,
+            long_outbox,
+        })
     })?;
     let markdown = render(&results);
     std::fs::write(args.out_dir.join("results.md"), &markdown)?;
     std::fs::write(args.out_dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     print!("{markdown}");
     Ok(())
+}
+
+/// The poller's batch in the drain (the bench's `OUTBOX_BATCH_SIZE`).
+fn outbox_batch() -> i64 {
+    std::env::var("BENCH_OUTBOX_BATCH_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000)
+}
+
+/// The consumers' batch in the drain (the bench's `INBOX_BATCH_SIZE`).
+const INBOX_BATCH: usize = 2_000;
+
+/// `--only`: the chosen scenarios among drain (with its SQL-alone ceiling), sizes and long.
+async fn only(stack: &stack::Stack, args: &Args) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let chosen = |name: &str| args.only.iter().any(|o| o == name);
+    if chosen("drain") {
+        eprintln!("drain ({} messages, two inboxes)", args.drain_messages);
+        let drain = scenarios::drain(stack, "drain", args.drain_messages).await?;
+        eprintln!("drain's database work by SQL alone");
+        let sql = ceiling::measure(stack, args.drain_messages, outbox_batch(), INBOX_BATCH).await?;
+        ceiling::render(&mut out, &drain, &sql);
+    }
+    if chosen("sizes") {
+        eprintln!("memory by payload size");
+        memory::render(&mut out, &memory::measure(stack, args.memory_scale).await?);
+    }
+    if chosen("long") {
+        eprintln!("long-lived outbox ({} published rows)", args.long_rows);
+        long_outbox::render(&mut out, &long_outbox::measure(stack, args.long_rows, args.long_passing).await?);
+    }
+    Ok(out)
 }
 
 fn render(r: &Results) -> String {
@@ -151,6 +223,13 @@ fn render(r: &Results) -> String {
         let _ = writeln!(out, "| inbox-consumer {} | {rss:.1} |", ["a", "b"][i.min(1)]);
     }
     let _ = writeln!(out, "\n(1M drain: {:.0} msg/s end to end.)", m.end_to_end_per_sec);
+    if let Some(sql) = &r.sql_alone {
+        ceiling::render(&mut out, &r.drain, sql);
+    }
+    memory::render(&mut out, &r.memory_by_size);
+    if let Some(long) = &r.long_outbox {
+        long_outbox::render(&mut out, long);
+    }
     let p = &r.processing;
     let _ = writeln!(
         out,
