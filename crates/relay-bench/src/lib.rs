@@ -9,6 +9,7 @@ mod ceiling;
 mod ceilings;
 mod long_outbox;
 mod memory;
+mod peers;
 mod processing;
 mod scenarios;
 mod stack;
@@ -58,8 +59,11 @@ struct Args {
     /// Messages passing through the poller while a snapshot is held open.
     #[arg(long, default_value_t = 40_000)]
     long_passing: i64,
-    /// Run only these scenarios (ceilings, steady, processing, drain, memory, sizes, long);
-    /// all when empty. The SQL-alone ceiling runs with the drain.
+    /// Messages for each peer (installed by scripts/bench.sh; see `peers`).
+    #[arg(long, default_value_t = 5_000)]
+    peer_messages: i64,
+    /// Run only these of the scenarios: drain (with its SQL-alone ceiling and the peers), sizes
+    /// (memory by payload size), long (the long-lived outbox); all of them when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -75,6 +79,7 @@ struct Results {
     sql_alone: Option<ceiling::SqlAlone>,
     memory_by_size: Vec<memory::BySize>,
     long_outbox: Option<long_outbox::LongOutbox>,
+    peers: Vec<peers::Peer>,
 }
 
 /// Runs every benchmark and prints the Markdown report.
@@ -153,6 +158,9 @@ async fn only(stack: &stack::Stack, args: &Args) -> anyhow::Result<String> {
         eprintln!("drain's database work by SQL alone");
         let sql = ceiling::measure(stack, args.drain_messages, outbox_batch(), INBOX_BATCH).await?;
         ceiling::render(&mut out, &drain, &sql);
+        eprintln!("peers ({} messages each)", args.peer_messages);
+        let peers = peers::measure(stack, args.peer_messages).await?;
+        peers::render(&mut out, drain.publish_per_sec, drain.messages, &peers);
     }
     if chosen("sizes") {
         eprintln!("memory by payload size");
@@ -174,7 +182,7 @@ fn render(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### Drain: {} messages of 256 B over 1,000 keys, fanned out to two inboxes\n",
+        "### Drain: {} messages of 128 B over 1,000 keys, fanned out to two inboxes\n",
         d.messages
     );
     let _ = writeln!(out, "| stage | relay (msg/s) | ceiling (msg/s) | relay / ceiling |");
@@ -226,6 +234,7 @@ fn render(r: &Results) -> String {
     if let Some(sql) = &r.sql_alone {
         ceiling::render(&mut out, &r.drain, sql);
     }
+    peers::render(&mut out, r.drain.publish_per_sec, r.drain.messages, &r.peers);
     memory::render(&mut out, &r.memory_by_size);
     if let Some(long) = &r.long_outbox {
         long_outbox::render(&mut out, long);
