@@ -116,6 +116,8 @@ pub fn main() -> anyhow::Result<()> {
         eprintln!("drain's database work by SQL alone ({} messages)", args.drain_messages);
         let sql_alone =
             Some(ceiling::measure(&stack, args.drain_messages, outbox_batch(), INBOX_BATCH).await?);
+        eprintln!("peers ({} messages each)", args.peer_messages);
+        let peers = peers::measure(&stack, args.peer_messages).await?;
         eprintln!("memory (draining {} messages)", args.memory_messages);
         let memory = scenarios::drain(&stack, "memory", args.memory_messages).await?;
         eprintln!("memory by payload size");
@@ -131,6 +133,7 @@ pub fn main() -> anyhow::Result<()> {
             sql_alone,
             memory_by_size,
             long_outbox,
+            peers,
         })
     })?;
     let markdown = render(&results);

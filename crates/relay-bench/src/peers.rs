@@ -53,10 +53,16 @@ pub fn render(out: &mut String, relay_publish_per_sec: f64, relay_messages: i64,
     if peers.is_empty() {
         return;
     }
-    let _ = writeln!(out, "\n### Peers: outbox → broker, same PostgreSQL, broker and payloads (128 B, 1,000 keys)\n");
+    let _ = writeln!(
+        out,
+        "\n### Peers: outbox → broker, same PostgreSQL, broker and payloads (128 B, 1,000 keys)\n"
+    );
     let _ = writeln!(out, "| relay | version | messages | msg/s | Relay / peer |");
     let _ = writeln!(out, "|---|---|---:|---:|---:|");
-    let _ = writeln!(out, "| Relay outbox-poller | this build | {relay_messages} | {relay_publish_per_sec:.0} | 1 |");
+    let _ = writeln!(
+        out,
+        "| Relay outbox-poller | this build | {relay_messages} | {relay_publish_per_sec:.0} | 1 |"
+    );
     for p in peers {
         let _ = writeln!(
             out,

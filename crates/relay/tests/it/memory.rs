@@ -18,11 +18,15 @@ fn peak_rss(pid: u32) -> u64 {
 }
 
 /// Enqueues `n` messages of `size` payload bytes over 7 keys, built in the server (so the test
-/// does not send them), `per_tx` per transaction; each payload differs from the others.
+/// does not send them), `per_tx` per transaction. The payloads are a chain of MD5 digests, so they
+/// differ from each other and do not compress: a fetch of compressed records is bounded in
+/// compressed bytes, so payloads that compress very well expand in the consumer by their
+/// compression ratio (README "Memory" says so, and `make bench` measures it).
 async fn enqueue_sized(origin: &TestDb, topic: &str, n: i32, size: i32, per_tx: i32) {
     let client = origin.client().await;
-    let sql = "SELECT relay.enqueue($1, 'key-' || (g % 7),
-                      substring(decode(repeat(md5($4 || ':' || g::text), $3 / 16 + 1), 'hex') FROM 1 FOR $3))
+    let sql = "SELECT relay.enqueue($1, 'key-' || (g % 7), substring(
+                      (SELECT decode(string_agg(md5($4 || ':' || g::text || ':' || j::text), ''), 'hex')
+                       FROM generate_series(0, $3 / 16) AS j) FROM 1 FOR $3))
                FROM generate_series($2::int, $2::int + $5::int - 1) AS g";
     let mut first = 0;
     while first < n {
