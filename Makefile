@@ -1,5 +1,5 @@
 # Relay: one command runs the relay locally, one runs the tests.
-.PHONY: demo test lint build tools bench bench-reconcile chaos clean-stack fuzz schema-sql prometheus-rule
+.PHONY: demo test lint build tools bench bench-long bench-reconcile chaos clean-stack fuzz schema-sql prometheus-rule
 
 ## make demo: the whole relay on this machine (PostgreSQL + Tansu broker), with a report.
 demo:
@@ -20,6 +20,11 @@ bench:
 
 bench-reconcile:
 	bash scripts/bench-reconcile.sh
+
+## make bench-long: the long-lived outbox at 10,000,000 published rows, and the reconciler over them.
+bench-long:
+	BENCH_RECONCILE=0 bash scripts/bench.sh --scenarios long --long-rows 10000000
+	BENCH_MESSAGES=10000000 bash scripts/bench-reconcile.sh
 
 ## make chaos: 100,000 messages through killed services, restarts, cut and slow connections.
 chaos:

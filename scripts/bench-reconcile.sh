@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reconciler benchmark: one outbox of N messages (default 1,000,000, 256-byte payloads, 1,000
+# Reconciler benchmark: one outbox of N messages (default 1,000,000, 128-byte payloads, 1,000
 # keys) against two inboxes holding copies, one of them with injected discrepancies. Reports
 # wall time, rows and bytes read, peak memory, and checks the findings are exactly the injected
 # ones. The schema is applied from the SQL files, as a DBA would (RELAY_MIGRATE=false path).

@@ -14,6 +14,7 @@ mod kafka;
 mod kafka_security;
 mod limits;
 mod logging;
+mod memory;
 mod reader;
 mod retention;
 mod text;
@@ -31,6 +32,10 @@ pub use limits::{
     TRACESTATE_MAX_BYTES, TYPE_MAX_BYTES,
 };
 pub use logging::{no_color_unset, LogSettings, NO_COLOR};
+pub use memory::{
+    check_producer_memory, consumer_memory_defaults, producer_memory_defaults, producer_queue_kbytes,
+    read_batch_max_bytes, BATCH_MAX_BYTES_DEFAULT, CONSUMER_FETCH_BYTES_DEFAULT, STRAGGLER_BATCHES,
+};
 pub use reader::{is_service_link, topic_env_name, Problem, Reader};
 pub use retention::Retention;
 pub use text::{is_unsafe, json_printable, printable};

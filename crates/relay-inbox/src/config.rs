@@ -13,6 +13,7 @@ pub mod names {
     pub const INBOX_TOPICS: &str = "INBOX_TOPICS";
     pub const INBOX_GROUP_ID: &str = "INBOX_GROUP_ID";
     pub const INBOX_BATCH_SIZE: &str = "INBOX_BATCH_SIZE";
+    pub const INBOX_BATCH_MAX_BYTES: &str = "INBOX_BATCH_MAX_BYTES";
     pub const INBOX_BATCH_WAIT_MS: &str = "INBOX_BATCH_WAIT_MS";
     pub const INBOX_MAX_PAYLOAD_BYTES: &str = "INBOX_MAX_PAYLOAD_BYTES";
     pub const INBOX_POOL_SIZE: &str = "INBOX_POOL_SIZE";
@@ -33,6 +34,7 @@ pub mod names {
         INBOX_TOPICS,
         INBOX_GROUP_ID,
         INBOX_BATCH_SIZE,
+        INBOX_BATCH_MAX_BYTES,
         INBOX_BATCH_WAIT_MS,
         INBOX_MAX_PAYLOAD_BYTES,
         INBOX_POOL_SIZE,
@@ -66,6 +68,9 @@ pub struct ConsumerConfig {
     /// How long shutdown may take to commit offsets and leave the group.
     pub shutdown_grace: Duration,
     pub batch_size: usize,
+    /// The most bytes (record values and keys) one batch holds (`INBOX_BATCH_MAX_BYTES`); a batch
+    /// always takes at least one record, so a record at the largest payload limit is stored.
+    pub batch_max_bytes: usize,
     /// How long a batch waits to fill once its first record arrived.
     pub batch_wait: Duration,
     /// Larger payloads are dead-lettered.
@@ -105,6 +110,7 @@ impl ConsumerConfig {
         let assignment_timeout = r.millis(INBOX_ASSIGNMENT_TIMEOUT_MS, 30_000, 1_000, 3_600_000);
         let shutdown_grace = r.millis(INBOX_SHUTDOWN_GRACE_MS, 10_000, 0, 600_000);
         let batch_size = r.number(INBOX_BATCH_SIZE, 500, 1, 50_000) as usize;
+        let batch_max_bytes = relay_config::read_batch_max_bytes(&mut r, PREFIX);
         let batch_wait = r.millis(INBOX_BATCH_WAIT_MS, 1, 0, 60_000);
         let pool_size = r.number(INBOX_POOL_SIZE, 2, 1, 64) as usize;
         let max_payload = PayloadLimits::read(&mut r, PREFIX);
@@ -128,6 +134,7 @@ impl ConsumerConfig {
             assignment_timeout,
             shutdown_grace,
             batch_size,
+            batch_max_bytes,
             batch_wait,
             max_payload,
             pool_size,
@@ -154,6 +161,7 @@ mod tests {
         ]);
         let config = ConsumerConfig::from_env(&env).expect("valid");
         assert_eq!(config.group_id, "ledger");
+        assert_eq!(config.batch_max_bytes, 8 << 20, "8 MiB unless set");
         assert_eq!(config.max_payload.for_topic("payments.v1"), 100);
         assert_eq!(config.max_payload.for_topic("other"), 1 << 20);
     }
@@ -224,7 +232,11 @@ mod tests {
 
     #[test]
     fn lists_every_problem_in_one_error() {
-        let env = MapEnv::new([("INBOX_BATCH_WAIT_MS", "soon"), ("KAFKA_PROPERTY_GROUP_ID", "x")]);
+        let env = MapEnv::new([
+            ("INBOX_BATCH_WAIT_MS", "soon"),
+            ("KAFKA_PROPERTY_GROUP_ID", "x"),
+            ("INBOX_BATCH_MAX_BYTES", "0"),
+        ]);
         let err = ConsumerConfig::from_env(&env).expect_err("invalid");
         let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
         for expected in [
@@ -234,6 +246,7 @@ mod tests {
             "INBOX_NAME",
             "INBOX_TOPICS",
             "INBOX_BATCH_WAIT_MS",
+            "INBOX_BATCH_MAX_BYTES",
         ] {
             assert!(vars.contains(&expected), "{expected} missing from {vars:?}");
         }

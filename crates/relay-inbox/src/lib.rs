@@ -1,7 +1,8 @@
 //! inbox-consumer: consumes topics in its own group and stores each message once in its inbox.
 //!
 //! Order of operations per batch, which is what makes it lossless and duplicate-free:
-//! 1. collect up to `INBOX_BATCH_SIZE` records (waiting at most `INBOX_BATCH_WAIT_MS`);
+//! 1. collect up to `INBOX_BATCH_SIZE` records and `INBOX_BATCH_MAX_BYTES` (waiting at most
+//!    `INBOX_BATCH_WAIT_MS`; at least one record, however large);
 //! 2. copy each record with its headers as raw bytes (`relay_kafka::raw`: rdkafka's header API
 //!    panics on a header name that is not UTF-8), judge its headers, check its signature (when
 //!    `INBOX_VERIFY_KEYS` is set) and decode it; what fails or cannot be stored becomes a dead
@@ -28,6 +29,14 @@ mod watch;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 pub use config::{names, ConsumerConfig};
+
+/// The consumer's statements, for `make bench`'s ceiling (the drain's database work done by SQL
+/// alone, statement for statement); not a stable API.
+#[doc(hidden)]
+pub mod statements {
+    pub const INSERT_INBOX: &str = include_str!("insert_inbox.sql");
+    pub const NOTIFY_INBOX: &str = include_str!("notify_inbox.sql");
+}
 pub use headers::KeptHeaders;
 use rdkafka::{
     consumer::{CommitMode, Consumer, StreamConsumer},
@@ -46,7 +55,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// The consumer's settings, with fetch sizes that fit a record whose payload is at the largest
-/// limit.
+/// limit, and a prefetch queue and fetch responses bounded by bytes
+/// (`relay_config::consumer_memory_defaults`).
 fn consumer_client_config(config: &ConsumerConfig) -> rdkafka::ClientConfig {
     let mut client = relay_kafka::consumer_config(
         &config.common.kafka_brokers,
@@ -60,6 +70,11 @@ fn consumer_client_config(config: &ConsumerConfig) -> rdkafka::ClientConfig {
         relay_config::KafkaRole::Consumer,
     );
     for (property, value) in sizes {
+        client.set(property, value);
+    }
+    for (property, value) in
+        relay_config::consumer_memory_defaults(&config.max_payload, &config.common.kafka_properties)
+    {
         client.set(property, value);
     }
     if let Some(id) = &config.group_instance_id {
@@ -246,7 +261,8 @@ fn delivery_span(inbox: &str, record: &Record) -> Option<tracing::Span> {
     Some(span)
 }
 
-/// Waits for a first record, then gathers more until the batch is full or `batch_wait` passed.
+/// Waits for a first record, then gathers more until the batch is full (`batch_size` records or
+/// `batch_max_bytes` of values and keys) or `batch_wait` passed.
 /// Each record is copied with its headers as raw bytes; rdkafka's header API is never used.
 async fn collect_batch(
     consumer: &StreamConsumer,
@@ -265,10 +281,15 @@ async fn collect_batch(
             return batch;
         }
     }
+    let mut bytes = batch.iter().map(record_bytes).sum::<usize>();
     let deadline = tokio::time::Instant::now() + config.batch_wait;
-    while batch.len() < config.batch_size {
+    while batch.len() < config.batch_size && bytes < config.batch_max_bytes {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(message)) => batch.push(relay_kafka::raw::read_message(&message)),
+            Ok(Ok(message)) => {
+                let message = relay_kafka::raw::read_message(&message);
+                bytes += record_bytes(&message);
+                batch.push(message);
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Kafka consumer error");
                 break;
@@ -277,6 +298,11 @@ async fn collect_batch(
         }
     }
     batch
+}
+
+/// What a record adds to a batch's bytes: its value and key.
+fn record_bytes(message: &RawMessage) -> usize {
+    message.value.as_ref().map_or(0, Vec::len) + message.key.as_ref().map_or(0, Vec::len)
 }
 
 /// Writes a batch, retrying transient errors until it is durable or shutdown is requested.

@@ -11,6 +11,7 @@ pub mod names {
     pub const OUTBOX_SOURCE: &str = "OUTBOX_SOURCE";
     pub const OUTBOX_TOPICS: &str = "OUTBOX_TOPICS";
     pub const OUTBOX_BATCH_SIZE: &str = "OUTBOX_BATCH_SIZE";
+    pub const OUTBOX_BATCH_MAX_BYTES: &str = "OUTBOX_BATCH_MAX_BYTES";
     pub const OUTBOX_POLL_INTERVAL_MS: &str = "OUTBOX_POLL_INTERVAL_MS";
     pub const OUTBOX_LEADER_RETRY_MS: &str = "OUTBOX_LEADER_RETRY_MS";
     pub const OUTBOX_LEADER_LEASE_MS: &str = "OUTBOX_LEADER_LEASE_MS";
@@ -32,6 +33,7 @@ pub mod names {
         OUTBOX_SOURCE,
         OUTBOX_TOPICS,
         OUTBOX_BATCH_SIZE,
+        OUTBOX_BATCH_MAX_BYTES,
         OUTBOX_POLL_INTERVAL_MS,
         OUTBOX_LEADER_RETRY_MS,
         OUTBOX_LEADER_LEASE_MS,
@@ -59,6 +61,9 @@ pub struct PollerConfig {
     /// Outbox topics this poller publishes; empty means all.
     pub topics: Vec<String>,
     pub batch_size: i64,
+    /// The most payload bytes one batch reads (`OUTBOX_BATCH_MAX_BYTES`); a batch always takes at
+    /// least one row, so a row at the largest payload limit still moves.
+    pub batch_max_bytes: usize,
     /// The longest wait between two scans of an idle outbox (`OUTBOX_POLL_INTERVAL_MS`, default
     /// 10 ms). After a scan that found rows the next one follows at once; each empty scan doubles
     /// the wait, from 1 ms up to this bound. A `NOTIFY relay_outbox` ends a wait early.
@@ -100,6 +105,7 @@ impl PollerConfig {
         let source = r.required(OUTBOX_SOURCE).unwrap_or_default();
         let topics = r.topics(OUTBOX_TOPICS);
         let batch_size = r.number(OUTBOX_BATCH_SIZE, 1000, 1, 50_000) as i64;
+        let batch_max_bytes = relay_config::read_batch_max_bytes(&mut r, PREFIX);
         let poll_interval = r.millis(OUTBOX_POLL_INTERVAL_MS, 10, 1, 3_600_000);
         let leader_retry = r.millis(OUTBOX_LEADER_RETRY_MS, 1000, 10, 600_000);
         let leader_lease = r.millis(OUTBOX_LEADER_LEASE_MS, 10_000, 1_000, 600_000);
@@ -107,6 +113,7 @@ impl PollerConfig {
         let max_payload = PayloadLimits::read(&mut r, PREFIX);
         relay_config::check_record_sizes(&mut r, &max_payload, &common.kafka_properties, KafkaRole::Producer);
         let max_record = relay_config::producer_record_limit(&max_payload, &common.kafka_properties);
+        relay_config::check_producer_memory(&mut r, &common.kafka_properties, max_record);
         if source.len() > relay_config::SOURCE_MAX_BYTES {
             r.problem(OUTBOX_SOURCE, format!("is longer than {} bytes", relay_config::SOURCE_MAX_BYTES));
         }
@@ -123,6 +130,7 @@ impl PollerConfig {
             source,
             topics,
             batch_size,
+            batch_max_bytes,
             poll_interval,
             leader_retry,
             leader_lease,
@@ -206,6 +214,7 @@ mod tests {
         let config = PollerConfig::from_env(&env).expect("valid");
         assert_eq!(config.topics, vec!["payments.v1", "refunds"]);
         assert_eq!(config.batch_size, 250);
+        assert_eq!(config.batch_max_bytes, 8 << 20, "8 MiB unless set");
         assert_eq!(config.max_payload.for_topic("payments.v1"), 4096);
         assert_eq!(config.max_payload.for_topic("refunds"), 1 << 20);
     }
@@ -217,6 +226,8 @@ mod tests {
             ("OUTBOX_BATCH_SIZE", "0"),
             ("OUTBOX_BACTH_SIZE", "10"),
             ("OUTBOX_TOPICS", "ok,not ok"),
+            ("OUTBOX_BATCH_MAX_BYTES", "1k"),
+            ("KAFKA_PROPERTY_QUEUE_BUFFERING_MAX_KBYTES", "100"),
         ]);
         let err = PollerConfig::from_env(&env).expect_err("invalid");
         let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
@@ -227,6 +238,8 @@ mod tests {
             "OUTBOX_TOPICS",
             "OUTBOX_BATCH_SIZE",
             "OUTBOX_BACTH_SIZE",
+            "OUTBOX_BATCH_MAX_BYTES",
+            "KAFKA_PROPERTY_QUEUE_BUFFERING_MAX_KBYTES",
         ] {
             assert!(vars.contains(&expected), "{expected} missing from {vars:?}");
         }

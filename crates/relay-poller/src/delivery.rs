@@ -205,6 +205,11 @@ impl Stragglers {
         self.0.len() + self.1.len()
     }
 
+    /// The bytes of the records awaiting their reports (values, as handed to the producer).
+    pub(crate) fn bytes(&self) -> usize {
+        self.0.iter().map(|s| s.row.value.len()).chain(self.1.iter().map(|(row, _)| row.value.len())).sum()
+    }
+
     pub(crate) fn ids(&self) -> impl Iterator<Item = i64> + '_ {
         self.0.iter().map(|s| s.row.id).chain(self.1.iter().map(|(row, _)| row.id))
     }

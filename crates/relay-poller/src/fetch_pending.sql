@@ -1,4 +1,6 @@
--- Committed rows not yet published or parked, oldest first: their ids only, so that a row whose
+-- Committed rows not yet published or parked, oldest first: their ids and payload sizes only (the
+-- size comes from the value's header, the payload itself is not read; the caller keeps the prefix
+-- that fits OUTBOX_BATCH_MAX_BYTES, at least one row), so that a row whose
 -- content cannot be read cannot fail the scan (fetch_rows.sql reads the rows, and one by one
 -- when a row fails). There is no cursor: every scan starts at the lowest pending id, so a row
 -- whose transaction commits late (a lower id than rows already sent) is picked up by the next
@@ -9,7 +11,7 @@
 -- holds back the later rows of its key until an operator retries or discards it; $6, $7 the
 -- topics and keys held back while an earlier row of theirs awaits its delivery report; $8 the
 -- topics held back whole while as many records await their reports as a batch holds.
-SELECT o.id
+SELECT o.id, coalesce(octet_length(o.payload), 0)::bigint AS payload_length
 FROM relay.outbox AS o
 WHERE o.published_at IS NULL
   AND o.parked_at IS NULL

@@ -29,6 +29,15 @@ mod watch;
 use std::time::Duration;
 
 pub use config::{names, PollerConfig};
+
+/// The poller's statements, for `make bench`'s ceiling (the drain's database work done by SQL
+/// alone, statement for statement); not a stable API.
+#[doc(hidden)]
+pub mod statements {
+    pub const FETCH_PENDING: &str = include_str!("fetch_pending.sql");
+    pub const FETCH_ROWS: &str = include_str!("fetch_rows.sql");
+    pub const MARK_PUBLISHED: &str = include_str!("mark_published.sql");
+}
 use publishing::{Publishing, Source};
 use rdkafka::{producer::FutureProducer, producer::Producer as _, ClientConfig};
 use relay_health::Health;
@@ -151,7 +160,8 @@ pub async fn run(config: PollerConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
-/// The producer's settings, with `message.max.bytes` large enough for every payload limit.
+/// The producer's settings, with `message.max.bytes` large enough for every payload limit and a
+/// queue bounded by bytes (`relay_config::producer_memory_defaults`).
 fn producer_client_config(config: &PollerConfig) -> ClientConfig {
     let properties = &config.common.kafka_properties;
     let mut client = relay_kafka::producer_config(
@@ -162,6 +172,11 @@ fn producer_client_config(config: &PollerConfig) -> ClientConfig {
     for (property, value) in
         relay_config::record_size_defaults(&config.max_payload, properties, relay_config::KafkaRole::Producer)
     {
+        client.set(property, value);
+    }
+    let memory =
+        relay_config::producer_memory_defaults(properties, config.batch_max_bytes, config.max_record);
+    for (property, value) in memory {
         client.set(property, value);
     }
     client

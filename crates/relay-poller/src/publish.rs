@@ -77,7 +77,9 @@ pub(crate) async fn publish_until_shutdown(
         leader.watch.observe(&stragglers, publishing);
         leader.progress.check(&stragglers, config, publishing, shutdown)?;
         let mut previous = Outcome::default();
-        if stragglers.len() >= STRAGGLER_CEILING * config.batch_size as usize {
+        if stragglers.len() >= STRAGGLER_CEILING * config.batch_size as usize
+            || stragglers.bytes() >= STRAGGLER_CEILING * config.batch_max_bytes
+        {
             // So many records await their reports even with their topics held back (many topics
             // refused at once) that their memory must stop growing: wait for one.
             if let Some(batch) = in_flight.take() {
@@ -104,6 +106,7 @@ pub(crate) async fn publish_until_shutdown(
         let fetch = Scan {
             topics: &config.topics,
             batch_size: config.batch_size,
+            batch_max_bytes: config.batch_max_bytes,
             exclude: &exclude,
             held: &waiting,
             held_topics: &held_topics,
@@ -178,10 +181,11 @@ pub(crate) async fn publish_until_shutdown(
     Ok(stop_by)
 }
 
-/// Batches' worth of stragglers at which the loop stops sending until a report comes: each
-/// topic that turns bad adds at most about a batch before it is held back, so only several
-/// topics failing at once reach it, and memory stays bounded.
-const STRAGGLER_CEILING: usize = 4;
+/// Batches' worth of stragglers (rows or bytes) at which the loop stops sending until a report
+/// comes: each topic that turns bad adds at most about a batch before it is held back, so only
+/// several topics failing at once reach it, and memory stays bounded. The producer's queue is
+/// sized for it (`relay_config::producer_queue_kbytes`).
+const STRAGGLER_CEILING: usize = relay_config::STRAGGLER_BATCHES;
 
 /// The statements that record a batch's outcome, prepared once per leadership.
 struct Marks {

@@ -71,7 +71,7 @@ pub async fn measure(stack: &Stack, n: usize) -> anyhow::Result<Ceilings> {
         )
         .await?;
     let started = Instant::now();
-    let payload = vec![7u8; 256];
+    let payload = vec![7u8; 128];
     for chunk in (0..n as i64).collect::<Vec<_>>().chunks(2_000) {
         let ids: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::new_v4()).collect();
         let keys: Vec<String> = chunk.iter().map(|i| format!("key-{}", i % 1000)).collect();

@@ -5,7 +5,11 @@
 //! writes `results.md` and `results.json` to `--out-dir`.
 #![forbid(unsafe_code)]
 
+mod ceiling;
 mod ceilings;
+mod long_outbox;
+mod memory;
+mod peers;
 mod processing;
 mod scenarios;
 mod stack;
@@ -47,6 +51,18 @@ struct Args {
     processing_messages: i64,
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 8])]
     processing_workers: Vec<usize>,
+    /// Scales the memory-by-payload-size backlogs (20,000 × 1 KiB, 2,000 × 100 KiB, 300 × 1 MiB).
+    #[arg(long, default_value_t = 1.0)]
+    memory_scale: f64,
+    /// Published rows kept in the long-lived outbox scenario (`make bench-long`: 10,000,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    long_rows: i64,
+    /// Messages passing through the poller while a snapshot is held open.
+    #[arg(long, default_value_t = 40_000)]
+    long_passing: i64,
+    /// Messages for each peer (installed by scripts/bench.sh; see `peers`).
+    #[arg(long, default_value_t = 5_000)]
+    peer_messages: i64,
     /// Which scenarios to run, for example `--scenarios steady` against another broker
     /// (KAFKA_BROKERS); the others are reported as not run.
     #[arg(long, value_delimiter = ',', default_values_t = Scenario::ALL.map(String::from))]
@@ -57,7 +73,10 @@ struct Args {
 struct Scenario;
 
 impl Scenario {
-    const ALL: [&'static str; 5] = ["ceilings", "steady", "processing", "drain", "memory"];
+    /// `drain` includes its SQL-alone ceiling; `peers` needs `drain` for the ratio; `sizes` is
+    /// memory by payload size; `long` the long-lived outbox.
+    const ALL: [&'static str; 8] =
+        ["ceilings", "steady", "processing", "drain", "peers", "memory", "sizes", "long"];
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +86,11 @@ struct Results {
     memory: Option<scenarios::Drain>,
     steady: Vec<steady::Steady>,
     processing: Option<processing::Processing>,
+    /// The drain's database work by SQL alone, in the same run.
+    sql_alone: Option<ceiling::SqlAlone>,
+    memory_by_size: Vec<memory::BySize>,
+    long_outbox: Option<long_outbox::LongOutbox>,
+    peers: Vec<peers::Peer>,
 }
 
 /// Runs every benchmark and prints the Markdown report.
@@ -74,9 +98,9 @@ pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out_dir)?;
     let stack = stack::Stack {
-        brokers: args.brokers,
-        pg: args.pg,
-        bin_dir: args.bin_dir,
+        brokers: args.brokers.clone(),
+        pg: args.pg.clone(),
+        bin_dir: args.bin_dir.clone(),
         out_dir: args.out_dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -108,17 +132,45 @@ pub fn main() -> anyhow::Result<()> {
             processing =
                 Some(processing::measure(&stack, args.processing_messages, &args.processing_workers).await?);
         }
-        let mut drain = None;
+        let (mut drain, mut sql_alone) = (None, None);
         if run("drain") {
             eprintln!("drain ({} messages, two inboxes)", args.drain_messages);
             drain = Some(scenarios::drain(&stack, "drain", args.drain_messages).await?);
+            eprintln!("drain's database work by SQL alone ({} messages)", args.drain_messages);
+            sql_alone =
+                Some(ceiling::measure(&stack, args.drain_messages, outbox_batch(), INBOX_BATCH).await?);
+        }
+        let mut peers = Vec::new();
+        if run("peers") {
+            eprintln!("peers ({} messages each)", args.peer_messages);
+            peers = peers::measure(&stack, args.peer_messages).await?;
         }
         let mut memory = None;
         if run("memory") {
             eprintln!("memory (draining {} messages)", args.memory_messages);
             memory = Some(scenarios::drain(&stack, "memory", args.memory_messages).await?);
         }
-        anyhow::Ok(Results { ceilings, drain, memory, steady, processing })
+        let mut memory_by_size = Vec::new();
+        if run("sizes") {
+            eprintln!("memory by payload size");
+            memory_by_size = memory::measure(&stack, args.memory_scale).await?;
+        }
+        let mut long_outbox = None;
+        if run("long") {
+            eprintln!("long-lived outbox ({} published rows)", args.long_rows);
+            long_outbox = Some(long_outbox::measure(&stack, args.long_rows, args.long_passing).await?);
+        }
+        anyhow::Ok(Results {
+            ceilings,
+            drain,
+            memory,
+            steady,
+            processing,
+            sql_alone,
+            memory_by_size,
+            long_outbox,
+            peers,
+        })
     })?;
     let markdown = render(&results);
     std::fs::write(args.out_dir.join("results.md"), &markdown)?;
@@ -126,6 +178,14 @@ pub fn main() -> anyhow::Result<()> {
     print!("{markdown}");
     Ok(())
 }
+
+/// The poller's batch in the drain (the bench's `OUTBOX_BATCH_SIZE`).
+fn outbox_batch() -> i64 {
+    std::env::var("BENCH_OUTBOX_BATCH_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000)
+}
+
+/// The consumers' batch in the drain (the bench's `INBOX_BATCH_SIZE`).
+const INBOX_BATCH: usize = 2_000;
 
 fn render(r: &Results) -> String {
     let mut out = String::new();
@@ -143,6 +203,16 @@ fn render(r: &Results) -> String {
             let _ = writeln!(out, "| inbox-consumer {} | {rss:.1} |", ["a", "b"][i.min(1)]);
         }
         let _ = writeln!(out, "\n(1M drain: {:.0} msg/s end to end.)", m.end_to_end_per_sec);
+    }
+    if let (Some(d), Some(sql)) = (&r.drain, &r.sql_alone) {
+        ceiling::render(&mut out, d, sql);
+    }
+    if let Some(d) = &r.drain {
+        peers::render(&mut out, d.publish_per_sec, d.messages, &r.peers);
+    }
+    memory::render(&mut out, &r.memory_by_size);
+    if let Some(long) = &r.long_outbox {
+        long_outbox::render(&mut out, long);
     }
     if let Some(p) = &r.processing {
         let _ = writeln!(
@@ -175,7 +245,7 @@ fn render_drain(out: &mut String, c: &ceilings::Ceilings, d: &scenarios::Drain) 
     let pipeline_ceiling = c.produce_per_sec.min(consume_ceiling);
     let _ = writeln!(
         out,
-        "### Drain: {} messages of 256 B over 1,000 keys, fanned out to two inboxes\n",
+        "### Drain: {} messages of 128 B over 1,000 keys, fanned out to two inboxes\n",
         d.messages
     );
     let _ = writeln!(out, "| stage | relay (msg/s) | ceiling (msg/s) | relay / ceiling |");

@@ -165,7 +165,8 @@ pub async fn wait_for_count(
     }
 }
 
-/// Fills the outbox with `n` messages of 256-byte payloads over 1,000 keys, in one statement.
+/// Fills the outbox with `n` messages of 128-byte payloads (`decode(repeat(md5(i::text), 8), 'hex')`)
+/// over 1,000 keys, in one statement.
 pub async fn backlog(origin: &Client, topic: &str, n: i64) -> anyhow::Result<()> {
     origin
         .execute(

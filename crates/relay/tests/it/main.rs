@@ -27,6 +27,7 @@ mod kafka_security;
 mod leadership;
 mod limits;
 mod liveness;
+mod memory;
 mod metrics_scrape;
 mod no_notify;
 mod ordering;
