@@ -6,6 +6,8 @@ use relay_config::{
 };
 use relay_envelope::SigningKey;
 
+use crate::format::TopicFormats;
+
 /// Variable names the poller reads (besides the shared ones in `relay_config::names`).
 pub mod names {
     pub const OUTBOX_SOURCE: &str = "OUTBOX_SOURCE";
@@ -25,6 +27,7 @@ pub mod names {
     pub const OUTBOX_SIGNING_KEY_FILE: &str = "OUTBOX_SIGNING_KEY_FILE";
     pub const OUTBOX_DELIVERY_WAIT_MS: &str = "OUTBOX_DELIVERY_WAIT_MS";
     pub const OUTBOX_PARKED_HOLDS_KEY: &str = "OUTBOX_PARKED_HOLDS_KEY";
+    pub use crate::format::OUTBOX_FORMAT;
     /// Per-topic limits: `OUTBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
     pub const PREFIX: &str = "OUTBOX_";
     pub const ALL: &[&str] = &[
@@ -44,6 +47,7 @@ pub mod names {
         OUTBOX_SIGNING_KEY_FILE,
         OUTBOX_DELIVERY_WAIT_MS,
         OUTBOX_PARKED_HOLDS_KEY,
+        OUTBOX_FORMAT,
     ];
 }
 
@@ -81,6 +85,8 @@ pub struct PollerConfig {
     pub retention: Option<Retention>,
     /// Signs every record when set (`OUTBOX_SIGNING_KEY_ID` and `OUTBOX_SIGNING_KEY`).
     pub signing: Option<SigningKey>,
+    /// Each topic's wire format (`OUTBOX_FORMAT`, `OUTBOX_TOPIC_<TOPIC>_FORMAT`).
+    pub formats: TopicFormats,
 }
 
 impl PollerConfig {
@@ -107,7 +113,10 @@ impl PollerConfig {
         let parked_holds_key = r.flag(OUTBOX_PARKED_HOLDS_KEY, true);
         let retention = Retention::read(&mut r, PREFIX);
         let signing = read_signing_key(&mut r);
-        r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
+        let formats = TopicFormats::read(&mut r, &source, OUTBOX_SOURCE);
+        r.reject_unknown(PREFIX, ALL, |n| {
+            PayloadLimits::is_override(PREFIX, n) || TopicFormats::is_override(n)
+        });
         let database_url = r.finish_with_database(common.database_url.clone())?;
         Ok(Self {
             database_url,
@@ -125,6 +134,7 @@ impl PollerConfig {
             parked_holds_key,
             retention,
             signing,
+            formats,
         })
     }
 

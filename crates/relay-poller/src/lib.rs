@@ -14,6 +14,7 @@ mod config;
 mod delivery;
 mod envelope;
 mod fetch;
+mod format;
 mod lease;
 mod publish;
 mod retention;
@@ -23,6 +24,7 @@ mod watch;
 use std::time::Duration;
 
 pub use config::{names, PollerConfig};
+pub use format::{Format, TopicFormats};
 use rdkafka::{producer::FutureProducer, producer::Producer, ClientConfig};
 use relay_health::Health;
 use tokio_util::sync::CancellationToken;

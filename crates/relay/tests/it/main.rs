@@ -6,6 +6,7 @@ mod verify;
 
 mod admin;
 mod chaos;
+mod cloudevents;
 mod config;
 mod crashes;
 mod delivery;

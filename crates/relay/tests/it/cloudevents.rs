@@ -1,0 +1,445 @@
+//! CloudEvents binary content mode end to end: a topic published as CloudEvents is read by a
+//! plain Kafka consumer with no Relay code, and stored by the inbox-consumer as exactly the row
+//! the envelope format gives; signed CloudEvents verify, and tampered or malformed ones become
+//! dead letters while the rest flows; the reconciler finds both inboxes clean.
+use std::{collections::BTreeMap, time::Duration};
+
+use rdkafka::{
+    consumer::{BaseConsumer, CommitMode, Consumer},
+    message::{Headers, Message},
+    TopicPartitionList,
+};
+use relay_envelope::{cloudevents, Signed, SigningKey};
+
+use crate::{harness::*, hostile::Hostile, verify::inbox_equals_outbox};
+
+const KEY: &str = "cl0udevents-k3y-0123456789abcdefghijk";
+const RECONCILER: &str = env!("CARGO_BIN_EXE_reconciler");
+
+/// `OUTBOX_TOPIC_<TOPIC>_FORMAT` for `topic`.
+fn format_variable(topic: &str) -> String {
+    format!("OUTBOX_TOPIC_{}_FORMAT", relay_config::topic_env_name(topic))
+}
+
+/// The end offset of every partition of `topic`.
+fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("consumer");
+    (0..partitions)
+        .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(30)).expect("watermarks").1)
+        .collect()
+}
+
+/// Commits `offsets` for consumer group `group`, so a consumer of that group starts there.
+fn commit_start(group: &str, topic: &str, offsets: &[i64]) {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for (partition, offset) in offsets.iter().enumerate() {
+        list.add_partition_offset(topic, partition as i32, rdkafka::Offset::Offset(*offset)).expect("offset");
+    }
+    consumer.assign(&list).expect("assign");
+    consumer.commit(&list, CommitMode::Sync).expect("commit the start offsets");
+}
+
+/// The offsets consumer group `group` committed on `topic` (-1 where none).
+fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(30)).expect("committed offsets");
+    (0..partitions)
+        .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(rdkafka::Offset::Offset(offset)) => offset,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// A record as a plain Kafka client sees it.
+struct Plain {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    headers: BTreeMap<String, String>,
+}
+
+/// Reads `n` records of `topic` from `from` (one offset per partition) with nothing but rdkafka.
+fn read_plainly(topic: &str, from: &[i64], n: usize) -> Vec<Plain> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("plain-{}", unique()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("plain consumer");
+    let mut list = TopicPartitionList::new();
+    for (partition, offset) in from.iter().enumerate() {
+        list.add_partition_offset(topic, partition as i32, rdkafka::Offset::Offset(*offset)).expect("offset");
+    }
+    consumer.assign(&list).expect("assign");
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while records.len() < n {
+        assert!(std::time::Instant::now() < deadline, "read {} of {n} records", records.len());
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let message = message.expect("consume");
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8(h.value.unwrap_or_default().to_vec()).expect("text"),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Plain {
+            key: message.key().unwrap_or_default().to_vec(),
+            value: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    records
+}
+
+/// Every content column of inbox `name`, by message id, as text.
+async fn inbox_rows(db: &TestDb, name: &str) -> BTreeMap<uuid::Uuid, String> {
+    let rows = db
+        .client()
+        .await
+        .query(
+            "SELECT message_id, format('%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s', source, topic, key, msg_type,
+                    content_type, encode(payload, 'hex'), headers, traceparent, tracestate, sequence,
+                    extract(epoch FROM created_at))
+             FROM relay.inbox WHERE inbox = $1",
+            &[&name],
+        )
+        .await
+        .expect("inbox rows");
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cloudevents_topic_is_read_plainly_and_stored_as_the_envelope_row() {
+    let test = "cloudevents_plain";
+    let (origin, env_db, ce_db) = (TestDb::new().await, TestDb::new().await, TestDb::new().await);
+    let topic = topic(2).await;
+    let signing = [("OUTBOX_SIGNING_KEY_ID", "k1"), ("OUTBOX_SIGNING_KEY", KEY)];
+    let mut poller_vars = poller_env(&origin, &topic);
+    poller_vars.extend(signing.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut env_vars = consumer_env(&env_db, "ledger", &topic);
+    env_vars.insert("INBOX_VERIFY_KEYS".into(), format!("k1={KEY}"));
+    let mut poller = spawn(test, "poller-envelope", POLLER, &poller_vars);
+    let _env_consumer = spawn(test, "consumer-envelope", CONSUMER, &env_vars);
+    await_table(&origin, "relay.outbox").await;
+    enqueue_many(&origin, &topic, 40, 7, 10).await;
+    let untyped = origin
+        .client()
+        .await
+        .query_one(
+            "SELECT relay.enqueue($1, 'key-u', '\\x00ff'::bytea, '{\"x-tenant\":\"acme\"}', '', '',
+                    '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', 'vendor=1')",
+            &[&topic],
+        )
+        .await
+        .expect("enqueue an untyped, traced message")
+        .get::<_, uuid::Uuid>(0);
+    await_inbox(&env_db, "ledger", &topic, 41, Duration::from_secs(90)).await;
+    poller.terminate(Duration::from_secs(30)).await;
+
+    // The same rows again, now as CloudEvents: a re-publication, as after a restored backup.
+    let start = end_offsets(&topic, 2);
+    let ce_group = format!("ledger-ce-{}", unique());
+    commit_start(&ce_group, &topic, &start);
+    origin
+        .client()
+        .await
+        .execute("UPDATE relay.outbox SET published_at = NULL WHERE topic = $1", &[&topic])
+        .await
+        .expect("publish again");
+    poller_vars.insert(format_variable(&topic), "cloudevents".into());
+    let _poller = spawn(test, "poller-cloudevents", POLLER, &poller_vars);
+    let mut ce_vars = consumer_env(&ce_db, "mirror", &topic);
+    ce_vars.insert("INBOX_GROUP_ID".into(), ce_group);
+    ce_vars.insert("INBOX_VERIFY_KEYS".into(), format!("k1={KEY}"));
+    let _ce_consumer = spawn(test, "consumer-cloudevents", CONSUMER, &ce_vars);
+    await_inbox(&ce_db, "mirror", &topic, 41, Duration::from_secs(90)).await;
+
+    // A plain consumer reads the payload as the value and the attributes and headers as headers.
+    let records = read_plainly(&topic, &start, 41);
+    let outbox = origin.client().await;
+    for record in &records {
+        let id: uuid::Uuid = record.headers["ce_id"].parse().expect("ce_id is a UUID");
+        let row = outbox
+            .query_one(
+                "SELECT payload, key, coalesce(msg_type, ''), headers, id, created_at FROM relay.outbox WHERE message_id = $1",
+                &[&id],
+            )
+            .await
+            .expect("the outbox row");
+        assert_eq!(record.value, row.get::<_, Vec<u8>>(0), "value is the payload");
+        assert_eq!(record.key, row.get::<_, String>(1).into_bytes(), "record key is the message key");
+        assert_eq!(record.headers["ce_partitionkey"], row.get::<_, String>(1));
+        assert_eq!(record.headers["ce_specversion"], "1.0");
+        assert_eq!(record.headers["ce_source"], "it-origin");
+        assert_eq!(record.headers["ce_relaytopic"], topic);
+        assert_eq!(record.headers["ce_relaysequence"], row.get::<_, i64>(4).to_string());
+        assert!(record.headers["ce_time"].ends_with('Z'), "{}", record.headers["ce_time"]);
+        assert_eq!(record.headers["relay-key-id"], "k1");
+        assert_eq!(record.headers["relay-signature"].len(), 64);
+        let user: serde_json::Value = row.get(3);
+        for (name, value) in user.as_object().expect("headers") {
+            assert_eq!(record.headers[name], value.as_str().expect("text"), "user header {name}");
+        }
+        if id == untyped {
+            assert_eq!(record.headers["ce_type"], "relay.untyped");
+            assert_eq!(record.headers["ce_relayuntyped"], "true");
+            assert_eq!(
+                record.headers["traceparent"],
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            );
+            assert_eq!(record.headers["tracestate"], "vendor=1");
+            assert_eq!(record.headers["x-tenant"], "acme");
+        } else {
+            assert_eq!(record.headers["ce_type"], row.get::<_, String>(2));
+        }
+    }
+    let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r.headers["ce_id"].as_str()).collect();
+    assert_eq!(ids.len(), 41, "each message once");
+
+    // The same message is the same row in either format, column by column.
+    let (from_envelopes, from_cloudevents) =
+        (inbox_rows(&env_db, "ledger").await, inbox_rows(&ce_db, "mirror").await);
+    assert_eq!(from_envelopes.len(), 41);
+    assert_eq!(from_cloudevents, from_envelopes);
+    assert_eq!(inbox_equals_outbox(&origin, &ce_db, "mirror", &topic).await, 41);
+    // The envelope inbox met every message again as a CloudEvent: duplicates, not conflicts.
+    let end = end_offsets(&topic, 2);
+    assert_eq!(end.iter().sum::<i64>(), 82, "each message once per format");
+    let env_group = env_vars["INBOX_GROUP_ID"].clone();
+    eventually(Duration::from_secs(60), "the envelope inbox committed past the CloudEvents", || async {
+        (committed(&env_group, &topic, 2) == end).then_some(())
+    })
+    .await;
+    for db in [&env_db, &ce_db] {
+        let dead = count(&db.client().await, "SELECT count(*) FROM relay.dead_letter", &[]).await;
+        assert_eq!(dead, 0, "no dead letter and no conflicting duplicate");
+    }
+
+    // The reconciler compares the outbox with both inboxes and finds them clean.
+    let output = tokio::process::Command::new(RECONCILER)
+        .env_clear()
+        .env("RECONCILE_OUTBOXES", format!("it-origin={}", origin.url))
+        .env("RECONCILE_SUBSCRIPTIONS", format!("ledger={topic} mirror={topic}"))
+        .args(["--inbox", &format!("ledger={}", env_db.url), "--inbox", &format!("mirror={}", ce_db.url)])
+        .args(["--grace-secs", "0", "--stuck-secs", "0", "--format", "json"])
+        .output()
+        .await
+        .expect("run reconciler");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A record's headers as the poller writes them for `envelope`, changed by `change`, then signed
+/// with key `k1` (so a malformed record fails its decoding, not its signature).
+fn signed_headers(
+    envelope: &relay_envelope::Envelope,
+    change: impl FnOnce(&mut Vec<(Vec<u8>, Option<Vec<u8>>)>),
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = cloudevents::headers_of(envelope)
+        .expect("encodable")
+        .into_iter()
+        .map(|(n, v)| (n.into_bytes(), Some(v.into_bytes())))
+        .collect();
+    change(&mut headers);
+    headers.push((b"relay-key-id".to_vec(), Some(b"k1".to_vec())));
+    let signer = SigningKey::new("k1", &KEY.to_string().into()).expect("key");
+    let all: Vec<(&[u8], Option<&[u8]>)> =
+        headers.iter().map(|(n, v)| (n.as_slice(), v.as_deref())).collect();
+    let signature = signer.sign_input(Signed::CloudEvent { value: &envelope.payload, headers: &all });
+    headers.push((b"relay-signature".to_vec(), Some(signature.into_bytes())));
+    headers
+}
+
+fn message(topic: &str, n: u64) -> relay_envelope::Envelope {
+    relay_envelope::Envelope {
+        version: relay_envelope::ENVELOPE_VERSION,
+        message_id: uuid::Uuid::new_v4().to_string(),
+        source: "it-producer".into(),
+        topic: topic.into(),
+        key: format!("key-{n}"),
+        r#type: "it.payment".into(),
+        payload: format!("payment {n}").into_bytes(),
+        created_at_unix_micros: 1_700_000_000_000_000 + n as i64,
+        sequence: n,
+        ..Default::default()
+    }
+}
+
+fn set(
+    name: &'static [u8],
+    value: Option<&'static [u8]>,
+) -> impl FnOnce(&mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+    move |headers| {
+        headers.retain(|(n, _)| n != name);
+        headers.push((name.to_vec(), value.map(<[u8]>::to_vec)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_and_malformed_cloudevents_become_dead_letters_and_the_rest_flows() {
+    let db = TestDb::new().await;
+    let topic = topic(1).await;
+    let mut env = consumer_env(&db, "ledger", &topic);
+    env.insert("INBOX_VERIFY_KEYS".into(), format!("k1={KEY}"));
+    let _consumer = spawn("cloudevents_hostile", "consumer", CONSUMER, &env);
+    await_table(&db, "relay.inbox").await;
+    let hostile = Hostile::new();
+    let mut valid = Vec::new();
+    type Change = Box<dyn FnOnce(&mut Vec<(Vec<u8>, Option<Vec<u8>>)>)>;
+    let bad: Vec<(Change, &str)> = vec![
+        (
+            Box::new(|h| h.retain(|(n, _)| n != b"ce_id")),
+            "CloudEvents record: required attribute ce_id is missing or empty",
+        ),
+        (
+            Box::new(set(b"ce_specversion", Some(b"0.3"))),
+            "CloudEvents record: ce_specversion \"0.3\" is not 1.0",
+        ),
+        (
+            Box::new(set(b"ce_time", Some(b"tomorrow"))),
+            "CloudEvents record: ce_time \"tomorrow\" is not an RFC 3339 time",
+        ),
+        (
+            Box::new(set(b"relay-envelope-version", Some(b"1"))),
+            "CloudEvents record: it has both ce_specversion and the envelope header relay-envelope-version",
+        ),
+        (
+            Box::new(|h| h.push((b"ce_type".to_vec(), Some(b"other".to_vec())))),
+            "CloudEvents record: header \"ce_type\" appears more than once",
+        ),
+        (
+            Box::new(set(b"ce_source", Some(b"\xff\xfe"))),
+            "CloudEvents record: header \"ce_source\" has a value that is not UTF-8",
+        ),
+        (
+            Box::new(set(b"x-user", Some(b"\xc0\xaf"))),
+            "CloudEvents record: header \"x-user\" has a value that is not UTF-8",
+        ),
+        (
+            Box::new(set(b"ce_relaysequence", None)),
+            "CloudEvents record: header \"ce_relaysequence\" has a null value",
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (n, (change, reason)) in bad.into_iter().enumerate() {
+        let good = message(&topic, 2 * n as u64);
+        let headers = signed_headers(&good, |_| {});
+        send(&hostile, &topic, &good, &headers);
+        valid.push(good.message_id.clone());
+        let broken = message(&topic, 2 * n as u64 + 1);
+        send(&hostile, &topic, &broken, &signed_headers(&broken, change));
+        expected.push((broken.message_id, reason.to_string()));
+    }
+    // Signed, then a header changed: the signature no longer matches.
+    let tampered = message(&topic, 100);
+    let mut headers = signed_headers(&tampered, |_| {});
+    headers.iter_mut().filter(|(n, _)| n == b"ce_type").for_each(|(_, v)| *v = Some(b"it.refund".to_vec()));
+    send(&hostile, &topic, &tampered, &headers);
+    expected.push((
+        tampered.message_id,
+        "signature does not match the record value and headers (key id \"k1\")".into(),
+    ));
+    // An envelope record carrying a stray attribute.
+    let stray = relay_envelope::encode(&message(&topic, 101));
+    hostile.send(&topic, Some(b"key-101"), Some(&stray), &[(b"ce_id", Some(b"x"))]);
+    let last = message(&topic, 102);
+    send(&hostile, &topic, &last, &signed_headers(&last, |_| {}));
+    valid.push(last.message_id.clone());
+    hostile.flush();
+
+    await_inbox(&db, "ledger", &topic, valid.len() as i64, Duration::from_secs(90)).await;
+    let client = db.client().await;
+    let stored: Vec<String> = client
+        .query("SELECT message_id::text FROM relay.inbox ORDER BY seq", &[])
+        .await
+        .expect("inbox")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, valid, "the valid records, in order");
+    let dead = eventually(Duration::from_secs(30), "every bad record dead-lettered", || async {
+        let rows = db
+            .client()
+            .await
+            .query("SELECT error FROM relay.dead_letter ORDER BY kafka_offset", &[])
+            .await
+            .ok()?;
+        (rows.len() == expected.len() + 1)
+            .then(|| rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
+    })
+    .await;
+    let mut reasons: Vec<String> = expected.into_iter().map(|(_, reason)| reason).collect();
+    reasons.push("header \"ce_id\" is a CloudEvents attribute, but the record has no ce_specversion".into());
+    assert_eq!(dead, reasons, "each bad record with its reason, in offset order");
+}
+
+fn send(
+    hostile: &Hostile,
+    topic: &str,
+    message: &relay_envelope::Envelope,
+    headers: &[(Vec<u8>, Option<Vec<u8>>)],
+) {
+    let headers: Vec<(&[u8], Option<&[u8]>)> =
+        headers.iter().map(|(n, v)| (n.as_slice(), v.as_deref())).collect();
+    hostile.send(topic, Some(message.key.as_bytes()), Some(&message.payload), &headers);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_whose_header_takes_a_cloudevents_name_is_parked_and_its_neighbours_flow() {
+    let relay =
+        Pipeline::start_with("cloudevents_reserved", 1, &[("OUTBOX_FORMAT", "cloudevents")], &[]).await;
+    let client = relay.origin.client().await;
+    let mut parked = Vec::new();
+    for (n, name) in ["ce_id", "Content-Type", "traceparent", "relay-signature"].into_iter().enumerate() {
+        enqueue_one(&relay.origin, &relay.topic, &format!("fine-{n}"), b"fine").await;
+        let headers = serde_json::json!({ name: "x" });
+        let id: uuid::Uuid = client
+            .query_one(
+                "SELECT relay.enqueue($1, $2, 'x'::bytea, $3)",
+                &[&relay.topic, &format!("reserved-{n}"), &headers],
+            )
+            .await
+            .expect("enqueue")
+            .get(0);
+        parked.push((id, name));
+    }
+    relay.await_ledger(4).await;
+    for (id, name) in parked {
+        let reason = eventually(Duration::from_secs(30), "parked", || async {
+            let row = client
+                .query_one("SELECT park_reason FROM relay.outbox WHERE message_id = $1", &[&id])
+                .await
+                .ok()?;
+            row.get::<_, Option<String>>(0)
+        })
+        .await;
+        assert!(
+            reason.starts_with(&format!("header {name:?} is reserved on a CloudEvents topic")),
+            "{reason}"
+        );
+    }
+    assert_eq!(count(&relay.inbox.client().await, "SELECT count(*) FROM relay.inbox", &[]).await, 4);
+}
