@@ -101,7 +101,8 @@ fn signed_cloudevents_verify_and_any_tampered_header_or_value_is_a_mismatch() {
     let headers = ce_headers(&message, Some(&signer));
     let row = stored(classify(&record(&message.payload, &headers), 1000, &verification()));
     assert_eq!(row.msg_type, "payment.created");
-    let tamper: Vec<(&str, Box<dyn Fn(&mut Vec<RawHeader>)>)> = vec![
+    type Tamper = Box<dyn Fn(&mut Vec<RawHeader>)>;
+    let tamper: Vec<(&str, Tamper)> = vec![
         ("ce_type", Box::new(|h| h[3].value = Some(b"payment.reversed".to_vec()))),
         (
             "tenant",

@@ -13,6 +13,9 @@ use relay_envelope::{cloudevents, Signed, SigningKey};
 
 use crate::{harness::*, hostile::Hostile, verify::inbox_equals_outbox};
 
+/// A record's headers as `(name, value)`, `None` for a null value.
+type RecordHeaders = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 const KEY: &str = "cl0udevents-k3y-0123456789abcdefghijk";
 const RECONCILER: &str = env!("CARGO_BIN_EXE_reconciler");
 
@@ -256,9 +259,9 @@ async fn a_cloudevents_topic_is_read_plainly_and_stored_as_the_envelope_row() {
 /// with key `k1` (so a malformed record fails its decoding, not its signature).
 fn signed_headers(
     envelope: &relay_envelope::Envelope,
-    change: impl FnOnce(&mut Vec<(Vec<u8>, Option<Vec<u8>>)>),
-) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    let mut headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = cloudevents::headers_of(envelope)
+    change: impl FnOnce(&mut RecordHeaders),
+) -> RecordHeaders {
+    let mut headers: RecordHeaders = cloudevents::headers_of(envelope)
         .expect("encodable")
         .into_iter()
         .map(|(n, v)| (n.into_bytes(), Some(v.into_bytes())))
@@ -288,10 +291,7 @@ fn message(topic: &str, n: u64) -> relay_envelope::Envelope {
     }
 }
 
-fn set(
-    name: &'static [u8],
-    value: Option<&'static [u8]>,
-) -> impl FnOnce(&mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+fn set(name: &'static [u8], value: Option<&'static [u8]>) -> impl FnOnce(&mut RecordHeaders) {
     move |headers| {
         headers.retain(|(n, _)| n != name);
         headers.push((name.to_vec(), value.map(<[u8]>::to_vec)));
@@ -308,7 +308,7 @@ async fn tampered_and_malformed_cloudevents_become_dead_letters_and_the_rest_flo
     await_table(&db, "relay.inbox").await;
     let hostile = Hostile::new();
     let mut valid = Vec::new();
-    type Change = Box<dyn FnOnce(&mut Vec<(Vec<u8>, Option<Vec<u8>>)>)>;
+    type Change = Box<dyn FnOnce(&mut RecordHeaders)>;
     let bad: Vec<(Change, &str)> = vec![
         (
             Box::new(|h| h.retain(|(n, _)| n != b"ce_id")),

@@ -37,6 +37,8 @@ mod schema;
 mod schema_script;
 mod signing;
 mod telemetry;
+mod telemetry_https;
 mod tls;
+mod tls_client_certs;
 mod trace;
 mod unreadable;
