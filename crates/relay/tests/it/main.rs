@@ -7,6 +7,7 @@ mod verify;
 mod admin;
 mod chaos;
 mod cloudevents;
+mod cloudevents_hostile;
 mod config;
 mod crashes;
 mod delivery;
