@@ -182,4 +182,29 @@ mod tests {
             assert_eq!(check_uri_reference(good), Ok(()), "{good}");
         }
     }
+
+    #[test]
+    fn the_poller_reads_formats_with_its_other_settings_and_reports_them_together() {
+        let base = [
+            ("DATABASE_URL", "postgres://postgres@localhost/origin"),
+            ("KAFKA_BROKERS", "localhost:9092"),
+            ("OUTBOX_SOURCE", "payments"),
+        ];
+        let mut vars = base.to_vec();
+        vars.push(("OUTBOX_TOPIC_PAYMENTS_V1_FORMAT", "cloudevents"));
+        let config =
+            crate::PollerConfig::from_env(&MapEnv::new(vars)).expect("a format variable is a setting");
+        assert_eq!(config.formats.for_topic("payments.v1"), Format::CloudEvents);
+        let mut vars = base.to_vec();
+        vars.extend([
+            ("OUTBOX_FORMAT", "protobuf"),
+            ("OUTBOX_BATCH_SIZE", "0"),
+            ("OUTBOX_FORAMT", "envelope"),
+        ]);
+        let err = crate::PollerConfig::from_env(&MapEnv::new(vars)).expect_err("invalid");
+        let variables: Vec<&str> = err.0.iter().map(|p| p.variable.as_str()).collect();
+        for expected in ["OUTBOX_FORMAT", "OUTBOX_BATCH_SIZE", "OUTBOX_FORAMT"] {
+            assert!(variables.contains(&expected), "{expected} missing from {variables:?}");
+        }
+    }
 }
