@@ -296,3 +296,40 @@ async fn a_message_whose_header_takes_a_cloudevents_name_is_parked_and_its_neigh
     }
     assert_eq!(count(&relay.inbox.client().await, "SELECT count(*) FROM relay.inbox", &[]).await, 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconciler_trace_finds_a_dead_lettered_cloudevent_by_its_id() {
+    let relay = Pipeline::start_with(
+        "cloudevents_trace",
+        1,
+        &[("OUTBOX_FORMAT", "cloudevents")],
+        &[("INBOX_MAX_PAYLOAD_BYTES", "400")],
+    )
+    .await;
+    enqueue_one(&relay.origin, &relay.topic, "acct-7", b"pay 10").await;
+    let big = enqueue_one(&relay.origin, &relay.topic, "acct-7", &[7; 1000]).await;
+    relay.await_ledger(1).await;
+    eventually(Duration::from_secs(60), "the big message dead-lettered", || async {
+        (count(&relay.inbox.client().await, "SELECT count(*) FROM relay.dead_letter", &[]).await == 1)
+            .then_some(())
+    })
+    .await;
+    let inboxes = [("ledger", &relay.inbox)];
+    let args = ["--message-id", &big.to_string(), "--format", "json"];
+    let (code, out) = crate::trace::trace(&relay.origin, &inboxes, &relay.topic, &args).await;
+    assert_eq!(code, 0, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let ledger = &report["messages"][0]["inboxes"][0];
+    assert_eq!(ledger["state"], "dead_lettered", "{out}");
+    assert_eq!(ledger["dead_letters"][0]["error"], "payload of 1000 bytes exceeds the limit of 400 bytes");
+    let (code, out) = crate::trace::trace(
+        &relay.origin,
+        &inboxes,
+        &relay.topic,
+        &["--topic", &relay.topic, "--key", "acct-7", "--format", "json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(report["messages"].as_array().map(Vec::len), Some(2), "both messages of the key: {out}");
+}
