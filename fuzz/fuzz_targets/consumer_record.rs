@@ -1,6 +1,6 @@
 //! The consumer's record check (`relay_inbox::classify`) on arbitrary raw records, headers
 //! included: never panics, and returns either a row PostgreSQL can store that says what the
-//! envelope says, or a dead letter that keeps the record's exact bytes, headers and position with
+//! envelope (or, for a CloudEvents record, its headers) says, or a dead letter that keeps the record's exact bytes, headers and position with
 //! a short, storable reason. The headers go through librdkafka and back first (the code that
 //! reads a consumed record's headers), so names of any bytes reach the check as a consumer
 //! would see them.
@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     match classify(&raw, parts.limit, &verification) {
         Record::Store(row) => {
             check_headers_acceptable(headers);
-            check_row(&row, &parts, &position);
+            check_row(&row, &parts, &position, headers.unwrap_or_default());
         }
         Record::Dead(dead) => check_dead(&dead, &parts, &position, headers),
     }
@@ -86,11 +86,19 @@ fn check_headers_acceptable(headers: Result<&[RawHeader], &str>) {
     }
 }
 
-fn check_row(row: &InboxRow, parts: &RawParts<'_>, position: &Position) {
+fn check_row(row: &InboxRow, parts: &RawParts<'_>, position: &Position, headers: &[RawHeader]) {
     assert_eq!(&row.position, position);
     assert_eq!(row.topic, TOPIC, "stored a record whose envelope names another topic");
     assert!(row.payload.len() <= parts.limit, "payload of {} over limit {}", row.payload.len(), parts.limit);
-    let decoded = relay_envelope::decode(parts.value).expect("a stored record decodes");
+    // A record with `ce_specversion` is a CloudEvent: its message is in its headers.
+    let pairs: Vec<(&[u8], Option<&[u8]>)> =
+        headers.iter().map(|h| (h.name.as_slice(), h.value.as_deref())).collect();
+    let decoded = if relay_envelope::cloudevents::is_cloudevent(&pairs) {
+        relay_envelope::cloudevents::decode(parts.key, parts.value, &pairs)
+    } else {
+        relay_envelope::decode(parts.value)
+    };
+    let decoded = decoded.expect("a stored record decodes");
     let envelope = &decoded.envelope;
     assert_eq!(row.message_id, decoded.message_id);
     assert_eq!(row.payload, envelope.payload);

@@ -1,6 +1,7 @@
 //! The PostgreSQL connection string: validated at start-up, kept secret, and read for TLS.
 //!
-//! TLS follows libpq's parameters so a DBA's usual URL works: `sslmode` and `sslrootcert`.
+//! TLS follows libpq's parameters so a DBA's usual URL works: `sslmode`, `sslrootcert`, and for
+//! client certificate authentication `sslcert` and `sslkey` (PEM files, both or neither).
 //! Relay always verifies the server when TLS is on: `sslmode=require`, `verify-ca` and
 //! `verify-full` all check the certificate chain against `sslrootcert` (or the system's roots)
 //! and the host name, which for a bank's network is the only sensible reading of "require".
@@ -18,7 +19,16 @@ pub enum DatabaseTls {
     /// TLS with the server's certificate and host name verified; `root_cert` is a PEM bundle of
     /// trusted CAs, or the system's roots when none is given. `required` is false for
     /// `sslmode=prefer`, which uses TLS only when the server offers it.
-    Verified { root_cert: Option<PathBuf>, required: bool },
+    /// `client` is the certificate chain and private key (PEM files) the client presents, for
+    /// servers that authenticate clients by certificate (`clientcert=verify-full`, `cert`).
+    Verified { root_cert: Option<PathBuf>, required: bool, client: Option<ClientCert> },
+}
+
+/// A client certificate chain and its private key, both PEM files (libpq's `sslcert`, `sslkey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A PostgreSQL connection string, validated at start-up and kept secret (it may hold a password).
@@ -36,20 +46,28 @@ impl DatabaseUrl {
         if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://") || raw.contains('=')) {
             return Err("must be a postgres:// URL or a key=value connection string".into());
         }
-        let (rest, sslmode, root_cert) = split_tls_parameters(raw);
+        let TlsParameters { rest, sslmode, root_cert, cert, key } = split_tls_parameters(raw);
         // The parser's message can quote the input, so report only its kind.
         let mut config = tokio_postgres::Config::from_str(&rest)
             .map_err(|_| "is not a valid PostgreSQL connection string".to_string())?;
         if config.get_hosts().is_empty() {
             return Err("names no host".into());
         }
+        let client = match (cert, key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(ClientCert { cert, key }),
+            (Some(_), None) => return Err("has sslcert but no sslkey: give both or neither".into()),
+            (None, Some(_)) => return Err("has sslkey but no sslcert: give both or neither".into()),
+        };
         let tls = match sslmode.as_deref() {
             None | Some("disable") => DatabaseTls::Disabled,
-            Some("prefer") | Some("allow") => {
-                DatabaseTls::Verified { root_cert: root_cert.clone(), required: false }
-            }
+            Some("prefer") | Some("allow") => DatabaseTls::Verified {
+                root_cert: root_cert.clone(),
+                required: false,
+                client: client.clone(),
+            },
             Some("require") | Some("verify-ca") | Some("verify-full") => {
-                DatabaseTls::Verified { root_cert: root_cert.clone(), required: true }
+                DatabaseTls::Verified { root_cert: root_cert.clone(), required: true, client: client.clone() }
             }
             Some(other) => {
                 return Err(format!("has sslmode={other:?}: use disable, prefer, require or verify-full"))
@@ -61,6 +79,16 @@ impl DatabaseUrl {
             }
             if !path.is_file() {
                 return Err(format!("has sslrootcert={}, which is not a readable file", path.display()));
+            }
+        }
+        if let Some(client) = &client {
+            if tls == DatabaseTls::Disabled {
+                return Err("has sslcert and sslkey but no sslmode: add sslmode=verify-full".into());
+            }
+            for (name, path) in [("sslcert", &client.cert), ("sslkey", &client.key)] {
+                if !path.is_file() {
+                    return Err(format!("has {name}={}, which is not a readable file", path.display()));
+                }
             }
         }
         config.ssl_mode(match &tls {
@@ -98,17 +126,35 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Takes `sslmode` and `sslrootcert` out of a URL's query or a key=value string, since the
-/// driver's parser knows neither `verify-full` nor `sslrootcert`; returns the rest unchanged.
-fn split_tls_parameters(raw: &str) -> (String, Option<String>, Option<PathBuf>) {
-    let (mut sslmode, mut root_cert) = (None, None);
-    let mut take = |key: &str, value: &str| match key {
+/// The TLS parameters of a connection string and the rest of it.
+struct TlsParameters {
+    rest: String,
+    sslmode: Option<String>,
+    root_cert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// Takes `sslmode`, `sslrootcert`, `sslcert` and `sslkey` out of a URL's query or a key=value
+/// string, since the driver's parser knows none but `sslmode` (and not `verify-full`); returns
+/// the rest unchanged.
+fn split_tls_parameters(raw: &str) -> TlsParameters {
+    let (mut sslmode, mut root_cert, mut cert, mut key) = (None, None, None, None);
+    let mut take = |name: &str, value: &str| match name {
         "sslmode" => {
             sslmode = Some(value.to_ascii_lowercase());
             true
         }
         "sslrootcert" => {
             root_cert = Some(PathBuf::from(value));
+            true
+        }
+        "sslcert" => {
+            cert = Some(PathBuf::from(value));
+            true
+        }
+        "sslkey" => {
+            key = Some(PathBuf::from(value));
             true
         }
         _ => false,
@@ -134,7 +180,7 @@ fn split_tls_parameters(raw: &str) -> (String, Option<String>, Option<PathBuf>) 
             .collect::<Vec<_>>()
             .join(" ")
     };
-    (rest, sslmode, root_cert)
+    TlsParameters { rest, sslmode, root_cert, cert, key }
 }
 
 #[cfg(test)]
@@ -152,14 +198,50 @@ mod tests {
         let root = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
         let url = format!("postgres://u:p@db/x?application_name=a&sslmode=verify-full&sslrootcert={root}");
         let verified = parse(&url).expect("verify-full");
-        assert_eq!(verified.tls(), &DatabaseTls::Verified { root_cert: Some(root.into()), required: true });
+        assert_eq!(
+            verified.tls(),
+            &DatabaseTls::Verified { root_cert: Some(root.into()), required: true, client: None }
+        );
         assert_eq!(verified.config().get_application_name(), Some("a"));
         assert_eq!(verified.config().get_ssl_mode(), SslMode::Require);
         let kv = parse("host=db dbname=x sslmode=require").expect("key=value");
-        assert_eq!(kv.tls(), &DatabaseTls::Verified { root_cert: None, required: true });
+        assert_eq!(kv.tls(), &DatabaseTls::Verified { root_cert: None, required: true, client: None });
         assert!(parse("postgres://db/x?sslmode=sometimes").expect_err("bad mode").contains("sslmode"));
         let missing = parse("postgres://db/x?sslmode=require&sslrootcert=/nonexistent/ca.pem");
         assert!(missing.expect_err("missing file").contains("not a readable file"));
         assert!(parse("postgres://db/x?sslrootcert=/etc/hosts").expect_err("no mode").contains("sslmode"));
+    }
+
+    #[test]
+    fn reads_client_certificates_both_or_neither_from_urls_and_key_value_strings() {
+        let (cert, key) = ("/etc/ssl/certs/ssl-cert-snakeoil.pem", "/etc/hosts");
+        let client = Some(ClientCert { cert: cert.into(), key: key.into() });
+        let url = parse(&format!(
+            "postgres://u@db/x?sslmode=verify-full&sslcert={cert}&sslkey={key}&application_name=a"
+        ))
+        .expect("url");
+        assert_eq!(
+            url.tls(),
+            &DatabaseTls::Verified { root_cert: None, required: true, client: client.clone() }
+        );
+        assert_eq!(url.config().get_application_name(), Some("a"), "the other parameters stay");
+        let kv = parse(&format!("host=db dbname=x sslmode=require sslcert={cert} sslkey={key}")).expect("kv");
+        assert_eq!(kv.tls(), &DatabaseTls::Verified { root_cert: None, required: true, client });
+        for (url, expected) in [
+            (format!("postgres://db/x?sslmode=require&sslcert={cert}"), "has sslcert but no sslkey"),
+            (format!("postgres://db/x?sslmode=require&sslkey={key}"), "has sslkey but no sslcert"),
+            (format!("postgres://db/x?sslcert={cert}&sslkey={key}"), "no sslmode"),
+            (
+                format!("postgres://db/x?sslmode=require&sslcert=/nonexistent.pem&sslkey={key}"),
+                "sslcert=/nonexistent.pem, which is not a readable file",
+            ),
+            (
+                format!("postgres://db/x?sslmode=require&sslcert={cert}&sslkey=/nonexistent.key"),
+                "sslkey=/nonexistent.key, which is not a readable file",
+            ),
+        ] {
+            let why = parse(&url).expect_err(&url);
+            assert!(why.contains(expected), "{why} lacks {expected}");
+        }
     }
 }

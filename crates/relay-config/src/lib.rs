@@ -20,7 +20,7 @@ mod retention;
 mod text;
 
 pub use common::{names, read_database_url, reject_unknown_database_and_relay, Common, LogFormat};
-pub use database::{DatabaseTls, DatabaseUrl};
+pub use database::{ClientCert, DatabaseTls, DatabaseUrl};
 pub use environment::{Environment, MapEnv, ProcessEnv};
 pub use kafka::{KafkaProperties, KafkaRole};
 pub use kafka_security::{

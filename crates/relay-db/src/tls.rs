@@ -1,16 +1,18 @@
 //! TLS for database connections: rustls, with the server's certificate chain and host name
-//! always verified, against the URL's `sslrootcert` bundle or the system's trusted roots.
+//! always verified, against the URL's `sslrootcert` bundle or the system's trusted roots; with
+//! `sslcert` and `sslkey`, the client presents that certificate, for servers that authenticate
+//! clients by certificate (`pg_hba.conf` `cert`, or `clientcert=verify-ca|verify-full`).
 use std::sync::Arc;
 
 use relay_config::{DatabaseTls, DatabaseUrl};
-use rustls::pki_types::{pem::PemObject, CertificateDer};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::DbError;
 
 /// The TLS connector for `url`, or None for plain connections.
 pub(crate) fn connector(url: &DatabaseUrl) -> Result<Option<MakeRustlsConnect>, DbError> {
-    let DatabaseTls::Verified { root_cert, .. } = url.tls() else { return Ok(None) };
+    let DatabaseTls::Verified { root_cert, client, .. } = url.tls() else { return Ok(None) };
     let mut roots = rustls::RootCertStore::empty();
     match root_cert {
         Some(path) => {
@@ -39,7 +41,32 @@ pub(crate) fn connector(url: &DatabaseUrl) -> Result<Option<MakeRustlsConnect>, 
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| DbError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => config.with_no_client_auth(),
+        Some(client) => {
+            let (chain, key) = client_identity(client)?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| DbError::Tls(format!("sslcert and sslkey do not make a client identity: {e}")))?
+        }
+    };
     Ok(Some(MakeRustlsConnect::new(config)))
+}
+
+/// The client's certificate chain and private key (PKCS#8, PKCS#1 or SEC1 PEM). The error names
+/// the file and the problem, never the key's content.
+fn client_identity(
+    client: &relay_config::ClientCert,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), DbError> {
+    let chain = CertificateDer::pem_file_iter(&client.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| DbError::Tls(format!("cannot read sslcert {}: {e}", client.cert.display())))?;
+    if chain.is_empty() {
+        return Err(DbError::Tls(format!("sslcert {} holds no certificate", client.cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(&client.key).map_err(|e| {
+        DbError::Tls(format!("cannot read a private key from sslkey {}: {e}", client.key.display()))
+    })?;
+    Ok((chain, key))
 }

@@ -3,15 +3,19 @@
 //! A Kafka record's value is a protobuf [`Envelope`] (see `proto/relay/envelope/v1`). This crate
 //! owns encoding, strict decoding (so a bad record is rejected with a reason rather than stored
 //! half-understood), the names of the Kafka headers that duplicate the id and trace context, and
-//! the opt-in record signatures (HMAC-SHA256 with key ids, see `signing`).
+//! the opt-in record signatures (HMAC-SHA256 with key ids, see `signing`). A topic may instead
+//! carry CloudEvents in binary content mode ([`cloudevents`]): the same message, encoded as a
+//! plain value and headers that any Kafka client reads.
 #![forbid(unsafe_code)]
 
 use prost::Message as _;
 
+pub mod cloudevents;
 mod signing;
 
 pub use signing::{
-    check_key_id, SigningKey, VerifyKeys, HEADER_KEY_ID, HEADER_SIGNATURE, MAX_KEY_ID_CHARS, MIN_KEY_BYTES,
+    check_key_id, Signed, SigningKey, VerifyKeys, HEADER_KEY_ID, HEADER_SIGNATURE, MAX_KEY_ID_CHARS,
+    MIN_KEY_BYTES,
 };
 
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
@@ -47,6 +51,8 @@ pub enum DecodeError {
     MissingField(&'static str),
     #[error("field {0} contains a NUL character")]
     NulCharacter(&'static str),
+    #[error("CloudEvents record: {0}")]
+    CloudEvents(String),
     #[error("signature missing: the record has no {HEADER_SIGNATURE} and {HEADER_KEY_ID} headers")]
     Unsigned,
     #[error("signature key id {0} is not one this consumer accepts")]
@@ -55,6 +61,8 @@ pub enum DecodeError {
     MalformedSignature(String),
     #[error("signature does not match the record value (key id {0})")]
     BadSignature(String),
+    #[error("signature does not match the record value and headers (key id {0})")]
+    BadHeadersSignature(String),
 }
 
 /// Every value [`DecodeError::signature_failure`] returns.
@@ -68,7 +76,7 @@ impl DecodeError {
             Self::Unsigned => Some("missing"),
             Self::UnknownKeyId(_) => Some("unknown_key"),
             Self::MalformedSignature(_) => Some("malformed"),
-            Self::BadSignature(_) => Some("mismatch"),
+            Self::BadSignature(_) | Self::BadHeadersSignature(_) => Some("mismatch"),
             _ => None,
         }
     }
@@ -104,6 +112,11 @@ pub fn decode(value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
         Some(bytes) => bytes,
     };
     let envelope = Envelope::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    validate(envelope)
+}
+
+/// The checks every decoded message passes, whatever its format (see [`decode`]).
+pub(crate) fn validate(envelope: Envelope) -> Result<Decoded, DecodeError> {
     if envelope.version != ENVELOPE_VERSION {
         return Err(DecodeError::UnsupportedVersion(envelope.version));
     }

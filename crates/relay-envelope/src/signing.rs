@@ -1,8 +1,11 @@
-//! Opt-in HMAC-SHA256 signatures over the exact bytes of a Kafka record's value.
+//! Opt-in HMAC-SHA256 signatures over what a Kafka record says ([`Signed`]).
 //!
-//! The source signs the encoded envelope (the record value) and sends the signature and the id
-//! of the key it used as Kafka headers ([`HEADER_SIGNATURE`], [`HEADER_KEY_ID`]). Because the
-//! bytes signed are the bytes sent, nothing is canonicalised and the envelope stays version 1.
+//! For an envelope record the source signs the encoded envelope (the record value) and sends the
+//! signature and the id of the key it used as Kafka headers ([`HEADER_SIGNATURE`],
+//! [`HEADER_KEY_ID`]). Because the bytes signed are the bytes sent, nothing is canonicalised and
+//! the envelope stays version 1. A CloudEvents record carries its attributes in headers, so
+//! there the value and a canonical encoding of the headers are signed (see
+//! [`crate::cloudevents::feed_signed`]).
 //! Consumers hold several keys by id ([`VerifyKeys`]), so a key can be rotated: add the new key
 //! to every consumer, switch the source to it, then remove the old one.
 //!
@@ -47,10 +50,25 @@ fn key_bytes(id: &str, secret: &str) -> Result<SecretSlice<u8>, String> {
     Ok(SecretSlice::from(secret.as_bytes().to_vec()))
 }
 
-fn mac(key: &SecretSlice<u8>, value: &[u8]) -> HmacSha256 {
+/// What a signature covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Signed<'a> {
+    /// An envelope record: the exact bytes of its value.
+    Value(&'a [u8]),
+    /// A CloudEvents record: its value and every header but [`HEADER_SIGNATURE`], as
+    /// `(name, value)` in record order (`None` for a null value), canonically encoded.
+    CloudEvent { value: &'a [u8], headers: &'a [(&'a [u8], Option<&'a [u8]>)] },
+}
+
+fn mac(key: &SecretSlice<u8>, signed: Signed<'_>) -> HmacSha256 {
     // HMAC takes keys of any length, so this cannot fail.
     let mut mac = HmacSha256::new_from_slice(key.expose_secret()).unwrap_or_else(|_| unreachable!());
-    mac.update(value);
+    match signed {
+        Signed::Value(value) => mac.update(value),
+        Signed::CloudEvent { value, headers } => {
+            crate::cloudevents::feed_signed(value, headers, |bytes| mac.update(bytes))
+        }
+    }
     mac
 }
 
@@ -72,9 +90,14 @@ impl SigningKey {
         &self.id
     }
 
-    /// The signature of `value`, as sent in [`HEADER_SIGNATURE`].
+    /// The signature of an envelope record's `value`, as sent in [`HEADER_SIGNATURE`].
     pub fn sign(&self, value: &[u8]) -> String {
-        hex::encode(mac(&self.key, value).finalize().into_bytes())
+        self.sign_input(Signed::Value(value))
+    }
+
+    /// The signature of what `signed` names, as sent in [`HEADER_SIGNATURE`].
+    pub fn sign_input(&self, signed: Signed<'_>) -> String {
+        hex::encode(mac(&self.key, signed).finalize().into_bytes())
     }
 }
 
@@ -130,13 +153,23 @@ impl VerifyKeys {
         self.keys.keys().map(String::as_str).collect()
     }
 
-    /// Checks a record's signature headers against its value, in constant time.
+    /// Checks an envelope record's signature headers against its value, in constant time.
     /// `None` headers mean the record is unsigned.
     pub fn verify(
         &self,
         key_id: Option<&[u8]>,
         signature: Option<&[u8]>,
         value: &[u8],
+    ) -> Result<(), DecodeError> {
+        self.verify_input(key_id, signature, Signed::Value(value))
+    }
+
+    /// Checks a record's signature headers against what `signed` names, in constant time.
+    pub fn verify_input(
+        &self,
+        key_id: Option<&[u8]>,
+        signature: Option<&[u8]>,
+        signed: Signed<'_>,
     ) -> Result<(), DecodeError> {
         let (Some(key_id), Some(signature)) = (key_id, signature) else {
             return Err(DecodeError::Unsigned);
@@ -149,7 +182,10 @@ impl VerifyKeys {
             .ok()
             .and_then(from_hex_digest)
             .ok_or_else(|| DecodeError::MalformedSignature(shown_key_id(key_id)))?;
-        mac(key, value).verify_slice(&signature).map_err(|_| DecodeError::BadSignature(shown_key_id(key_id)))
+        mac(key, signed).verify_slice(&signature).map_err(|_| match signed {
+            Signed::Value(_) => DecodeError::BadSignature(shown_key_id(key_id)),
+            Signed::CloudEvent { .. } => DecodeError::BadHeadersSignature(shown_key_id(key_id)),
+        })
     }
 }
 

@@ -2,10 +2,13 @@
 //!
 //! [`classify`] works on a record's raw parts, so the consumer (records fresh from Kafka) and a
 //! re-drive (records kept raw in `relay.dead_letter`, headers included) apply exactly the same
-//! checks. The headers are judged first ([`crate::headers`]), then the signature (when
-//! signatures are on), before any decoding.
+//! checks. The headers are judged first ([`crate::headers`]), then the record's format is told
+//! from them (a `ce_specversion` header makes it a CloudEvent in binary content mode, otherwise
+//! its value is an envelope), then the signature (when signatures are on), before any decoding.
+//! Both formats decode to the same envelope, so a message is stored as the same row either way.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use relay_envelope::{cloudevents, Signed};
 use relay_kafka::raw::{RawHeader, RawMessage};
 
 use crate::{
@@ -142,21 +145,43 @@ pub fn classify(raw: &RawRecord<'_>, limit: usize, verification: &Verification) 
         Ok(signed) => signed,
         Err(reason) => return Record::Dead(DeadLetter::from_refused(raw, reason)),
     };
-    if let Err(e) = verification.check(signed.key_id, signed.signature, raw.value) {
+    let all: Vec<(&[u8], Option<&[u8]>)> = match raw.headers {
+        Ok(headers) => headers.iter().map(|h| (h.name.as_slice(), h.value.as_deref())).collect(),
+        Err(_) => Vec::new(), // refused by `headers::check` above
+    };
+    let cloudevent = cloudevents::is_cloudevent(&all);
+    if let Some(name) = (!cloudevent).then(|| cloudevents::stray_attribute(&all)).flatten() {
+        let error = format!(
+            "header {} is a CloudEvents attribute, but the record has no {}",
+            quoted(&String::from_utf8_lossy(name)),
+            cloudevents::HEADER_SPECVERSION
+        );
+        return Record::Dead(DeadLetter::from_refused(raw, error));
+    }
+    let value = raw.value.unwrap_or_default();
+    let input = if cloudevent { Signed::CloudEvent { value, headers: &all } } else { Signed::Value(value) };
+    if let Err(e) = verification.check_input(signed.key_id, signed.signature, input) {
         let mut dead = DeadLetter::from_refused(raw, e.to_string());
         dead.signature_failure = e.signature_failure();
         return Record::Dead(dead);
     }
-    let decoded = match relay_envelope::decode(raw.value) {
+    let decoded = if cloudevent {
+        cloudevents::decode(raw.key, raw.value, &all)
+    } else {
+        relay_envelope::decode(raw.value)
+    };
+    let decoded = match decoded {
         Ok(decoded) => decoded,
         Err(e) => return Record::Dead(DeadLetter::from_refused(raw, e.to_string())),
     };
     let envelope = decoded.envelope;
     if envelope.topic != raw.topic {
-        // A genuine record copied onto another topic: the envelope (signed, when signatures
-        // are on) names the topic it was written for, and only there is it a message.
+        // A genuine record copied onto another topic: the envelope or `ce_relaytopic` (signed,
+        // when signatures are on) names the topic it was written for, and only there is it a
+        // message.
+        let field = if cloudevent { cloudevents::HEADER_RELAYTOPIC } else { "envelope topic" };
         let error = format!(
-            "envelope topic {} is not the topic the record arrived on ({:?})",
+            "{field} {} is not the topic the record arrived on ({:?})",
             quoted(&envelope.topic),
             raw.topic
         );
@@ -205,3 +230,6 @@ pub fn classify(raw: &RawRecord<'_>, limit: usize, verification: &Verification) 
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cloudevents_tests;

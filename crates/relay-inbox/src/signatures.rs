@@ -6,7 +6,7 @@
 //! dead letter with a reason that names the key id, never a key. `relay-admin dead-letters
 //! redrive` reads the same variables, so a re-drive checks signatures exactly as the consumer does.
 use relay_config::Reader;
-use relay_envelope::{DecodeError, VerifyKeys};
+use relay_envelope::{DecodeError, Signed, VerifyKeys};
 
 use crate::names::{INBOX_REQUIRE_SIGNATURE, INBOX_VERIFY_KEYS};
 
@@ -58,18 +58,29 @@ impl Verification {
         self.keys.as_ref().map(VerifyKeys::ids).unwrap_or_default()
     }
 
-    /// Checks one record's signature headers against its raw value.
+    /// Checks one envelope record's signature headers against its raw value.
+    #[cfg(test)]
     pub(crate) fn check(
         &self,
         key_id: Option<&[u8]>,
         signature: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<(), DecodeError> {
+        self.check_input(key_id, signature, Signed::Value(value.unwrap_or_default()))
+    }
+
+    /// Checks one record's signature headers against what its format signs.
+    pub(crate) fn check_input(
+        &self,
+        key_id: Option<&[u8]>,
+        signature: Option<&[u8]>,
+        signed: Signed<'_>,
+    ) -> Result<(), DecodeError> {
         let Some(keys) = &self.keys else { return Ok(()) };
         if key_id.is_none() && signature.is_none() && !self.require {
             return Ok(());
         }
-        keys.verify(key_id, signature, value.unwrap_or_default())
+        keys.verify_input(key_id, signature, signed)
     }
 }
 

@@ -6,6 +6,8 @@ use relay_config::{
 };
 use relay_envelope::SigningKey;
 
+use crate::format::TopicFormats;
+
 /// Variable names the poller reads (besides the shared ones in `relay_config::names`).
 pub mod names {
     pub const OUTBOX_SOURCE: &str = "OUTBOX_SOURCE";
@@ -27,6 +29,7 @@ pub mod names {
     pub const OUTBOX_DELIVERY_WAIT_MS: &str = "OUTBOX_DELIVERY_WAIT_MS";
     pub const OUTBOX_PARKED_HOLDS_KEY: &str = "OUTBOX_PARKED_HOLDS_KEY";
     pub const OUTBOX_PRODUCER_STALL_MS: &str = "OUTBOX_PRODUCER_STALL_MS";
+    pub use crate::format::OUTBOX_FORMAT;
     /// Per-topic limits: `OUTBOX_TOPIC_<TOPIC>_MAX_PAYLOAD_BYTES` (see `relay_config::PayloadLimits`).
     pub const PREFIX: &str = "OUTBOX_";
     pub const ALL: &[&str] = &[
@@ -48,6 +51,7 @@ pub mod names {
         OUTBOX_DELIVERY_WAIT_MS,
         OUTBOX_PARKED_HOLDS_KEY,
         OUTBOX_PRODUCER_STALL_MS,
+        OUTBOX_FORMAT,
     ];
 }
 
@@ -93,6 +97,8 @@ pub struct PollerConfig {
     pub retention: Option<Retention>,
     /// Signs every record when set (`OUTBOX_SIGNING_KEY_ID` and `OUTBOX_SIGNING_KEY`).
     pub signing: Option<SigningKey>,
+    /// Each topic's wire format (`OUTBOX_FORMAT`, `OUTBOX_TOPIC_<TOPIC>_FORMAT`).
+    pub formats: TopicFormats,
 }
 
 impl PollerConfig {
@@ -122,7 +128,10 @@ impl PollerConfig {
         let producer_stall = r.millis(OUTBOX_PRODUCER_STALL_MS, 30_000, 1_000, 3_600_000);
         let retention = Retention::read(&mut r, PREFIX);
         let signing = read_signing_key(&mut r);
-        r.reject_unknown(PREFIX, ALL, |n| PayloadLimits::is_override(PREFIX, n));
+        let formats = TopicFormats::read(&mut r, &source, OUTBOX_SOURCE);
+        r.reject_unknown(PREFIX, ALL, |n| {
+            PayloadLimits::is_override(PREFIX, n) || TopicFormats::is_override(n)
+        });
         let database_url = r.finish_with_database(common.database_url.clone())?;
         Ok(Self {
             database_url,
@@ -142,6 +151,7 @@ impl PollerConfig {
             producer_stall,
             retention,
             signing,
+            formats,
         })
     }
 

@@ -1,6 +1,7 @@
 //! An outbox row as Kafka sees it: the protobuf envelope, the headers that repeat its id and
 //! trace context for consumers that do not decode envelopes, and, when signing is on, the
-//! signature of the encoded envelope with the key's id.
+//! signature of the encoded envelope with the key's id. On a CloudEvents topic the same envelope
+//! becomes the payload as the value and its fields as headers ([`cloudevent_headers`]).
 //!
 //! A row is read column by column and checked against the documented limits
 //! (`relay_config::KEY_MAX_BYTES` and the others), so a row written past `relay.enqueue`'s checks
@@ -13,7 +14,7 @@ use relay_config::{
     HEADERS_MAX_BYTES, HEADERS_MAX_COUNT, KEY_MAX_BYTES, TRACEPARENT_MAX_BYTES, TRACESTATE_MAX_BYTES,
     TYPE_MAX_BYTES,
 };
-use relay_envelope::{Envelope, SigningKey, TraceContext};
+use relay_envelope::{Envelope, Signed, SigningKey, TraceContext};
 use tokio_postgres::{types::FromSql, Row};
 
 /// Builds the envelope for one outbox row (its topic and key are the envelope's). `Err` is why
@@ -153,6 +154,28 @@ pub(crate) fn headers_of(envelope: &Envelope, signing: Option<&SigningKey>, valu
             .insert(Header { key: relay_envelope::HEADER_SIGNATURE, value: Some(signature.as_str()) });
     }
     headers
+}
+
+/// The headers of `envelope` as a CloudEvent in binary content mode (its value is the payload);
+/// with a signing key, also its id and the signature over the value and those headers. `Err` is
+/// why the message cannot be sent so (an application header with a reserved name, say).
+pub(crate) fn cloudevent_headers(
+    envelope: &Envelope,
+    signing: Option<&SigningKey>,
+) -> Result<OwnedHeaders, String> {
+    let mut headers = relay_envelope::cloudevents::headers_of(envelope)?;
+    if let Some(key) = signing {
+        headers.push((relay_envelope::HEADER_KEY_ID.to_string(), key.id().to_string()));
+        let signed: Vec<(&[u8], Option<&[u8]>)> =
+            headers.iter().map(|(name, value)| (name.as_bytes(), Some(value.as_bytes()))).collect();
+        let signature = key.sign_input(Signed::CloudEvent { value: &envelope.payload, headers: &signed });
+        headers.push((relay_envelope::HEADER_SIGNATURE.to_string(), signature));
+    }
+    let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+    for (name, value) in &headers {
+        owned = owned.insert(Header { key: name, value: Some(value.as_str()) });
+    }
+    Ok(owned)
 }
 
 /// The bytes librdkafka counts against `message.max.bytes` for one record: key, value and

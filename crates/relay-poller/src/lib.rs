@@ -16,6 +16,7 @@ mod config;
 mod delivery;
 mod envelope;
 mod fetch;
+mod format;
 mod lease;
 mod measures;
 mod publish;
@@ -38,6 +39,7 @@ pub mod statements {
     pub const FETCH_ROWS: &str = include_str!("fetch_rows.sql");
     pub const MARK_PUBLISHED: &str = include_str!("mark_published.sql");
 }
+pub use format::{Format, TopicFormats};
 use publishing::{Publishing, Source};
 use rdkafka::{producer::FutureProducer, producer::Producer as _, ClientConfig};
 use relay_health::Health;

@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use crate::{
     delivery::{dispatch, retry_alone, settle, Dispatched, KeyOf, Outcome, Prepared, Retry, Stragglers},
-    envelope::{envelope_of, headers_of, record_size},
+    envelope::{cloudevent_headers, envelope_of, headers_of, record_size},
     fetch::{Fetched, Fetcher, Scan},
     publishing::{Publishing, Source},
     straggling,
@@ -363,16 +363,30 @@ fn oversized(config: &PollerConfig, row: &tokio_postgres::Row) -> Option<(KeyOf,
     Some(((topic, key), format!("payload of {length} bytes exceeds the limit of {limit} bytes")))
 }
 
-/// One row's record; `Err` when it is larger than the producer takes (`message.max.bytes`).
-fn encode(config: &PollerConfig, id: i64, envelope: relay_envelope::Envelope) -> Result<Prepared, String> {
-    let value = relay_envelope::encode(&envelope);
-    let headers = headers_of(&envelope, config.signing.as_ref(), &value);
+/// One row's record in its topic's format; `Err` when it cannot be sent so (a CloudEvents
+/// topic refuses reserved header names) or is larger than the producer takes (`message.max.bytes`).
+fn encode(
+    config: &PollerConfig,
+    id: i64,
+    mut envelope: relay_envelope::Envelope,
+) -> Result<Prepared, String> {
+    let payload_len = envelope.payload.len();
+    let (value, headers) = match config.formats.for_topic(&envelope.topic) {
+        crate::Format::Envelope => {
+            let value = relay_envelope::encode(&envelope);
+            let headers = headers_of(&envelope, config.signing.as_ref(), &value);
+            (value, headers)
+        }
+        crate::Format::CloudEvents => {
+            let headers = cloudevent_headers(&envelope, config.signing.as_ref())?;
+            (std::mem::take(&mut envelope.payload), headers)
+        }
+    };
     let size = record_size(&envelope.key, &value, &headers);
     if size > config.max_record {
         return Err(format!(
-            "record of {size} bytes (payload {} bytes, the rest key, headers and envelope) exceeds the \
-             producer's message.max.bytes of {} bytes",
-            envelope.payload.len(),
+            "record of {size} bytes (payload {payload_len} bytes, the rest key, headers and envelope) exceeds \
+             the producer's message.max.bytes of {} bytes",
             config.max_record
         ));
     }

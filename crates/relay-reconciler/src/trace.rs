@@ -344,14 +344,12 @@ async fn read_dead_letters(inbox: &InboxDb<'_>, topic: Option<&str>) -> Result<L
     let letters = rows
         .iter()
         .map(|r| {
-            let value: Option<&[u8]> = r.get(0);
-            let envelope = value.and_then(|bytes| relay_envelope::Envelope::decode(bytes).ok());
-            let message_id = envelope.as_ref().and_then(|e| Uuid::try_parse(&e.message_id).ok());
             let v: Value = r.get(2);
+            let (message_id, topic, key) = identity(r.get(0), &v["raw_headers"]);
             Letter {
                 message_id,
-                topic: envelope.as_ref().map(|e| e.topic.clone()),
-                key: envelope.map(|e| e.key),
+                topic,
+                key,
                 raw_key: r.get(1),
                 step: DeadLetterStep {
                     inbox: inbox.config.name.clone(),
@@ -369,6 +367,27 @@ async fn read_dead_letters(inbox: &InboxDb<'_>, topic: Option<&str>) -> Result<L
         })
         .collect();
     Ok((letters, None))
+}
+
+/// The message id, topic and key a dead letter names: for a CloudEvents record (a
+/// `ce_specversion` header), its `ce_id`, `ce_relaytopic` and `ce_partitionkey` headers (kept
+/// hex-encoded in `raw_headers`), else the envelope in its value, when it decodes.
+fn identity(value: Option<&[u8]>, raw_headers: &Value) -> (Option<Uuid>, Option<String>, Option<String>) {
+    use relay_envelope::cloudevents::{
+        HEADER_ID, HEADER_PARTITIONKEY, HEADER_RELAYTOPIC, HEADER_SPECVERSION,
+    };
+    let header = |name: &str| -> Option<String> {
+        let found =
+            raw_headers.as_array()?.iter().find(|h| h["name"].as_str() == Some(&hex::encode(name)))?;
+        String::from_utf8(hex::decode(found["value"].as_str()?).ok()?).ok()
+    };
+    if header(HEADER_SPECVERSION).is_some() {
+        let id = header(HEADER_ID).and_then(|id| Uuid::try_parse(&id).ok());
+        return (id, header(HEADER_RELAYTOPIC), header(HEADER_PARTITIONKEY));
+    }
+    let envelope = value.and_then(|bytes| relay_envelope::Envelope::decode(bytes).ok());
+    let message_id = envelope.as_ref().and_then(|e| Uuid::try_parse(&e.message_id).ok());
+    (message_id, envelope.as_ref().map(|e| e.topic.clone()), envelope.map(|e| e.key))
 }
 
 /// Why no outbox holds a message: its source is not configured, or retention purged it there

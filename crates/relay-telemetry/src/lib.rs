@@ -4,16 +4,18 @@
 //! lines arrive through the same subscriber (target `librdkafka`). Repeated lines are summarised
 //! ([`repeats`], `LOG_REPEAT_SUMMARY_SECS`); colour only on a terminal and without `NO_COLOR`. When
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans are also
-//! exported over OTLP/HTTP; the SDK reads the other standard `OTEL_*` variables itself.
+//! exported over OTLP/HTTP, to `http://` or `https://` collectors (TLS: [`https`]); the SDK reads
+//! the other standard `OTEL_*` variables itself.
 //!
 //! A message carries the W3C trace context its application enqueued it with. The poller's
 //! publish span and the consumer's consume span take that context as their remote parent
 //! ([`follow_remote_parent`]), so one trace shows enqueue, publish and delivery to each inbox.
 #![forbid(unsafe_code)]
 
+mod https;
 pub mod repeats;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use opentelemetry::{propagation::TextMapPropagator, trace::TracerProvider as _};
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
@@ -75,9 +77,15 @@ pub fn init(settings: &LogSettings, service: &'static str) -> Telemetry {
     Telemetry { provider, repeats }
 }
 
+/// How long one export request may take (the OTLP default; `OTEL_EXPORTER_OTLP_TIMEOUT` is
+/// applied by the exporter on top).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn exporter(service: &'static str) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithHttpConfig as _;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(https::client(EXPORT_TIMEOUT)?)
         .build()
         .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
     let mut resource = Resource::builder();

@@ -113,6 +113,43 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Turns TLS on with `server`'s certificate and, from then on, admits only TLS sessions whose
+    /// client presents a certificate issued by `client_ca` naming the database user as its
+    /// common name (`pg_hba.conf`: `hostssl ... trust clientcert=verify-full`; plain sessions are
+    /// rejected). Restarts the server; [`PgCluster::url`] no longer connects afterwards.
+    pub async fn require_client_certificates(
+        &self,
+        server: &crate::tls::Issued,
+        client_ca: &crate::tls::Authority,
+    ) -> Result<(), ChaosError> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data();
+        let files = [
+            ("server.crt", server.cert_pem.clone()),
+            ("server.key", server.key_pem.clone()),
+            ("client-ca.crt", client_ca.cert_pem()),
+        ];
+        for (name, text) in files {
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(io_error(format!("write {}", path.display())))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_error(format!("chmod {}", path.display())))?;
+            if self.as_postgres {
+                self.run("chown", &["postgres:", &path.display().to_string()], false).await?;
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(io_error("read postgresql.conf"))?;
+        text.push_str(
+            "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'client-ca.crt'\n",
+        );
+        std::fs::write(&conf, text).map_err(io_error("write postgresql.conf"))?;
+        let hba = "hostssl all all 127.0.0.1/32 trust clientcert=verify-full\nhostnossl all all 127.0.0.1/32 reject\n";
+        std::fs::write(data.join("pg_hba.conf"), hba).map_err(io_error("write pg_hba.conf"))?;
+        self.pg_ctl(&["restart", "-m", "fast"]).await?;
+        crate::await_port(self.port, std::time::Duration::from_secs(30), "PostgreSQL with TLS").await
+    }
+
     /// Restarts the server, fast and immediate shutdown alternately; returns the mode used.
     pub async fn restart(&mut self) -> Result<StopMode, ChaosError> {
         let mode = if self.restarts.is_multiple_of(2) { StopMode::Fast } else { StopMode::Immediate };

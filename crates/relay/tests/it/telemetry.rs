@@ -8,13 +8,13 @@ use std::{
 use crate::harness::*;
 
 /// An OTLP/HTTP endpoint that keeps every request body it receives.
-struct Collector {
-    addr: String,
+pub(crate) struct Collector {
+    pub(crate) addr: String,
     bodies: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Collector {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let bodies: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let kept = Arc::clone(&bodies);
         let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
@@ -31,7 +31,7 @@ impl Collector {
     }
 
     /// Whether one exported batch holds every one of `needles`.
-    fn holds(&self, needles: &[&[u8]]) -> bool {
+    pub(crate) fn holds(&self, needles: &[&[u8]]) -> bool {
         let bodies = self.bodies.lock().expect("collector lock");
         bodies.iter().any(|body| needles.iter().all(|n| body.windows(n.len()).any(|w| w == *n)))
     }
