@@ -49,14 +49,22 @@ cargo_with_progress() {
   mkdir -p "$(dirname "$logfile")"
   log "$what: cargo $*; full output in ${logfile#"$RELAY_ROOT"/}"
   # Cargo's progress bar even without a terminal ("Building [===>  ] 12/345: crate, ..."), one
-  # line per redraw once \r becomes \n; it is read for its counts.
+  # line per redraw once \r becomes \n; it is read for its counts. tr writes line by line
+  # (stdbuf -oL), else its block buffer would hold the lines back; and the reader waits at most
+  # $every seconds for a line, so a line is printed every $every seconds even while cargo prints
+  # nothing (one crate compiling for minutes).
   set +e
   CARGO_TERM_PROGRESS_WHEN=always CARGO_TERM_PROGRESS_WIDTH=100 CARGO_TERM_COLOR=never cargo "$@" 2>&1 |
-    tr '\r' '\n' | tee "$logfile" | {
+    stdbuf -oL tr '\r' '\n' | tee "$logfile" | {
       last=$SECONDS counts="0/?"
-      while IFS= read -r line; do
+      while :; do
+        line=""
+        IFS= read -r -t "$every" line
+        read_status=$?
+        # > 128: the wait timed out (a partial line may be in $line); other non-zero: end of input.
+        if (( read_status != 0 && read_status <= 128 )); then break; fi
         if [[ "$line" =~ Building\ \[.*\]\ ([0-9]+/[0-9]+) ]]; then counts="${BASH_REMATCH[1]}"; fi
-        if (( SECONDS - last >= every )); then
+        if (( read_status > 128 || SECONDS - last >= every )); then
           last=$SECONDS
           log "$what: still compiling, ${counts%/*} of ${counts#*/} build units done ($(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s)"
         fi

@@ -3,7 +3,7 @@
 //! consumer's position), on connections of its own so a stuck write cannot hide an outage. For
 //! an inbox whose receiving service processes messages through `relay.claim`, it also publishes
 //! that service's backlog (`relay_inbox_unprocessed` and friends, see [`publish_processing`]).
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use metrics::gauge;
 use rdkafka::{
@@ -25,6 +25,10 @@ pub(crate) async fn watch(
     let client_id = format!("relay-inbox-consumer-{}-probe", config.inbox);
     let probe =
         relay_kafka::Probe::new(&config.common, &client_id).map_err(|e| health.degraded(KAFKA, e)).ok();
+    // The partitions whose lag gauge this member set: a partition that leaves the assignment
+    // (rebalance, restart of the consumer) has its gauge set to 0 so that its last value does
+    // not linger next to the new owner's and sum up to a lag nobody has.
+    let mut published = BTreeSet::new();
     loop {
         if health.record(DATABASE, database_answers(&pool).await).is_some() {
             publish_processing(&pool, &config.inbox).await;
@@ -33,7 +37,7 @@ pub(crate) async fn watch(
             if health.record(KAFKA, probe.check().await).is_some() {
                 let consumer = consumers.borrow().clone();
                 let Some(consumer) = consumer else { return };
-                publish_lag(consumer, &config.inbox, probe.timeout()).await;
+                publish_lag(consumer, &config.inbox, probe.timeout(), &mut published).await;
             }
         }
         tokio::select! {
@@ -80,12 +84,26 @@ async fn publish_processing(pool: &deadpool_postgres::Pool, inbox: &str) {
     gauge!("relay_inbox_processing_parked", &labels).set(row.get::<_, i64>("parked") as f64);
 }
 
-/// Sets `relay_inbox_consumer_lag{inbox,topic,partition}` for every partition this member owns.
-async fn publish_lag(consumer: Arc<StreamConsumer>, inbox: &str, timeout: Duration) {
-    let lags = tokio::task::spawn_blocking(move || {
+/// A partition of a topic, as the lag gauge labels it.
+type Partition = (String, i32);
+
+/// Sets `relay_inbox_consumer_lag{inbox,topic,partition}` for every partition this member owns,
+/// and to 0 for every partition in `published` (those set on earlier ticks) that it no longer
+/// owns; `published` becomes the partitions owned now. When the assignment cannot be read,
+/// nothing changes.
+async fn publish_lag(
+    consumer: Arc<StreamConsumer>,
+    inbox: &str,
+    timeout: Duration,
+    published: &mut BTreeSet<Partition>,
+) {
+    let measured = tokio::task::spawn_blocking(move || {
+        let positions = consumer.position().ok()?;
+        let mut owned = BTreeSet::new();
         let mut lags = Vec::new();
-        let Ok(positions) = consumer.position() else { return lags };
         for element in positions.elements() {
+            let partition = (element.topic().to_string(), element.partition());
+            owned.insert(partition.clone());
             let Ok((_, high)) = consumer.fetch_watermarks(element.topic(), element.partition(), timeout)
             else {
                 continue;
@@ -96,14 +114,24 @@ async fn publish_lag(consumer: Arc<StreamConsumer>, inbox: &str, timeout: Durati
                 // partition's gauge is left as it was until the first record is consumed.
                 _ => continue,
             };
-            lags.push((element.topic().to_string(), element.partition(), lag));
+            lags.push((partition, lag));
         }
-        lags
+        Some((owned, lags))
     })
     .await
-    .unwrap_or_default();
-    for (topic, partition, lag) in lags {
-        let labels = [("inbox", inbox.to_string()), ("topic", topic), ("partition", partition.to_string())];
-        gauge!("relay_inbox_consumer_lag", &labels).set(lag as f64);
+    .ok()
+    .flatten();
+    let Some((owned, lags)) = measured else { return };
+    let set = |(topic, partition): &Partition, lag: f64| {
+        let labels =
+            [("inbox", inbox.to_string()), ("topic", topic.clone()), ("partition", partition.to_string())];
+        gauge!("relay_inbox_consumer_lag", &labels).set(lag);
+    };
+    for revoked in published.difference(&owned) {
+        set(revoked, 0.0);
     }
+    for (partition, lag) in &lags {
+        set(partition, *lag as f64);
+    }
+    *published = owned;
 }

@@ -42,7 +42,8 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     pub(crate) fn park(&mut self, id: i64, key: Option<KeyOf>, reason: String) {
-        tracing::error!(outbox_id = id, reason = %reason, "parking outbox row: it cannot be sent as it is");
+        // Evidence: each parked row is written with its id, never summarised (relay-telemetry).
+        tracing::error!(evidence = true, outbox_id = id, reason = %reason, "parking outbox row: it cannot be sent as it is");
         self.parked_ids.push(id);
         self.park_reasons.push(reason);
         self.parked_keys.extend(key);

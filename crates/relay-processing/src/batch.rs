@@ -167,7 +167,8 @@ async fn record_failure(
 ) -> Result<Outcome, tokio_postgres::Error> {
     let state: String = tx.query_one(&statements.failed, &[&inbox, &id, &failure]).await?.get(0);
     if state == "parked" {
-        tracing::error!(error = %failure, attempts = attempts + 1, "message parked; its key waits for an operator");
+        // Evidence (its span names the message): written every time, never summarised.
+        tracing::error!(evidence = true, error = %failure, attempts = attempts + 1, "message parked; its key waits for an operator");
         Ok(Outcome::Parked)
     } else {
         tracing::warn!(error = %failure, attempts = attempts + 1, "message failed; it is retried");

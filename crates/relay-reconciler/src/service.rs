@@ -56,7 +56,7 @@ fn describe(config: &Config) {
     describe_gauge!(
         "relay_reconcile_last_pass_timestamp_seconds",
         Unit::Seconds,
-        "Unix time at which the last pass completed (0 before the first)"
+        "Unix time at which the last pass completed (the process start time before the first)"
     );
     describe_gauge!(
         "relay_reconcile_interval_seconds",
@@ -87,12 +87,18 @@ fn describe(config: &Config) {
     );
     describe_gauge!("relay_reconcile_parked", "Parked outbox rows, per source");
     gauge!("relay_reconcile_interval_seconds").set(config.interval.as_secs_f64());
-    gauge!("relay_reconcile_last_pass_timestamp_seconds").set(0.0);
+    // Before the first pass the process start time stands in for it, so an alert's budget
+    // (a few intervals) runs from the start: a slow first pass is not a stall, a hung one is.
+    gauge!("relay_reconcile_last_pass_timestamp_seconds").set(unix_now());
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn record(report: &Report) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    gauge!("relay_reconcile_last_pass_timestamp_seconds").set(now);
+    gauge!("relay_reconcile_last_pass_timestamp_seconds").set(unix_now());
     gauge!("relay_reconcile_up").set(1.0);
     gauge!("relay_reconcile_clean").set(if report.clean { 1.0 } else { 0.0 });
     gauge!("relay_reconcile_rows_read").set(report.stats.rows_read as f64);

@@ -9,6 +9,11 @@
 //! line "repeated N times in the last S s" follows, at the kind's level, once the window is over.
 //! While the kind keeps repeating that is one summary per window; once it stops, the kind is
 //! forgotten and its next event is written again. Pending counts are written at exit too.
+//!
+//! Evidence is never summarised: an event with a field named [`EVIDENCE`] (`evidence = true`)
+//! records one item an operator must find by its id (an outbox row parked, a record
+//! dead-lettered, a message whose processing parked), so each is written, however many come.
+//! A summary quotes the first event's `message`, `error` and `reason`.
 use std::{
     collections::HashMap,
     fmt::Write as _,
@@ -21,6 +26,10 @@ use tracing_subscriber::layer::{Context, Filter};
 
 /// The target of the summary lines.
 pub const SUMMARY_TARGET: &str = "relay_telemetry::repeats";
+
+/// The field that marks an event as per-item evidence, written every time (never summarised):
+/// `tracing::error!(evidence = true, outbox_id = id, reason = %why, "parking outbox row")`.
+pub const EVIDENCE: &str = "evidence";
 
 /// At most this many kinds are tracked; beyond it, events pass unsummarised rather than grow
 /// memory without bound.
@@ -40,9 +49,10 @@ struct Seen {
     suppressed: u64,
     level: Level,
     target: &'static str,
-    /// The first event's message and `error` field, quoted in the summary.
+    /// The first event's message, `error` and `reason` fields, quoted in the summary.
     message: String,
     error: Option<String>,
+    reason: Option<String>,
 }
 
 /// A per-layer filter that lets the first event of a kind through and counts its repeats.
@@ -79,8 +89,9 @@ impl RepeatFilter {
             return false;
         }
         if seen.len() < MAX_KINDS {
-            let (message, error) = (fields.message, fields.error);
-            seen.insert(kind, Seen { window_start: now, suppressed: 0, level, target, message, error });
+            let (message, error, reason) = (fields.message, fields.error, fields.reason);
+            let entry = Seen { window_start: now, suppressed: 0, level, target, message, error, reason };
+            seen.insert(kind, entry);
         }
         true
     }
@@ -103,6 +114,7 @@ impl RepeatFilter {
                 target: entry.target,
                 message: entry.message.clone(),
                 error: entry.error.clone(),
+                reason: entry.reason.clone(),
                 repeated: entry.suppressed,
                 seconds: elapsed.as_secs().max(1),
             });
@@ -147,7 +159,11 @@ impl<S: Subscriber> Filter<S> for RepeatFilter {
         let meta = event.metadata();
         // Warnings and errors only: info lines are status (a retention pass, a reconciliation)
         // whose numbers matter each time, and are not written in bursts.
-        if self.window.is_zero() || *meta.level() > Level::WARN || meta.target() == SUMMARY_TARGET {
+        if self.window.is_zero()
+            || *meta.level() > Level::WARN
+            || meta.target() == SUMMARY_TARGET
+            || meta.fields().field(EVIDENCE).is_some()
+        {
             return true;
         }
         let mut fields = KindFields::default();
@@ -163,6 +179,7 @@ struct KindFields {
     kind: String,
     message: String,
     error: Option<String>,
+    reason: Option<String>,
 }
 
 impl KindFields {
@@ -174,6 +191,7 @@ impl KindFields {
         match field.name() {
             "message" => self.message = text.to_string(),
             "error" => self.error = Some(text.to_string()),
+            "reason" => self.reason = Some(text.to_string()),
             _ => {}
         }
     }
@@ -214,13 +232,14 @@ struct Summary {
     target: &'static str,
     message: String,
     error: Option<String>,
+    reason: Option<String>,
     repeated: u64,
     seconds: u64,
 }
 
 impl Summary {
     fn emit(&self) {
-        let Summary { message, error, repeated, seconds, target, .. } = self;
+        let Summary { message, error, reason, repeated, seconds, target, .. } = self;
         macro_rules! summary {
             ($level:ident) => {
                 tracing::$level!(
@@ -229,6 +248,7 @@ impl Summary {
                     seconds,
                     of = target,
                     error = error.as_deref(),
+                    reason = reason.as_deref(),
                     "{message} (repeated {repeated} times in the last {seconds} s)"
                 )
             };
@@ -331,6 +351,56 @@ mod tests {
         );
         assert!(lines[6].contains("inbox write failed; retrying (repeated 49 times in the last"), "{text}");
         assert!(lines[6].contains("error=\"connection refused\""), "the summary names the error: {text}");
+    }
+
+    #[test]
+    fn evidence_is_written_for_every_item_and_summaries_quote_the_reason() {
+        use tracing_subscriber::{layer::SubscriberExt, Layer};
+        let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let buffer = Arc::clone(&buffer);
+            move || Captured(Arc::clone(&buffer))
+        };
+        let filter = RepeatFilter::new(Duration::from_secs(30));
+        let logs = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false);
+        let subscriber = tracing_subscriber::registry().with(logs.with_filter(filter.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            for outbox_id in 1000..1025 {
+                tracing::error!(
+                    evidence = true,
+                    outbox_id,
+                    reason = "payload too large",
+                    "parking outbox row"
+                );
+            }
+            for offset in 7..19 {
+                tracing::warn!(
+                    evidence = true,
+                    partition = 3,
+                    offset,
+                    reason = "not an envelope",
+                    "dead-lettering record"
+                );
+            }
+            for attempt in 0..5 {
+                tracing::warn!(attempt, reason = "lease lost", "leadership ended; retrying");
+            }
+            filter.flush();
+        });
+        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for outbox_id in 1000..1025 {
+            let needle = format!("outbox_id={outbox_id} ");
+            assert_eq!(lines.iter().filter(|l| l.contains(&needle)).count(), 1, "{needle}: {text}");
+        }
+        for offset in 7..19 {
+            let needle = format!("offset={offset} ");
+            assert_eq!(lines.iter().filter(|l| l.contains(&needle)).count(), 1, "{needle}: {text}");
+        }
+        assert!(!text.contains("parking outbox row (repeated"), "evidence is never summarised: {text}");
+        let summary = lines.iter().find(|l| l.contains("(repeated 4 times")).expect("a summary");
+        assert!(summary.contains("reason=\"lease lost\""), "the summary quotes the reason: {text}");
+        assert_eq!(lines.len(), 25 + 12 + 1 + 1, "{text}");
     }
 
     struct Captured(Arc<Mutex<Vec<u8>>>);

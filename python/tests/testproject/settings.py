@@ -8,9 +8,33 @@ under that very name (TEST NAME) and drops it afterwards.
 
 import os
 import uuid
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-_pg = urlsplit(os.environ.get("RELAY_TEST_PG", "postgres://postgres@127.0.0.1:5432"))
+
+def connection_settings(url: str) -> dict[str, str]:
+    """USER, PASSWORD, HOST and PORT of Django's DATABASES entry from a libpq connection URL.
+
+    User and password are percent-decoded (a PGPASSWORD with ``@``, ``:``, ``/`` or ``%`` is
+    encoded in the URL). The host keeps its case and may be a percent-encoded Unix socket
+    directory (``postgres://user@%2Fvar%2Frun%2Fpostgresql:5432``), a bracketed IPv6 address, or
+    libpq's ``?host=/socket/dir`` query parameter, which wins over the authority.
+    """
+    parts = urlsplit(url)
+    hostport = parts.netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        host = hostport[1 : hostport.index("]")]
+    else:
+        host = hostport.rpartition(":")[0] if ":" in hostport else hostport
+    host = parse_qs(parts.query).get("host", [unquote(host)])[0]
+    return {
+        "USER": unquote(parts.username or "") or "postgres",
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": host or "127.0.0.1",
+        "PORT": str(parts.port or 5432),
+    }
+
+
+_pg = connection_settings(os.environ.get("RELAY_TEST_PG", "postgres://postgres@127.0.0.1:5432"))
 _name = os.environ.setdefault("RELAY_PY_TEST_DB", f"relay_it_py_{uuid.uuid4().hex[:12]}")
 
 SECRET_KEY = "relay-tests-only"
@@ -54,10 +78,7 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": _name,
-        "USER": _pg.username or "postgres",
-        "PASSWORD": _pg.password or "",
-        "HOST": _pg.hostname or "127.0.0.1",
-        "PORT": str(_pg.port or 5432),
+        **_pg,
         "TEST": {"NAME": _name},
     }
 }

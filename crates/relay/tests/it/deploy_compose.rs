@@ -168,6 +168,14 @@ fn the_dashboard_takes_its_data_source_as_an_input_and_provisioning_still_resolv
         }
     }
     assert!(uses > 20, "{uses} data source references");
+    // Anywhere in the document (panels nested in collapsed rows, annotations, variables): every
+    // data source reference names the input, never a uid of one Grafana.
+    let mut references = Vec::new();
+    data_sources(&dashboard, "", &mut references);
+    let fixed: Vec<&(String, serde_json::Value)> =
+        references.iter().filter(|(_, source)| source["uid"] != "${DS_PROMETHEUS}").collect();
+    assert!(fixed.is_empty(), "data sources not taken from the input: {fixed:?}");
+    assert!(references.len() >= uses, "{} references found by the walk, {uses} by panel", references.len());
     let uids: Vec<&str> = text.split("\"uid\": \"").skip(1).filter_map(|t| t.split('"').next()).collect();
     assert!(uids.iter().all(|u| *u == "relay" || *u == "${DS_PROMETHEUS}"), "{uids:?}");
 
@@ -184,4 +192,25 @@ fn the_dashboard_takes_its_data_source_as_an_input_and_provisioning_still_resolv
     let defaults: Vec<&Value> = sources.iter().filter(|d| d["isDefault"].as_bool() == Some(true)).collect();
     assert_eq!(defaults.len(), 1);
     assert_eq!(defaults[0]["type"].as_str(), Some("prometheus"));
+}
+
+/// Collects every `datasource` value under `value`, with its JSON path.
+fn data_sources(value: &serde_json::Value, path: &str, found: &mut Vec<(String, serde_json::Value)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                let child_path = format!("{path}/{key}");
+                if key == "datasource" {
+                    found.push((child_path.clone(), child.clone()));
+                }
+                data_sources(child, &child_path, found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                data_sources(child, &format!("{path}/{i}"), found);
+            }
+        }
+        _ => {}
+    }
 }

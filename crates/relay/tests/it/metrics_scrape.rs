@@ -104,7 +104,12 @@ async fn metrics_pass_promtool_with_counters_at_zero_from_start_and_latency_hist
     ];
     let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let _reconciler = spawn(test, "reconciler", env!("CARGO_BIN_EXE_reconciler"), &env);
-    let text = await_at_least(&addr, "relay_reconcile_last_pass_timestamp_seconds", &[], 1.0).await;
+    // relay_reconcile_up is set by a completed pass; the pass timestamp holds the start time before.
+    let text = await_at_least(&addr, "relay_reconcile_up", &[], 1.0).await;
+    assert!(
+        sample(&text, "relay_reconcile_last_pass_timestamp_seconds", &[]).is_some_and(|t| t > 1.0e9),
+        "{text}"
+    );
     assert_eq!(sample(&text, "relay_reconcile_interval_seconds", &[]), Some(1.0), "{text}");
     assert_eq!(sample(&text, "relay_reconcile_clean", &[]), Some(1.0), "{text}");
     promtool_accepts(&addr, "reconciler").await;

@@ -1,13 +1,17 @@
 //! Scaling out on Kafka and PostgreSQL: two origin databases, each with its own poller pair
 //! (leader and standby), feed one inbox through a 12-partition topic read by three
-//! inbox-consumer replicas in one consumer group. Every message is stored once, each source's
-//! keys keep their order, and the reconciler is clean over both outboxes.
+//! inbox-consumer replicas in one consumer group. The load comes from several connections per
+//! origin writing the same keys at once (so same-key writers wait for each other and rows commit
+//! out of id order), and mid-run the leading poller of one origin is killed (its standby takes
+//! over) and one consumer replica is killed and started again (the group rebalances under
+//! load). Every message is stored once, each source's keys keep their order, and the reconciler
+//! is clean over both outboxes.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     time::Duration,
 };
 
-use crate::harness::*;
+use crate::{failover::leader_of, harness::*};
 
 const RECONCILER: &str = env!("CARGO_BIN_EXE_reconciler");
 const TEST: &str = "scaling";
@@ -17,6 +21,8 @@ const REPLICAS: usize = 3;
 /// Messages per origin in the main load, over `KEYS` keys (the same key names in both origins).
 const PER_ORIGIN: usize = 3_000;
 const KEYS: usize = 60;
+/// Connections per origin enqueueing the main load at once, every one over all `KEYS` keys.
+const WRITERS: usize = 4;
 
 /// One origin database with its two pollers.
 struct Origin {
@@ -56,15 +62,22 @@ async fn two_origins_with_poller_pairs_feed_one_inbox_through_three_consumer_rep
     let inbox = TestDb::new().await;
     let group = format!("ledger-{}", unique());
     let consumer_addrs: Vec<String> = (0..REPLICAS).map(|_| free_addr()).collect();
-    let mut consumers = Vec::new();
-    for (i, addr) in consumer_addrs.iter().enumerate() {
-        let mut env = consumer_env(&inbox, "ledger", &topic);
-        env.insert("INBOX_GROUP_ID".into(), group.clone());
-        env.insert("RELAY_HTTP_ADDR".into(), addr.clone());
-        consumers.push(spawn(TEST, &format!("consumer-{i}"), CONSUMER, &env));
-    }
+    let consumer_envs: Vec<BTreeMap<String, String>> = consumer_addrs
+        .iter()
+        .map(|addr| {
+            let mut env = consumer_env(&inbox, "ledger", &topic);
+            env.insert("INBOX_GROUP_ID".into(), group.clone());
+            env.insert("RELAY_HTTP_ADDR".into(), addr.clone());
+            env
+        })
+        .collect();
+    let mut consumers: Vec<Service> = consumer_envs
+        .iter()
+        .enumerate()
+        .map(|(i, env)| spawn(TEST, &format!("consumer-{i}"), CONSUMER, env))
+        .collect();
     await_table(&inbox, "relay.inbox").await;
-    let origins = [start_origin(SOURCES[0], &topic).await, start_origin(SOURCES[1], &topic).await];
+    let mut origins = [start_origin(SOURCES[0], &topic).await, start_origin(SOURCES[1], &topic).await];
 
     // Warm-up: a trickle from both origins until every replica has stored something, so the
     // group has split the partitions among all three before the main load.
@@ -82,26 +95,71 @@ async fn two_origins_with_poller_pairs_feed_one_inbox_through_three_consumer_rep
     })
     .await;
 
-    // The main load: both origins at once, many small transactions each.
-    let (a, b) = (&origins[0], &origins[1]);
-    tokio::join!(
-        enqueue_many(&a.db, &topic, PER_ORIGIN, KEYS, 10),
-        enqueue_many(&b.db, &topic, PER_ORIGIN, KEYS, 10)
-    );
-    let total = (sent + 2 * PER_ORIGIN) as i64;
-    await_inbox(&inbox, "ledger", &topic, total, Duration::from_secs(240)).await;
+    // The main load: both origins at once, `WRITERS` connections each over the same keys, many
+    // small transactions; meanwhile origin 0 loses its leading poller and the group one replica.
+    let urls: Vec<String> = origins.iter().map(|o| o.db.url.clone()).collect();
+    let mut writers = Vec::new();
+    for url in &urls {
+        for _ in 0..WRITERS {
+            let (db, topic) = (TestDb::from_url(url), topic.clone());
+            writers.push(async move { enqueue_many(&db, &topic, PER_ORIGIN / WRITERS, KEYS, 10).await });
+        }
+    }
+    let load = async {
+        for writer in writers.into_iter().map(tokio::spawn).collect::<Vec<_>>() {
+            writer.await.expect("writer");
+        }
+    };
+    let total = (sent + 2 * (PER_ORIGIN / WRITERS) * WRITERS) as i64;
+    let inbox_client = inbox.client().await;
+    let stored = || async {
+        let sql = "SELECT count(*) FROM relay.inbox WHERE inbox = 'ledger'";
+        count(&inbox_client, sql, &[]).await
+    };
+    // Each disruption waits for a share of the load to be stored, so it lands mid-run.
+    let reached = |share: i64| {
+        let stored = &stored;
+        async move {
+            eventually(Duration::from_secs(120), &format!("{share}% of the load stored"), || async move {
+                (stored().await >= sent as i64 + (total - sent as i64) * share / 100).then_some(())
+            })
+            .await
+        }
+    };
+    let disrupt = async {
+        reached(10).await;
+        let pollers = &mut origins[0].pollers;
+        let addrs: Vec<&str> = pollers.iter().map(|(_, addr)| addr.as_str()).collect();
+        let leader = leader_of(&addrs).await;
+        pollers[leader].0.kill().await;
+        reached(25).await;
+        consumers[0].kill().await;
+        let at_kill = stored().await;
+        assert!(at_kill < total, "the consumer replica was killed mid-run ({at_kill} of {total} stored)");
+        // Long enough for the group to drop the killed member: a restart within a second or so
+        // meets the slow group recovery of Tansu (see README, Known limits).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        consumers[0] = spawn(TEST, "consumer-0-restarted", CONSUMER, &consumer_envs[0]);
+        println!("leader of {} killed; consumer-0 killed at {at_kill} of {total} stored", SOURCES[0]);
+        leader
+    };
+    let ((), killed_leader) = tokio::join!(load, disrupt);
+    await_inbox(&inbox, "ledger", &topic, total, Duration::from_secs(300)).await;
 
-    for origin in &origins {
+    for (n, origin) in origins.iter().enumerate() {
         let mut leaders = 0.0;
-        for (_, addr) in &origin.pollers {
+        for (i, (_, addr)) in origin.pollers.iter().enumerate() {
+            if n == 0 && i == killed_leader {
+                continue;
+            }
             let text = scrape(addr).await.expect("poller metrics");
             leaders += sample(&text, "relay_outbox_leader", &[]).expect("relay_outbox_leader");
         }
-        assert_eq!(leaders, 1.0, "{}: exactly one of its two pollers leads", origin.source);
+        assert_eq!(leaders, 1.0, "{}: exactly one of its live pollers leads", origin.source);
     }
+    // For the log only: the killed replica's counts went with it, so they no longer add up.
     let per_replica = inserted_per_replica(&consumer_addrs).await;
-    println!("stored per consumer replica: {per_replica:?} of {total}");
-    assert_eq!(per_replica.iter().sum::<f64>(), total as f64, "each message stored by one replica, once");
+    println!("stored per consumer replica since its start: {per_replica:?} of {total}");
 
     assert_eq!(stored_once_in_order(&origins, &inbox, &topic).await, total as usize);
     assert_reconciler_clean(&origins, &inbox, &topic).await;
@@ -138,8 +196,9 @@ async fn stored_once_in_order(origins: &[Origin], inbox: &TestDb, topic: &str) -
         )
         .await
         .expect("inbox");
+    // Every row below names an outbox row of its source, and relay.inbox is unique per message
+    // id: with as many rows as outbox rows, each outbox row is stored exactly once.
     assert_eq!(rows.len(), expected.len(), "inbox rows for outbox rows");
-    let mut seen = HashSet::new();
     let mut last: BTreeMap<(String, String), i64> = BTreeMap::new();
     for row in &rows {
         let (source, id, sequence, key): (String, uuid::Uuid, i64, String) =
@@ -147,7 +206,6 @@ async fn stored_once_in_order(origins: &[Origin], inbox: &TestDb, topic: &str) -
         let outbox_id =
             expected.get(&(source.clone(), id)).unwrap_or_else(|| panic!("{source} {id}: never sent"));
         assert_eq!(*outbox_id, sequence, "{source} {id}: sequence is the outbox id");
-        assert!(seen.insert((source.clone(), id)), "{source} {id}: stored twice");
         if let Some(previous) = last.insert((source.clone(), key.clone()), sequence) {
             assert!(previous < sequence, "{source} key {key}: {sequence} stored after {previous}");
         }
