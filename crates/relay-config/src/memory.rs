@@ -62,12 +62,19 @@ pub fn check_producer_memory(reader: &mut Reader<'_>, properties: &KafkaProperti
 
 /// The consumer's memory settings Relay sets unless the operator did: the prefetch queue
 /// (`queued.max.messages.kbytes`) and the fetch response (`fetch.max.bytes`) bounded to
-/// [`CONSUMER_FETCH_BYTES_DEFAULT`], or to one record at the largest payload limit if larger.
+/// [`CONSUMER_FETCH_BYTES_DEFAULT`], or to one record at the largest payload limit or the
+/// operator's `message.max.bytes` if larger.
 pub fn consumer_memory_defaults(
     limits: &PayloadLimits,
     properties: &KafkaProperties,
 ) -> Vec<(&'static str, String)> {
-    let bytes = CONSUMER_FETCH_BYTES_DEFAULT.max(limits.largest() + RECORD_OVERHEAD_BYTES);
+    // librdkafka refuses a `fetch.max.bytes` below `message.max.bytes`, so an operator's larger
+    // `message.max.bytes` raises the bound with it.
+    let operator_max_message = operator_value(properties, "message.max.bytes")
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let bytes =
+        CONSUMER_FETCH_BYTES_DEFAULT.max(limits.largest() + RECORD_OVERHEAD_BYTES).max(operator_max_message);
     let mut defaults = Vec::new();
     if operator_value(properties, "queued.max.messages.kbytes").is_none() {
         defaults.push(("queued.max.messages.kbytes", bytes.div_ceil(1024).to_string()));
@@ -122,6 +129,11 @@ mod tests {
         let (limits, properties) =
             read(&[("KAFKA_PROPERTY_QUEUED_MAX_MESSAGES_KBYTES", "1000")], KafkaRole::Consumer);
         assert_eq!(consumer_memory_defaults(&limits, &properties).len(), 1, "the operator's value stays");
+        // librdkafka refuses fetch.max.bytes below message.max.bytes: an operator's larger one wins.
+        let (limits, properties) =
+            read(&[("KAFKA_PROPERTY_MESSAGE_MAX_BYTES", "10485760")], KafkaRole::Consumer);
+        assert!(consumer_memory_defaults(&limits, &properties)
+            .contains(&("fetch.max.bytes", "10485760".to_string())));
     }
 
     #[test]

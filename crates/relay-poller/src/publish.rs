@@ -48,7 +48,7 @@ pub(crate) async fn publish_until_shutdown(
         published: client.prepare(include_str!("mark_published.sql")).await?,
         parked: client.prepare(include_str!("mark_parked.sql")).await?,
     };
-    let watch = straggling::Watch::new(config.batch_size as usize);
+    let watch = straggling::Watch::new(config.batch_size as usize, config.batch_max_bytes);
     let progress = straggling::Progress::default();
     let leader = Leader { client, producer, config, publishing, shutdown, marks, watch, progress };
     let mut wakeups = listen(config).await;
@@ -78,7 +78,7 @@ pub(crate) async fn publish_until_shutdown(
         leader.progress.check(&stragglers, config, publishing, shutdown)?;
         let mut previous = Outcome::default();
         if stragglers.len() >= STRAGGLER_CEILING * config.batch_size as usize
-            || stragglers.bytes() >= STRAGGLER_CEILING * config.batch_max_bytes
+            || stragglers.bytes() >= STRAGGLER_CEILING * config.batch_max_bytes.max(config.max_record)
         {
             // So many records await their reports even with their topics held back (many topics
             // refused at once) that their memory must stop growing: wait for one.

@@ -26,19 +26,23 @@ pub(crate) const GAUGE: &str = "relay_outbox_unacknowledged";
 /// Whether stragglers currently degrade readiness.
 pub(crate) struct Watch {
     cap: usize,
+    cap_bytes: usize,
     degraded: AtomicBool,
 }
 
 impl Watch {
-    /// `cap`: the number of stragglers (a batch, `OUTBOX_BATCH_SIZE`) at which their topics wait.
-    pub(crate) fn new(cap: usize) -> Self {
+    /// `cap`: the number of stragglers (a batch, `OUTBOX_BATCH_SIZE`) at which their topics wait;
+    /// `cap_bytes`: their payload bytes at which they wait too (a batch's bytes,
+    /// `OUTBOX_BATCH_MAX_BYTES`), so large records never reach the loop's byte ceiling while other
+    /// topics could still flow.
+    pub(crate) fn new(cap: usize, cap_bytes: usize) -> Self {
         metrics::gauge!(GAUGE).set(0.0);
-        Self { cap, degraded: AtomicBool::new(false) }
+        Self { cap, cap_bytes, degraded: AtomicBool::new(false) }
     }
 
-    /// Whether the stragglers fill the cap, so that their topics must wait.
+    /// Whether the stragglers fill the cap (rows or bytes), so that their topics must wait.
     pub(crate) fn at_cap(&self, stragglers: &Stragglers) -> bool {
-        stragglers.len() >= self.cap
+        stragglers.len() >= self.cap || stragglers.bytes() >= self.cap_bytes
     }
 
     /// Whether readiness is degraded by stragglers (the publishing loop must not report it ok).
@@ -51,7 +55,8 @@ impl Watch {
         let count = stragglers.len();
         metrics::gauge!(GAUGE).set(count as f64);
         let oldest = stragglers.oldest().unwrap_or_default();
-        let degraded = count >= self.cap || oldest > AGE_LIMIT;
+        let at_cap = self.at_cap(stragglers);
+        let degraded = at_cap || oldest > AGE_LIMIT;
         if degraded {
             let topics = stragglers.topics();
             let reason = format!(
@@ -59,7 +64,7 @@ impl Watch {
                  their keys{} wait, other topics flow",
                 self.cap,
                 oldest.as_secs(),
-                if count >= self.cap { " and topics" } else { "" },
+                if at_cap { " and topics" } else { "" },
             );
             if !self.degraded.swap(true, Ordering::Relaxed) {
                 tracing::warn!(stragglers = count, topics = ?topics, "{reason}");
