@@ -245,9 +245,21 @@ async fn lead_topics(
 ) -> Result<(), PollerError> {
     let mut reported: Option<topics::Claim> = None;
     loop {
-        let claim = lease.claim().await?.unwrap_or_default();
-        claim.report(health, lease.name(), reported.as_ref() != Some(&claim));
-        reported = Some(claim.clone());
+        let claim = match lease.claim().await? {
+            Some(claim) => {
+                claim.report(health, lease.name(), reported.as_ref() != Some(&claim));
+                reported = Some(claim.clone());
+                claim
+            }
+            // Another poller's claim held the topic leases too long: this leader publishes
+            // nothing until a claim succeeds (it claims again at every renewal), so readiness
+            // must not say it publishes its topics.
+            None => {
+                topics::Claim::report_unclaimed(health, lease.name());
+                reported = None;
+                topics::Claim::default()
+            }
+        };
         let watch_for_more = (!claim.refused.is_empty()).then_some(claim.led.as_slice());
         let ended = match claim.scan_topics() {
             None => {

@@ -57,6 +57,20 @@ impl Claim {
         self.led.iter().any(|t| !before.contains(t))
     }
 
+    /// Reports that no claim succeeded this term yet (it waited too long for another poller's
+    /// claim): the `topics` readiness part is degraded, since nothing is published until one
+    /// does.
+    pub(crate) fn report_unclaimed(health: &Health, lease: &str) {
+        health.degraded(
+            TOPICS,
+            format!(
+                "this poller ({lease}) leads but could not claim its topics yet (another \
+                 poller's claim held the topic leases longer than the lock timeout); publishing \
+                 nothing until a claim succeeds"
+            ),
+        );
+    }
+
     /// Reports the claim: the gauge, the `topics` readiness part, and a warning per refused topic
     /// when `log` (a claim that differs from the last one reported).
     pub(crate) fn report(&self, health: &Health, lease: &str, log: bool) {
@@ -124,5 +138,16 @@ mod tests {
         assert!(text.contains("b (led by outbox-poller:a,b)"), "{text}");
         claim(&["b", "c"], &[]).report(&health, "outbox-poller:b,c", false);
         assert!(health.is_ready(), "ready again once every topic is led here");
+    }
+
+    #[test]
+    fn a_leader_whose_claim_timed_out_is_not_ready_until_a_claim_succeeds() {
+        let health = Health::new(&[TOPICS]);
+        Claim::report_unclaimed(&health, "outbox-poller:a");
+        let text = health.describe();
+        assert!(!health.is_ready());
+        assert!(text.contains("could not claim its topics"), "{text}");
+        claim(&["a"], &[]).report(&health, "outbox-poller:a", false);
+        assert!(health.is_ready(), "ready once a claim succeeded");
     }
 }

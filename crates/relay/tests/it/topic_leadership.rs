@@ -23,6 +23,8 @@ use crate::{
     processing_ops::migrate,
 };
 
+mod takeover;
+
 const PARTITIONS: i32 = 2;
 
 /// How many records of `topic` carry each message id: read from the start of every partition

@@ -540,7 +540,7 @@ $relay_v6$;
     -- V7__operator_audit_and_topic_leases
     SELECT h.name, h.checksum INTO applied FROM relay_outbox_schema_history AS h WHERE h.version = 7;
     IF FOUND THEN
-        IF applied.name IS DISTINCT FROM 'operator_audit_and_topic_leases' OR applied.checksum IS DISTINCT FROM '12118261401503196322' THEN
+        IF applied.name IS DISTINCT FROM 'operator_audit_and_topic_leases' OR applied.checksum IS DISTINCT FROM '10912415190311544754' THEN
             RAISE EXCEPTION 'relay_outbox_schema_history holds version 7 as % (checksum %), not %', applied.name, applied.checksum, 'V7__operator_audit_and_topic_leases'
                 USING HINT = 'this database was migrated by a different Relay build; compare crates/relay-db/migrations/outbox/';
         END IF;
@@ -663,15 +663,24 @@ CREATE TABLE relay.outbox_topic_lease (
 );
 GRANT SELECT ON relay.outbox_topic_lease TO relay_outbox_poller, relay_reconciler, relay_operator;
 
--- Whether lease row `l` is validly held: renewed within `lease_secs` by a session that still
--- holds its marker lock (the test of the poller's lease_state.sql).
-CREATE FUNCTION relay.outbox_lease_valid(l relay.outbox_leader, lease_secs float8) RETURNS boolean
+-- The holder's own lease time (OUTBOX_LEADER_LEASE_MS, in seconds), set when a poller takes the
+-- lease: whether a lease has expired is judged by its holder's lease time, never by the lease
+-- time of the poller asking (a poller with a short lease would otherwise end the term of a
+-- healthy one with a longer lease). NULL for a lease taken by a poller older than V7: the
+-- asker's lease time is used then.
+ALTER TABLE relay.outbox_leader ADD COLUMN lease_secs double precision;
+
+-- Whether lease row `l` is validly held at time `at_time`: renewed within its holder's lease time
+-- (`lease_secs` when the row records none) by a session that still holds its marker lock (the
+-- test of the poller's lease_state.sql and lease_take.sql).
+CREATE FUNCTION relay.outbox_lease_valid(l relay.outbox_leader, lease_secs float8, at_time timestamptz)
+RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(
         l.holder_pid IS NOT NULL
-        AND l.renewed_at > clock_timestamp() - make_interval(secs => lease_secs)
+        AND l.renewed_at > at_time - make_interval(secs => coalesce(l.lease_secs, lease_secs))
         AND EXISTS (
             SELECT FROM pg_catalog.pg_locks AS k
             WHERE k.locktype = 'advisory'
@@ -685,13 +694,17 @@ $$;
 -- poller's lease session, right after it took the lease and then at every retry). For each
 -- wanted topic ('*' when `topics` is empty: every topic) it returns one row: led_by NULL when
 -- the lease holds the topic now, else the name of the other lease that validly holds it (or,
--- for '*', holds any topic; for a topic, holds '*').
+-- for '*', holds any topic; for a topic, holds '*'). `lease_secs` is the caller's lease time,
+-- used only for leases whose row records none.
 --
 -- Claims are serialised by a table lock only relay_outbox_poller (and the owner) can take, so of
--- two leaders claiming one topic at once exactly one gets it. A topic held by a lease that is no
--- longer validly held (its poller died, froze or stood down) is taken over, and that lease's term
--- ends (term + 1, no holder): a frozen poller that comes back is fenced by V5's trigger, its
--- renewal fails and it stands down, so a topic never has two publishers that can both mark rows.
+-- two leaders claiming one topic at once exactly one gets it. A topic is taken over only from a
+-- lease whose term this call ended: the conflicting leases' rows are locked, each is judged
+-- once, at one instant read once per call, and a lease nobody validly holds then has its term
+-- ended in the same step (term + 1, no holder). Its poller, if merely frozen, is fenced by V5's
+-- trigger (which accepts marks only from the current term), its renewal finds no row and it
+-- stands down; so a topic never has two publishers that can both mark rows. A lease judged valid
+-- keeps its topics (the row lock keeps a standby that just took it from losing them).
 CREATE FUNCTION relay.outbox_claim_topics(lease text, lease_secs float8, topics text[])
 RETURNS TABLE (topic text, led_by text)
 LANGUAGE plpgsql
@@ -700,7 +713,9 @@ AS $$
 #variable_conflict use_variable
 DECLARE
     wanted text[] := CASE WHEN coalesce(cardinality(topics), 0) = 0 THEN ARRAY['*'] ELSE topics END;
+    asked_at timestamptz := clock_timestamp();
     t      text;
+    held   relay.outbox_leader;
     other  text;
 BEGIN
     IF NOT EXISTS (SELECT FROM relay.outbox_leader AS l WHERE l.name = lease AND l.holder_pid = pg_backend_pid()) THEN
@@ -708,31 +723,37 @@ BEGIN
     END IF;
     LOCK TABLE relay.outbox_topic_lease IN SHARE ROW EXCLUSIVE MODE;
     FOREACH t IN ARRAY wanted LOOP
-        -- End the terms of conflicting leases nobody validly holds any more (re-checked under
-        -- each row's lock, so a standby that just took one keeps it).
-        UPDATE relay.outbox_leader AS l
-        SET term = l.term + 1, holder_pid = NULL, holder_lock = NULL, renewed_at = NULL
-        WHERE l.name <> lease
-          AND l.name IN (SELECT o.lease FROM relay.outbox_topic_lease AS o
-                         WHERE t = '*' OR o.topic = t OR o.topic = '*')
-          AND l.holder_pid IS NOT NULL
-          AND NOT relay.outbox_lease_valid(l, lease_secs);
-        SELECT o.lease INTO other
-        FROM relay.outbox_topic_lease AS o JOIN relay.outbox_leader AS l ON l.name = o.lease
-        WHERE o.lease <> lease AND (t = '*' OR o.topic = t OR o.topic = '*')
-          AND relay.outbox_lease_valid(l, lease_secs)
-        ORDER BY o.lease
-        LIMIT 1;
+        other := NULL;
+        -- Each conflicting lease, locked (in name order, as every claim locks them) and judged
+        -- once: valid ones keep the topic, the terms of the others end here.
+        FOR held IN
+            SELECT * FROM relay.outbox_leader AS c
+            WHERE c.name <> lease
+              AND c.name IN (SELECT o.lease FROM relay.outbox_topic_lease AS o
+                             WHERE t = '*' OR o.topic = t OR o.topic = '*')
+            ORDER BY c.name
+            FOR UPDATE
+        LOOP
+            IF relay.outbox_lease_valid(held, lease_secs, asked_at) THEN
+                other := coalesce(other, held.name);
+            ELSE
+                UPDATE relay.outbox_leader AS c
+                SET term = c.term + 1, holder_pid = NULL, holder_lock = NULL, renewed_at = NULL,
+                    lease_secs = NULL
+                WHERE c.name = held.name;
+            END IF;
+        END LOOP;
         IF other IS NOT NULL THEN
             topic := t;
             led_by := other;
             RETURN NEXT;
             CONTINUE;
         END IF;
+        -- Every conflicting lease's term was ended above.
         DELETE FROM relay.outbox_topic_lease AS o
         WHERE o.lease <> lease AND (t = '*' OR o.topic = t OR o.topic = '*');
         INSERT INTO relay.outbox_topic_lease AS o (topic, lease, claimed_at)
-        VALUES (t, lease, clock_timestamp())
+        VALUES (t, lease, asked_at)
         ON CONFLICT ON CONSTRAINT outbox_topic_lease_pkey DO NOTHING;
         topic := t;
         led_by := NULL;
@@ -747,7 +768,7 @@ GRANT INSERT, UPDATE, DELETE ON relay.outbox_topic_lease TO relay_outbox_poller;
 
 $relay_v7$;
         INSERT INTO relay_outbox_schema_history (version, name, applied_on, checksum)
-        VALUES (7, 'operator_audit_and_topic_leases', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '12118261401503196322');
+        VALUES (7, 'operator_audit_and_topic_leases', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '10912415190311544754');
     END IF;
 
     -- V8__autovacuum
