@@ -5,35 +5,55 @@
 //! old member's session is still open, or the broker's group state is stuck): it then consumes
 //! nothing, for good. A topic created after the consumer subscribed is likewise not consumed
 //! until librdkafka next refreshes its metadata (minutes). Every few seconds this module looks
-//! at the partitions of the subscribed topics this member does not own, and compares their high
-//! watermarks with the group's committed offsets. Records wait beyond those offsets, and the
-//! offsets have not moved (so no other member of the group is storing them) for
-//! `INBOX_ASSIGNMENT_TIMEOUT_MS`: the stall is logged once, the `assignment` readiness part is
-//! degraded, and the consumer asks for a fresh client, which joins the group as a new member. A subscribed topic that does not exist degrades the part too,
-//! naming the topic; a fatal client error (for example `FENCED_INSTANCE_ID`: another live process
-//! uses the same `group.instance.id`) degrades it at once and is cured the same way after the
-//! timeout.
+//! at the partitions of the subscribed topics this member does not own, with the group's
+//! committed offsets and the high watermarks. A partition is waiting when records lie beyond
+//! its committed offset and either no member of the group owns it (read from the group's
+//! member list, [`crate::membership`]) or its high watermark grew while the committed offset
+//! stayed put. A constant gap alone is no stall: the owner stores the last data offset + 1,
+//! so a transaction's commit or abort marker (or an open transaction) at the tail of a
+//! partition leaves a gap of one or more offsets that no consumer can ever close. When the
+//! waiting offsets have not moved for `INBOX_ASSIGNMENT_TIMEOUT_MS`, the stall is logged, the
+//! `assignment` readiness part is degraded, and the consumer asks for a fresh client, which
+//! joins the group as a new member. No fresh client is asked for while this consumer's own
+//! `storing` or `database` part is degraded: all replicas share the inbox database, so the
+//! owner is as stuck as this member, and a new member would not help. The part is ok again
+//! once this member owns partitions or the waiting offsets move. A subscribed topic that does
+//! not exist degrades the part too, naming the topic; a fatal client error (for example
+//! `FENCED_INSTANCE_ID`: another live process uses the same `group.instance.id`) degrades it
+//! at once and is cured the same way after the timeout. Looks the coordinator does not answer
+//! are skipped, as are partitions whose watermarks cannot be read.
 //!
 //! Gauge `relay_inbox_assigned_partitions{inbox}`: partitions this member owns. Counter
 //! `relay_inbox_rejoins_total{inbox}`: fresh clients made because of a stall.
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use rdkafka::{
     consumer::{Consumer, StreamConsumer},
     Offset, TopicPartitionList,
 };
 use relay_health::Health;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::ConsumerConfig;
+use crate::{clients::Current, membership, ConsumerConfig};
 
 /// The readiness part this module owns.
 pub(crate) const ASSIGNMENT: &str = "assignment";
 
-/// Where each partition with records nobody stored stands: `(topic, partition)` to the offset
-/// storing resumes from (the group's committed offset, else the low watermark).
-type Waiting = BTreeMap<(String, i32), i64>;
+/// Where a partition with records nobody stored stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stand {
+    /// The offset storing resumes from (the group's committed offset, else the low watermark).
+    pub from: i64,
+    /// The high watermark.
+    pub high: i64,
+    /// Whether the group's member list says that no member owns the partition (`false`: not
+    /// known; partitions another member owns are not waiting at all).
+    pub unowned: bool,
+}
+
+/// `(topic, partition)` to where it stands.
+type Waiting = BTreeMap<(String, i32), Stand>;
 
 /// One look at the consumer.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -64,6 +84,7 @@ pub(crate) struct Watchdog {
     group: String,
     /// Since when the stall (unchanged waiting offsets, or a fatal error) has lasted.
     since: Option<tokio::time::Instant>,
+    /// The waiting partitions when their offsets last moved (with the high watermarks then).
     last: Option<Waiting>,
     reported: bool,
 }
@@ -73,11 +94,15 @@ impl Watchdog {
         Self { timeout, group: group.to_string(), since: None, last: None, reported: false }
     }
 
-    fn reset(&mut self) {
+    /// Forgets the stall clock (the stall, if reported, is not over).
+    pub(crate) fn hold(&mut self) {
         self.since = None;
         self.last = None;
+    }
+
+    fn recovered(&mut self) {
         if std::mem::take(&mut self.reported) {
-            tracing::info!(group = %self.group, "partitions assigned again; the stall is over");
+            tracing::info!(group = %self.group, "partitions assigned or stored again; the stall is over");
         }
     }
 
@@ -98,28 +123,50 @@ impl Watchdog {
         }
         if !seen.missing.is_empty() {
             // Nothing to rejoin for; once the topic exists, the stall check below takes over.
-            self.since = None;
-            self.last = None;
+            self.hold();
             return Verdict::NotReady(format!(
                 "subscribed topics {:?} do not exist; nothing of theirs can be stored",
                 seen.missing
             ));
         }
+        if seen.assigned > 0 {
+            self.recovered();
+        }
         if seen.waiting.is_empty() {
-            self.reset();
+            self.hold();
+            self.recovered();
             return Verdict::Ready;
         }
-        if self.last.as_ref() != Some(&seen.waiting) {
+        let moved = match &self.last {
+            None => None,
+            Some(last) => Some(
+                last.len() != seen.waiting.len()
+                    || last.iter().zip(&seen.waiting).any(|((a, x), (b, y))| a != b || x.from != y.from),
+            ),
+        };
+        if moved != Some(false) {
             // First look, or another member stored some: the clock starts (again) now.
+            if moved == Some(true) {
+                self.recovered();
+            }
             self.last = Some(seen.waiting.clone());
             self.since = Some(now);
         }
+        let last = self.last.as_ref().expect("set above");
+        let unowned = seen.waiting.values().any(|s| s.unowned);
+        let grown = seen.waiting.iter().any(|(p, s)| last.get(p).is_some_and(|l| s.high > l.high));
+        if !unowned && !grown {
+            // Owned (or not known to be unowned) and nothing new arrived: a gap no consumer
+            // can close, such as a transaction marker. The clock waits for new records.
+            self.since = Some(now);
+            return Verdict::Ready;
+        }
         let since = *self.since.get_or_insert(now);
         let reason = format!(
-            "{} partitions that no member of group {} consumes hold records not stored, for {} s \
-             ({} partitions assigned here)",
+            "{} partitions of group {} hold records not stored{}, for {} s ({} partitions assigned here)",
             seen.waiting.len(),
             self.group,
+            if unowned { " and owned by no member" } else { " while new records arrive" },
             now.duration_since(since).as_secs(),
             seen.assigned,
         );
@@ -134,8 +181,8 @@ impl Watchdog {
             tracing::error!(group = %self.group, "consumer stalled: {reason}; joining again with a fresh client");
         }
         // The fresh client gets a whole timeout of its own.
+        self.hold();
         self.since = Some(now);
-        self.last = None;
         Verdict::Rejoin(reason)
     }
 
@@ -145,10 +192,16 @@ impl Watchdog {
     }
 }
 
-/// Looks at the consumer (blocking: broker requests of up to `timeout` each).
-fn observe(consumer: &StreamConsumer, topics: &[String], timeout: Duration) -> Result<Observation, String> {
+/// Looks at the consumer (blocking: broker requests of up to `timeout` each). `Err` when the
+/// brokers or the group coordinator do not answer: nothing can be judged from such a look.
+fn observe(
+    consumer: &StreamConsumer,
+    group: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Observation, String> {
     let assignment = consumer.assignment().map_err(|e| e.to_string())?;
-    let owned: std::collections::HashSet<(String, i32)> =
+    let owned: membership::Owned =
         assignment.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
     let mut seen = Observation {
         fatal: consumer.client().fatal_error().map(|(code, reason)| format!("{code:?}: {reason}")),
@@ -170,60 +223,90 @@ fn observe(consumer: &StreamConsumer, topics: &[String], timeout: Duration) -> R
     if partitions.count() == 0 || seen.fatal.is_some() {
         return Ok(seen);
     }
-    // Without a coordinator answer, storing resumes from the low watermark as far as we know.
-    let committed = consumer.committed_offsets(partitions.clone(), timeout).unwrap_or(partitions);
+    let committed = consumer.committed_offsets(partitions, timeout).map_err(|e| e.to_string())?;
+    let group_owns = membership::owned_by_group(consumer, group, &owned, timeout);
     for element in committed.elements() {
         let (topic, partition) = (element.topic(), element.partition());
-        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).map_err(|e| e.to_string())?;
+        let (low, high) = match consumer.fetch_watermarks(topic, partition, timeout) {
+            Ok(marks) => marks,
+            Err(e) => {
+                tracing::debug!(error = %e, topic, partition, "no watermarks; partition skipped this time");
+                continue;
+            }
+        };
         let from = match element.offset() {
             Offset::Offset(committed) => committed.max(low),
             _ => low,
         };
+        let key = (topic.to_string(), partition);
+        let unowned = match &group_owns {
+            // Another member owns it: its records are that member's to store, gap or not.
+            Some(group) if group.contains(&key) => continue,
+            Some(_) => true,
+            None => false,
+        };
         if high > from {
-            seen.waiting.insert((topic.to_string(), partition), from);
+            seen.waiting.insert(key, Stand { from, high, unowned });
         }
     }
     Ok(seen)
 }
 
-/// Watches the current client (`consumers` holds it; `None` once the consumer stops) until `shutdown`, and signals
-/// `rejoin` when a fresh one is needed.
-pub(crate) async fn watch(
-    config: ConsumerConfig,
-    mut consumers: watch::Receiver<Option<Arc<StreamConsumer>>>,
-    health: Health,
-    rejoin: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
+/// What the watchdog needs besides the consumer.
+pub(crate) struct Watched {
+    pub config: ConsumerConfig,
+    pub health: Health,
+    /// Whether the `database` part is kept up to date (only with the HTTP endpoint on).
+    pub database_probed: bool,
+    /// Where to ask for a fresh client: the generation of the client to replace.
+    pub rejoin: watch::Sender<u64>,
+    pub shutdown: CancellationToken,
+}
+
+/// Watches the current client (`consumers` holds it; `None` while there is none) until
+/// `shutdown` or the sender is gone, and asks for a fresh one when it is stalled.
+pub(crate) async fn watch(watched: Watched, mut consumers: watch::Receiver<Option<Current>>) {
+    let Watched { config, health, database_probed, rejoin, shutdown } = watched;
     let labels = [("inbox", config.inbox.clone())];
     metrics::counter!("relay_inbox_rejoins_total", &labels).increment(0);
     let mut watchdog = Watchdog::new(config.assignment_timeout, &config.group_id);
     let every = (config.assignment_timeout / 6).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let timeout = config.common.probe_interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
     loop {
-        let Some(consumer) = consumers.borrow_and_update().clone() else { return };
-        let topics = config.topics.clone();
-        let seen = tokio::task::spawn_blocking(move || observe(&consumer, &topics, timeout)).await;
-        match seen {
-            Ok(Ok(seen)) => {
-                metrics::gauge!("relay_inbox_assigned_partitions", &labels).set(seen.assigned as f64);
-                match watchdog.judge(&seen, tokio::time::Instant::now()) {
-                    Verdict::Ready if !watchdog.stalled_now() => health.ok(ASSIGNMENT),
-                    Verdict::Ready => {}
-                    Verdict::NotReady(reason) => health.degraded(ASSIGNMENT, reason),
-                    Verdict::Rejoin(reason) => {
-                        health.degraded(ASSIGNMENT, reason);
-                        metrics::counter!("relay_inbox_rejoins_total", &labels).increment(1);
-                        rejoin.notify_one();
+        let current = consumers.borrow_and_update().clone();
+        if let Some(Current { generation, consumer }) = current {
+            let (topics, group) = (config.topics.clone(), config.group_id.clone());
+            let seen =
+                tokio::task::spawn_blocking(move || observe(&consumer, &group, &topics, timeout)).await;
+            let own_trouble =
+                !health.is_ok(crate::STORING) || (database_probed && !health.is_ok(relay_health::DATABASE));
+            match seen {
+                Ok(Ok(seen)) => {
+                    metrics::gauge!("relay_inbox_assigned_partitions", &labels).set(seen.assigned as f64);
+                    if own_trouble {
+                        // The shared inbox database is what stalls; a new member would not help.
+                        watchdog.hold();
+                    } else {
+                        match watchdog.judge(&seen, tokio::time::Instant::now()) {
+                            Verdict::Ready if !watchdog.stalled_now() => health.ok(ASSIGNMENT),
+                            Verdict::Ready => {}
+                            Verdict::NotReady(reason) => health.degraded(ASSIGNMENT, reason),
+                            Verdict::Rejoin(reason) => {
+                                health.degraded(ASSIGNMENT, reason);
+                                metrics::counter!("relay_inbox_rejoins_total", &labels).increment(1);
+                                rejoin.send_replace(generation);
+                            }
+                        }
                     }
                 }
+                // The brokers do not answer: the `kafka` part says so; nothing to judge.
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot look at the consumer's assignment"),
+                Err(e) => tracing::debug!(error = %e, "assignment check did not finish"),
             }
-            // The brokers do not answer: the `kafka` part says so; nothing to judge.
-            Ok(Err(e)) => tracing::debug!(error = %e, "cannot look at the consumer's assignment"),
-            Err(e) => tracing::debug!(error = %e, "assignment check did not finish"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            changed = consumers.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(every) => {}
         }
     }
@@ -233,26 +316,69 @@ pub(crate) async fn watch(
 mod tests {
     use super::*;
 
-    fn waiting(offsets: &[(i32, i64)]) -> Observation {
-        let waiting = offsets.iter().map(|(p, o)| (("t".to_string(), *p), *o)).collect();
+    /// Partitions of topic `t` as `(partition, from, high, unowned)`.
+    fn waiting(stands: &[(i32, i64, i64, bool)]) -> Observation {
+        let waiting = stands
+            .iter()
+            .map(|&(p, from, high, unowned)| (("t".to_string(), p), Stand { from, high, unowned }))
+            .collect();
         Observation { waiting, ..Observation::default() }
     }
 
+    fn at(start: tokio::time::Instant, s: u64) -> tokio::time::Instant {
+        start + Duration::from_secs(s)
+    }
+
     #[test]
-    fn no_assignment_with_records_waiting_rejoins_after_the_timeout_and_again_later() {
+    fn unowned_partitions_with_records_waiting_rejoin_after_the_timeout_and_again_later() {
         let start = tokio::time::Instant::now();
         let mut dog = Watchdog::new(Duration::from_secs(30), "g");
-        assert_eq!(dog.judge(&waiting(&[(0, 5)]), start), Verdict::Ready);
-        assert_eq!(dog.judge(&waiting(&[(0, 5)]), start + Duration::from_secs(29)), Verdict::Ready);
-        let at = start + Duration::from_secs(30);
-        assert!(matches!(dog.judge(&waiting(&[(0, 5)]), at), Verdict::Rejoin(r) if r.contains("group g")));
+        let stuck = waiting(&[(0, 5, 9, true)]);
+        assert_eq!(dog.judge(&stuck, start), Verdict::Ready);
+        assert_eq!(dog.judge(&stuck, at(start, 29)), Verdict::Ready);
+        assert!(matches!(dog.judge(&stuck, at(start, 30)), Verdict::Rejoin(r) if r.contains("group g")));
         assert!(dog.stalled_now());
         // The fresh client gets a whole timeout, then is replaced too if it is stuck as well.
-        assert_eq!(dog.judge(&waiting(&[(0, 5)]), at + Duration::from_secs(10)), Verdict::Ready);
-        assert!(matches!(dog.judge(&waiting(&[(0, 5)]), at + Duration::from_secs(60)), Verdict::Rejoin(_)));
-        // Assigned again, so nothing waits outside this member: over.
-        let owned = Observation { assigned: 2, ..waiting(&[]) };
-        assert_eq!(dog.judge(&owned, at + Duration::from_secs(61)), Verdict::Ready);
+        assert_eq!(dog.judge(&stuck, at(start, 40)), Verdict::Ready);
+        assert!(dog.stalled_now(), "still stalled: nothing moved");
+        assert!(matches!(dog.judge(&stuck, at(start, 90)), Verdict::Rejoin(_)));
+        // Assigned again: over, even while other partitions still wait.
+        let owned = Observation { assigned: 2, ..stuck };
+        assert_eq!(dog.judge(&owned, at(start, 91)), Verdict::Ready);
+        assert!(!dog.stalled_now());
+    }
+
+    #[test]
+    fn a_constant_gap_such_as_a_transaction_marker_is_never_a_stall() {
+        let start = tokio::time::Instant::now();
+        // Ownership not known (false): committed offset one, or several (an aborted tail), below.
+        for gap in [1, 7] {
+            let mut dog = Watchdog::new(Duration::from_secs(30), "g");
+            for s in 0..200 {
+                let seen = waiting(&[(0, 100, 100 + gap, false), (1, 50, 51, false)]);
+                assert_eq!(dog.judge(&seen, at(start, s)), Verdict::Ready);
+            }
+            assert!(!dog.stalled_now());
+        }
+    }
+
+    #[test]
+    fn new_records_nobody_stores_are_a_stall_even_when_ownership_is_not_known() {
+        let start = tokio::time::Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(30), "g");
+        assert_eq!(dog.judge(&waiting(&[(0, 100, 101, false)]), start), Verdict::Ready);
+        assert_eq!(dog.judge(&waiting(&[(0, 100, 101, false)]), at(start, 100)), Verdict::Ready);
+        // Records arrive after the look at 100 s and are not stored: the clock starts then.
+        assert_eq!(dog.judge(&waiting(&[(0, 100, 150, false)]), at(start, 101)), Verdict::Ready);
+        assert_eq!(dog.judge(&waiting(&[(0, 100, 160, false)]), at(start, 129)), Verdict::Ready);
+        let verdict = dog.judge(&waiting(&[(0, 100, 160, false)]), at(start, 131));
+        assert!(matches!(verdict, Verdict::Rejoin(r) if r.contains("new records arrive")));
+        // After the rejoin, a gap that stays as it is does not make another one.
+        for s in 132..400 {
+            assert_eq!(dog.judge(&waiting(&[(0, 100, 160, false)]), at(start, s)), Verdict::Ready);
+        }
+        // Storing moves again: the stall is over.
+        assert_eq!(dog.judge(&waiting(&[(0, 150, 160, false)]), at(start, 401)), Verdict::Ready);
         assert!(!dog.stalled_now());
     }
 
@@ -262,11 +388,22 @@ mod tests {
         let mut dog = Watchdog::new(Duration::from_secs(30), "g");
         for s in 0..100 {
             // Another member owns the partitions and keeps storing: the offsets move.
-            let seen = waiting(&[(0, s), (1, 2 * s)]);
-            assert_eq!(dog.judge(&seen, start + Duration::from_secs(s as u64)), Verdict::Ready);
+            let seen = waiting(&[(0, s, s + 10, false), (1, 2 * s, 2 * s + 10, false)]);
+            assert_eq!(dog.judge(&seen, at(start, s as u64)), Verdict::Ready);
         }
         // Nothing waits at all: an idle member in an idle group.
-        assert_eq!(dog.judge(&waiting(&[]), start + Duration::from_secs(500)), Verdict::Ready);
+        assert_eq!(dog.judge(&waiting(&[]), at(start, 500)), Verdict::Ready);
+    }
+
+    #[test]
+    fn held_while_the_database_is_away_the_clock_starts_again_afterwards() {
+        let start = tokio::time::Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(30), "g");
+        let stuck = waiting(&[(0, 5, 9, true)]);
+        assert_eq!(dog.judge(&stuck, start), Verdict::Ready);
+        dog.hold(); // as the watcher does while `storing` or `database` is degraded
+        assert_eq!(dog.judge(&stuck, at(start, 31)), Verdict::Ready);
+        assert!(matches!(dog.judge(&stuck, at(start, 61)), Verdict::Rejoin(_)));
     }
 
     #[test]
@@ -275,13 +412,13 @@ mod tests {
         let mut dog = Watchdog::new(Duration::from_secs(5), "g");
         let missing = Observation { missing: vec!["payments.v9".into()], ..Observation::default() };
         for s in [0, 10, 100] {
-            let verdict = dog.judge(&missing, start + Duration::from_secs(s));
+            let verdict = dog.judge(&missing, at(start, s));
             assert!(matches!(verdict, Verdict::NotReady(r) if r.contains("payments.v9")));
         }
         let fenced = Observation { fatal: Some("FencedInstanceId: fenced".into()), ..Observation::default() };
-        let verdict = dog.judge(&fenced, start + Duration::from_secs(200));
+        let verdict = dog.judge(&fenced, at(start, 200));
         assert!(matches!(verdict, Verdict::NotReady(r) if r.contains("same group.instance.id")));
-        let verdict = dog.judge(&fenced, start + Duration::from_secs(205));
+        let verdict = dog.judge(&fenced, at(start, 205));
         assert!(matches!(verdict, Verdict::Rejoin(r) if r.contains("FencedInstanceId")));
     }
 }
