@@ -77,31 +77,46 @@ pub(crate) enum Verdict {
     Rejoin(String),
 }
 
+/// One waiting partition's history: where it stood when its offset last moved, and since when
+/// it has been stalled.
+#[derive(Debug, Clone)]
+struct Track {
+    base: Stand,
+    since: tokio::time::Instant,
+}
+
 /// The watchdog's memory between looks.
 #[derive(Debug)]
 pub(crate) struct Watchdog {
     timeout: Duration,
     group: String,
-    /// Since when the stall (unchanged waiting offsets, or a fatal error) has lasted.
-    since: Option<tokio::time::Instant>,
-    /// The waiting partitions when their offsets last moved (with the high watermarks then).
-    last: Option<Waiting>,
-    reported: bool,
+    /// Since when the client's fatal error has lasted.
+    fatal_since: Option<tokio::time::Instant>,
+    /// Per waiting partition.
+    tracks: BTreeMap<(String, i32), Track>,
+    /// The stall reported (and the offsets its partitions stood at), until it is over.
+    reported: Option<BTreeMap<(String, i32), i64>>,
 }
 
 impl Watchdog {
     pub(crate) fn new(timeout: Duration, group: &str) -> Self {
-        Self { timeout, group: group.to_string(), since: None, last: None, reported: false }
+        Self { timeout, group: group.to_string(), fatal_since: None, tracks: BTreeMap::new(), reported: None }
     }
 
-    /// Forgets the stall clock (the stall, if reported, is not over).
+    /// Forgets the stall clocks (the stall, if reported, is not over).
     pub(crate) fn hold(&mut self) {
-        self.since = None;
-        self.last = None;
+        self.fatal_since = None;
+        self.tracks.clear();
     }
 
-    fn recovered(&mut self) {
-        if std::mem::take(&mut self.reported) {
+    /// The reported stall is over once each of its partitions is owned here or by a known
+    /// member, or stored up to its end, or its offset moved.
+    fn recover_if_over(&mut self, waiting: &Waiting) {
+        let over = self.reported.as_ref().is_some_and(|stuck| {
+            stuck.iter().all(|(key, from)| waiting.get(key).is_none_or(|s| s.from != *from))
+        });
+        if over {
+            self.reported = None;
             tracing::info!(group = %self.group, "partitions assigned or stored again; the stall is over");
         }
     }
@@ -109,18 +124,21 @@ impl Watchdog {
     /// Judges one observation made at `now`.
     pub(crate) fn judge(&mut self, seen: &Observation, now: tokio::time::Instant) -> Verdict {
         if let Some(fatal) = &seen.fatal {
-            let since = *self.since.get_or_insert(now);
+            self.tracks.clear();
+            let since = *self.fatal_since.get_or_insert(now);
             let hint = if fatal.contains("Fenced") {
                 " (another live process uses the same group.instance.id, INBOX_GROUP_INSTANCE_ID)"
             } else {
                 ""
             };
             let reason = format!("the consumer client failed: {fatal}{hint}");
-            return match self.stalled(now, since, reason.clone()) {
-                Verdict::Ready => Verdict::NotReady(reason),
-                rejoin => rejoin,
-            };
+            if now.duration_since(since) < self.timeout {
+                return Verdict::NotReady(reason);
+            }
+            self.fatal_since = Some(now);
+            return self.rejoin(BTreeMap::new(), reason);
         }
+        self.fatal_since = None;
         if !seen.missing.is_empty() {
             // Nothing to rejoin for; once the topic exists, the stall check below takes over.
             self.hold();
@@ -129,66 +147,55 @@ impl Watchdog {
                 seen.missing
             ));
         }
-        if seen.assigned > 0 {
-            self.recovered();
-        }
-        if seen.waiting.is_empty() {
-            self.hold();
-            self.recovered();
-            return Verdict::Ready;
-        }
-        let moved = match &self.last {
-            None => None,
-            Some(last) => Some(
-                last.len() != seen.waiting.len()
-                    || last.iter().zip(&seen.waiting).any(|((a, x), (b, y))| a != b || x.from != y.from),
-            ),
-        };
-        if moved != Some(false) {
-            // First look, or another member stored some: the clock starts (again) now.
-            if moved == Some(true) {
-                self.recovered();
+        self.recover_if_over(&seen.waiting);
+        self.tracks.retain(|key, _| seen.waiting.contains_key(key));
+        let mut stalled = BTreeMap::new();
+        let mut oldest = now;
+        let mut unowned = false;
+        for (key, stand) in &seen.waiting {
+            let track = self.tracks.entry(key.clone()).or_insert(Track { base: *stand, since: now });
+            if track.base.from != stand.from {
+                // Another member stored some: this partition's clock starts again.
+                *track = Track { base: *stand, since: now };
             }
-            self.last = Some(seen.waiting.clone());
-            self.since = Some(now);
+            if !stand.unowned && stand.high <= track.base.high {
+                // Owned (or not known to be unowned) and nothing new arrived: a gap no consumer
+                // can close, such as a transaction marker. The clock waits for new records.
+                track.since = now;
+                continue;
+            }
+            if now.duration_since(track.since) >= self.timeout {
+                stalled.insert(key.clone(), stand.from);
+                unowned |= stand.unowned;
+                oldest = oldest.min(track.since);
+            }
         }
-        let last = self.last.as_ref().expect("set above");
-        let unowned = seen.waiting.values().any(|s| s.unowned);
-        let grown = seen.waiting.iter().any(|(p, s)| last.get(p).is_some_and(|l| s.high > l.high));
-        if !unowned && !grown {
-            // Owned (or not known to be unowned) and nothing new arrived: a gap no consumer
-            // can close, such as a transaction marker. The clock waits for new records.
-            self.since = Some(now);
+        if stalled.is_empty() {
             return Verdict::Ready;
         }
-        let since = *self.since.get_or_insert(now);
         let reason = format!(
             "{} partitions of group {} hold records not stored{}, for {} s ({} partitions assigned here)",
-            seen.waiting.len(),
+            stalled.len(),
             self.group,
             if unowned { " and owned by no member" } else { " while new records arrive" },
-            now.duration_since(since).as_secs(),
+            now.duration_since(oldest).as_secs(),
             seen.assigned,
         );
-        self.stalled(now, since, reason)
+        // The fresh client gets a whole timeout of its own.
+        self.tracks.clear();
+        self.rejoin(stalled, reason)
     }
 
-    fn stalled(&mut self, now: tokio::time::Instant, since: tokio::time::Instant, reason: String) -> Verdict {
-        if now.duration_since(since) < self.timeout {
-            return Verdict::Ready;
-        }
-        if !std::mem::replace(&mut self.reported, true) {
+    fn rejoin(&mut self, stuck: BTreeMap<(String, i32), i64>, reason: String) -> Verdict {
+        if self.reported.replace(stuck).is_none() {
             tracing::error!(group = %self.group, "consumer stalled: {reason}; joining again with a fresh client");
         }
-        // The fresh client gets a whole timeout of its own.
-        self.hold();
-        self.since = Some(now);
         Verdict::Rejoin(reason)
     }
 
     /// Whether a stall was reported and is not over yet.
     pub(crate) fn stalled_now(&self) -> bool {
-        self.reported
+        self.reported.is_some()
     }
 }
 
@@ -225,6 +232,7 @@ fn observe(
     }
     let committed = consumer.committed_offsets(partitions, timeout).map_err(|e| e.to_string())?;
     let group_owns = membership::owned_by_group(consumer, group, &owned, timeout);
+    tracing::debug!(known = group_owns.is_some(), "who owns the group's partitions");
     for element in committed.elements() {
         let (topic, partition) = (element.topic(), element.partition());
         let (low, high) = match consumer.fetch_watermarks(topic, partition, timeout) {
@@ -342,9 +350,33 @@ mod tests {
         assert_eq!(dog.judge(&stuck, at(start, 40)), Verdict::Ready);
         assert!(dog.stalled_now(), "still stalled: nothing moved");
         assert!(matches!(dog.judge(&stuck, at(start, 90)), Verdict::Rejoin(_)));
-        // Assigned again: over, even while other partitions still wait.
-        let owned = Observation { assigned: 2, ..stuck };
+        // The stalled partition assigned here: over, while another (just seen) waits.
+        let owned = Observation { assigned: 1, ..waiting(&[(1, 3, 4, true)]) };
         assert_eq!(dog.judge(&owned, at(start, 91)), Verdict::Ready);
+        assert!(!dog.stalled_now());
+    }
+
+    #[test]
+    fn in_a_busy_group_a_stalled_partition_is_seen_beside_flowing_ones_and_recovers_when_it_moves() {
+        let start = tokio::time::Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(30), "g");
+        // Partition 0 flows (another member stores it); partition 1 gets records nobody stores.
+        for s in 0..30 {
+            let seen = waiting(&[(0, 10 * s, 10 * s + 5, false), (1, 7, 8 + s, false)]);
+            assert_eq!(dog.judge(&seen, at(start, s as u64)), Verdict::Ready, "at {s} s");
+        }
+        let seen = waiting(&[(0, 400, 405, false), (1, 7, 50, false)]);
+        assert!(
+            matches!(dog.judge(&seen, at(start, 31)), Verdict::Rejoin(r) if r.starts_with("1 partitions"))
+        );
+        assert!(dog.stalled_now());
+        // Partition 0 still flows: not the stalled one, so the stall is not over.
+        let seen = waiting(&[(0, 500, 505, false), (1, 7, 50, false)]);
+        assert_eq!(dog.judge(&seen, at(start, 35)), Verdict::Ready);
+        assert!(dog.stalled_now());
+        // Partition 1 is stored again: over, and readiness may say so.
+        let seen = waiting(&[(0, 600, 605, false), (1, 30, 50, false)]);
+        assert_eq!(dog.judge(&seen, at(start, 40)), Verdict::Ready);
         assert!(!dog.stalled_now());
     }
 

@@ -25,6 +25,7 @@ mod kafka_security;
 mod leadership;
 mod limits;
 mod liveness;
+mod liveness_groups;
 mod metrics_scrape;
 mod ordering;
 mod pgbouncer;
