@@ -9,15 +9,16 @@
 //! committed offsets and the high watermarks. A partition is waiting when records lie beyond
 //! its committed offset and either no member of the group owns it (read from the group's
 //! member list, [`crate::membership`]) or its high watermark grew while the committed offset
-//! stayed put. A constant gap alone is no stall: the owner stores the last data offset + 1,
-//! so a transaction's commit or abort marker (or an open transaction) at the tail of a
-//! partition leaves a gap of one or more offsets that no consumer can ever close. When the
+//! stayed put, or the group never committed an offset for it. A constant gap behind a
+//! committed offset is no stall: the owner stores the last data offset + 1, so a
+//! transaction's commit or abort marker (or an open transaction) at the tail of a partition
+//! leaves a gap of one or more offsets that no consumer can ever close. When the
 //! waiting offsets have not moved for `INBOX_ASSIGNMENT_TIMEOUT_MS`, the stall is logged, the
 //! `assignment` readiness part is degraded, and the consumer asks for a fresh client, which
 //! joins the group as a new member. No fresh client is asked for while this consumer's own
 //! `storing` or `database` part is degraded: all replicas share the inbox database, so the
 //! owner is as stuck as this member, and a new member would not help. The part is ok again
-//! once this member owns partitions or the waiting offsets move. A subscribed topic that does
+//! once the stalled partitions are owned (here or by a known member) or their offsets move. A subscribed topic that does
 //! not exist degrades the part too, naming the topic; a fatal client error (for example
 //! `FENCED_INSTANCE_ID`: another live process uses the same `group.instance.id`) degrades it
 //! at once and is cured the same way after the timeout. Looks the coordinator does not answer
@@ -27,15 +28,7 @@
 //! `relay_inbox_rejoins_total{inbox}`: fresh clients made because of a stall.
 use std::{collections::BTreeMap, time::Duration};
 
-use rdkafka::{
-    consumer::{Consumer, StreamConsumer},
-    Offset, TopicPartitionList,
-};
-use relay_health::Health;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-
-use crate::{clients::Current, membership, ConsumerConfig};
+pub(crate) use crate::watchdog::{watch, Watched};
 
 /// The readiness part this module owns.
 pub(crate) const ASSIGNMENT: &str = "assignment";
@@ -47,13 +40,14 @@ pub(crate) struct Stand {
     pub from: i64,
     /// The high watermark.
     pub high: i64,
-    /// Whether the group's member list says that no member owns the partition (`false`: not
-    /// known; partitions another member owns are not waiting at all).
+    /// Whether no member stores the partition for sure: the group's member list says that no
+    /// member owns it, or (the list not known) the group never committed an offset for it.
+    /// `false`: not known; partitions another member owns are not waiting at all.
     pub unowned: bool,
 }
 
 /// `(topic, partition)` to where it stands.
-type Waiting = BTreeMap<(String, i32), Stand>;
+pub(crate) type Waiting = BTreeMap<(String, i32), Stand>;
 
 /// One look at the consumer.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -177,7 +171,7 @@ impl Watchdog {
             "{} partitions of group {} hold records not stored{}, for {} s ({} partitions assigned here)",
             stalled.len(),
             self.group,
-            if unowned { " and owned by no member" } else { " while new records arrive" },
+            if unowned { " that no member owns or ever stored" } else { " while new records arrive" },
             now.duration_since(oldest).as_secs(),
             seen.assigned,
         );
@@ -196,127 +190,6 @@ impl Watchdog {
     /// Whether a stall was reported and is not over yet.
     pub(crate) fn stalled_now(&self) -> bool {
         self.reported.is_some()
-    }
-}
-
-/// Looks at the consumer (blocking: broker requests of up to `timeout` each). `Err` when the
-/// brokers or the group coordinator do not answer: nothing can be judged from such a look.
-fn observe(
-    consumer: &StreamConsumer,
-    group: &str,
-    topics: &[String],
-    timeout: Duration,
-) -> Result<Observation, String> {
-    let assignment = consumer.assignment().map_err(|e| e.to_string())?;
-    let owned: membership::Owned =
-        assignment.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
-    let mut seen = Observation {
-        fatal: consumer.client().fatal_error().map(|(code, reason)| format!("{code:?}: {reason}")),
-        assigned: owned.len(),
-        ..Observation::default()
-    };
-    let mut partitions = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
-        match metadata.topics().iter().find(|t| t.name() == topic) {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                for p in t.partitions().iter().filter(|p| !owned.contains(&(topic.clone(), p.id()))) {
-                    partitions.add_partition(topic, p.id());
-                }
-            }
-            _ => seen.missing.push(topic.clone()),
-        }
-    }
-    if partitions.count() == 0 || seen.fatal.is_some() {
-        return Ok(seen);
-    }
-    let committed = consumer.committed_offsets(partitions, timeout).map_err(|e| e.to_string())?;
-    let group_owns = membership::owned_by_group(consumer, group, &owned, timeout);
-    tracing::debug!(known = group_owns.is_some(), "who owns the group's partitions");
-    for element in committed.elements() {
-        let (topic, partition) = (element.topic(), element.partition());
-        let (low, high) = match consumer.fetch_watermarks(topic, partition, timeout) {
-            Ok(marks) => marks,
-            Err(e) => {
-                tracing::debug!(error = %e, topic, partition, "no watermarks; partition skipped this time");
-                continue;
-            }
-        };
-        let from = match element.offset() {
-            Offset::Offset(committed) => committed.max(low),
-            _ => low,
-        };
-        let key = (topic.to_string(), partition);
-        let unowned = match &group_owns {
-            // Another member owns it: its records are that member's to store, gap or not.
-            Some(group) if group.contains(&key) => continue,
-            Some(_) => true,
-            None => false,
-        };
-        if high > from {
-            seen.waiting.insert(key, Stand { from, high, unowned });
-        }
-    }
-    Ok(seen)
-}
-
-/// What the watchdog needs besides the consumer.
-pub(crate) struct Watched {
-    pub config: ConsumerConfig,
-    pub health: Health,
-    /// Whether the `database` part is kept up to date (only with the HTTP endpoint on).
-    pub database_probed: bool,
-    /// Where to ask for a fresh client: the generation of the client to replace.
-    pub rejoin: watch::Sender<u64>,
-    pub shutdown: CancellationToken,
-}
-
-/// Watches the current client (`consumers` holds it; `None` while there is none) until
-/// `shutdown` or the sender is gone, and asks for a fresh one when it is stalled.
-pub(crate) async fn watch(watched: Watched, mut consumers: watch::Receiver<Option<Current>>) {
-    let Watched { config, health, database_probed, rejoin, shutdown } = watched;
-    let labels = [("inbox", config.inbox.clone())];
-    metrics::counter!("relay_inbox_rejoins_total", &labels).increment(0);
-    let mut watchdog = Watchdog::new(config.assignment_timeout, &config.group_id);
-    let every = (config.assignment_timeout / 6).clamp(Duration::from_millis(200), Duration::from_secs(5));
-    let timeout = config.common.probe_interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
-    loop {
-        let current = consumers.borrow_and_update().clone();
-        if let Some(Current { generation, consumer }) = current {
-            let (topics, group) = (config.topics.clone(), config.group_id.clone());
-            let seen =
-                tokio::task::spawn_blocking(move || observe(&consumer, &group, &topics, timeout)).await;
-            let own_trouble =
-                !health.is_ok(crate::STORING) || (database_probed && !health.is_ok(relay_health::DATABASE));
-            match seen {
-                Ok(Ok(seen)) => {
-                    metrics::gauge!("relay_inbox_assigned_partitions", &labels).set(seen.assigned as f64);
-                    if own_trouble {
-                        // The shared inbox database is what stalls; a new member would not help.
-                        watchdog.hold();
-                    } else {
-                        match watchdog.judge(&seen, tokio::time::Instant::now()) {
-                            Verdict::Ready if !watchdog.stalled_now() => health.ok(ASSIGNMENT),
-                            Verdict::Ready => {}
-                            Verdict::NotReady(reason) => health.degraded(ASSIGNMENT, reason),
-                            Verdict::Rejoin(reason) => {
-                                health.degraded(ASSIGNMENT, reason);
-                                metrics::counter!("relay_inbox_rejoins_total", &labels).increment(1);
-                                rejoin.send_replace(generation);
-                            }
-                        }
-                    }
-                }
-                // The brokers do not answer: the `kafka` part says so; nothing to judge.
-                Ok(Err(e)) => tracing::debug!(error = %e, "cannot look at the consumer's assignment"),
-                Err(e) => tracing::debug!(error = %e, "assignment check did not finish"),
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = consumers.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(every) => {}
-        }
     }
 }
 

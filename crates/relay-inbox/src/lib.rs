@@ -26,6 +26,7 @@ mod retention;
 mod signatures;
 mod store;
 mod watch;
+mod watchdog;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
