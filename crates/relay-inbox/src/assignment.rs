@@ -90,11 +90,20 @@ pub(crate) struct Watchdog {
     tracks: BTreeMap<(String, i32), Track>,
     /// The stall reported (and the offsets its partitions stood at), until it is over.
     reported: Option<BTreeMap<(String, i32), i64>>,
+    /// Fresh clients in a row made for nothing but a constant gap (the wait doubles with each).
+    gap_rejoins: u32,
 }
 
 impl Watchdog {
     pub(crate) fn new(timeout: Duration, group: &str) -> Self {
-        Self { timeout, group: group.to_string(), fatal_since: None, tracks: BTreeMap::new(), reported: None }
+        Self {
+            timeout,
+            group: group.to_string(),
+            fatal_since: None,
+            tracks: BTreeMap::new(),
+            reported: None,
+            gap_rejoins: 0,
+        }
     }
 
     /// Forgets the stall clocks (the stall, if reported, is not over).
@@ -111,6 +120,7 @@ impl Watchdog {
         });
         if over {
             self.reported = None;
+            self.gap_rejoins = 0;
             tracing::info!(group = %self.group, "partitions assigned or stored again; the stall is over");
         }
     }
@@ -146,21 +156,30 @@ impl Watchdog {
         let mut stalled = BTreeMap::new();
         let mut oldest = now;
         let mut unowned = false;
+        let mut gap_only = true;
+        if seen.assigned > 0 {
+            self.gap_rejoins = 0;
+        }
         for (key, stand) in &seen.waiting {
             let track = self.tracks.entry(key.clone()).or_insert(Track { base: *stand, since: now });
             if track.base.from != stand.from {
                 // Another member stored some: this partition's clock starts again.
                 *track = Track { base: *stand, since: now };
             }
-            if !stand.unowned && stand.high <= track.base.high {
-                // Owned (or not known to be unowned) and nothing new arrived: a gap no consumer
-                // can close, such as a transaction marker. The clock waits for new records.
+            let strong = stand.unowned || stand.high > track.base.high;
+            if !strong && seen.assigned > 0 {
+                // Not known to be unowned, nothing new arrived, and this member consumes: a gap
+                // no consumer can close, such as a transaction marker. The clock waits.
                 track.since = now;
                 continue;
             }
-            if now.duration_since(track.since) >= self.timeout {
+            // A member that owns nothing cannot tell such a gap from a group stuck without it:
+            // it tries a fresh client, waiting twice as long after each one that changed nothing.
+            let wait = if strong { self.timeout } else { self.timeout * (1 << self.gap_rejoins.min(4)) };
+            if now.duration_since(track.since) >= wait {
                 stalled.insert(key.clone(), stand.from);
                 unowned |= stand.unowned;
+                gap_only &= !strong;
                 oldest = oldest.min(track.since);
             }
         }
@@ -171,12 +190,19 @@ impl Watchdog {
             "{} partitions of group {} hold records not stored{}, for {} s ({} partitions assigned here)",
             stalled.len(),
             self.group,
-            if unowned { " that no member owns or ever stored" } else { " while new records arrive" },
+            if unowned {
+                " that no member owns or ever stored"
+            } else if gap_only {
+                " behind committed offsets that do not move"
+            } else {
+                " while new records arrive"
+            },
             now.duration_since(oldest).as_secs(),
             seen.assigned,
         );
         // The fresh client gets a whole timeout of its own.
         self.tracks.clear();
+        self.gap_rejoins = if gap_only { self.gap_rejoins + 1 } else { 0 };
         self.rejoin(stalled, reason)
     }
 
@@ -204,6 +230,11 @@ mod tests {
             .map(|&(p, from, high, unowned)| (("t".to_string(), p), Stand { from, high, unowned }))
             .collect();
         Observation { waiting, ..Observation::default() }
+    }
+
+    /// As [`waiting`], for a member that owns partitions of its own.
+    fn owning(stands: &[(i32, i64, i64, bool)]) -> Observation {
+        Observation { assigned: 1, ..waiting(stands) }
     }
 
     fn at(start: tokio::time::Instant, s: u64) -> tokio::time::Instant {
@@ -260,7 +291,8 @@ mod tests {
         for gap in [1, 7] {
             let mut dog = Watchdog::new(Duration::from_secs(30), "g");
             for s in 0..200 {
-                let seen = waiting(&[(0, 100, 100 + gap, false), (1, 50, 51, false)]);
+                let seen =
+                    Observation { assigned: 1, ..waiting(&[(0, 100, 100 + gap, false), (1, 50, 51, false)]) };
                 assert_eq!(dog.judge(&seen, at(start, s)), Verdict::Ready);
             }
             assert!(!dog.stalled_now());
@@ -268,22 +300,49 @@ mod tests {
     }
 
     #[test]
+    fn a_member_owning_nothing_behind_a_constant_gap_tries_fresh_clients_ever_more_rarely() {
+        let start = tokio::time::Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(10), "g");
+        let gap = waiting(&[(0, 100, 101, false)]);
+        let mut rejoins = Vec::new();
+        for s in 0..1000 {
+            if let Verdict::Rejoin(r) = dog.judge(&gap, at(start, s)) {
+                assert!(r.contains("do not move"), "{r}");
+                rejoins.push(s);
+            }
+        }
+        // 10 s, then 20, 40, 80, 160 s and every 160 s after that: no storm.
+        assert_eq!(rejoins[..6], [10, 31, 72, 153, 314, 475]);
+        assert_eq!(rejoins.len(), 9);
+        // Owning partitions again resets the wait.
+        let owning = Observation { assigned: 1, ..waiting(&[]) };
+        assert_eq!(dog.judge(&owning, at(start, 1000)), Verdict::Ready);
+        let mut dog_after = Vec::new();
+        for s in 1001..1100 {
+            if let Verdict::Rejoin(_) = dog.judge(&gap, at(start, s)) {
+                dog_after.push(s);
+            }
+        }
+        assert_eq!(dog_after.first(), Some(&1011));
+    }
+
+    #[test]
     fn new_records_nobody_stores_are_a_stall_even_when_ownership_is_not_known() {
         let start = tokio::time::Instant::now();
         let mut dog = Watchdog::new(Duration::from_secs(30), "g");
-        assert_eq!(dog.judge(&waiting(&[(0, 100, 101, false)]), start), Verdict::Ready);
-        assert_eq!(dog.judge(&waiting(&[(0, 100, 101, false)]), at(start, 100)), Verdict::Ready);
+        assert_eq!(dog.judge(&owning(&[(0, 100, 101, false)]), start), Verdict::Ready);
+        assert_eq!(dog.judge(&owning(&[(0, 100, 101, false)]), at(start, 100)), Verdict::Ready);
         // Records arrive after the look at 100 s and are not stored: the clock starts then.
-        assert_eq!(dog.judge(&waiting(&[(0, 100, 150, false)]), at(start, 101)), Verdict::Ready);
-        assert_eq!(dog.judge(&waiting(&[(0, 100, 160, false)]), at(start, 129)), Verdict::Ready);
-        let verdict = dog.judge(&waiting(&[(0, 100, 160, false)]), at(start, 131));
+        assert_eq!(dog.judge(&owning(&[(0, 100, 150, false)]), at(start, 101)), Verdict::Ready);
+        assert_eq!(dog.judge(&owning(&[(0, 100, 160, false)]), at(start, 129)), Verdict::Ready);
+        let verdict = dog.judge(&owning(&[(0, 100, 160, false)]), at(start, 131));
         assert!(matches!(verdict, Verdict::Rejoin(r) if r.contains("new records arrive")));
         // After the rejoin, a gap that stays as it is does not make another one.
         for s in 132..400 {
-            assert_eq!(dog.judge(&waiting(&[(0, 100, 160, false)]), at(start, s)), Verdict::Ready);
+            assert_eq!(dog.judge(&owning(&[(0, 100, 160, false)]), at(start, s)), Verdict::Ready);
         }
         // Storing moves again: the stall is over.
-        assert_eq!(dog.judge(&waiting(&[(0, 150, 160, false)]), at(start, 401)), Verdict::Ready);
+        assert_eq!(dog.judge(&owning(&[(0, 150, 160, false)]), at(start, 401)), Verdict::Ready);
         assert!(!dog.stalled_now());
     }
 
