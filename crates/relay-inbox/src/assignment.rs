@@ -12,7 +12,9 @@
 //! stayed put, or the group never committed an offset for it. A constant gap behind a
 //! committed offset is no stall: the owner stores the last data offset + 1, so a
 //! transaction's commit or abort marker (or an open transaction) at the tail of a partition
-//! leaves a gap of one or more offsets that no consumer can ever close. When the
+//! leaves a gap of one or more offsets that no consumer can ever close (a member that owns
+//! nothing cannot tell such a gap from a group stuck without it, so it acts on it too, with a
+//! wait that doubles after each fresh client that changed nothing, up to 16 times). When the
 //! waiting offsets have not moved for `INBOX_ASSIGNMENT_TIMEOUT_MS`, the stall is logged, the
 //! `assignment` readiness part is degraded, and the consumer asks for a fresh client, which
 //! joins the group as a new member. No fresh client is asked for while this consumer's own
