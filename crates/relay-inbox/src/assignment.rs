@@ -12,9 +12,10 @@
 //! stayed put, or the group never committed an offset for it. A constant gap behind a
 //! committed offset is no stall: the owner stores the last data offset + 1, so a
 //! transaction's commit or abort marker (or an open transaction) at the tail of a partition
-//! leaves a gap of one or more offsets that no consumer can ever close (a member that owns
-//! nothing cannot tell such a gap from a group stuck without it, so it acts on it too, with a
-//! wait that doubles after each fresh client that changed nothing, up to 16 times). When the
+//! leaves a gap of one or more offsets that no consumer can ever close. Without a usable member
+//! list such a gap cannot be told from a dead member still holding partitions, so it is acted
+//! on with a wait that doubles after each fresh client that changed nothing (up to 16 times
+//! the timeout): a few rejoins an hour, never a storm. When the
 //! waiting offsets have not moved for `INBOX_ASSIGNMENT_TIMEOUT_MS`, the stall is logged, the
 //! `assignment` readiness part is degraded, and the consumer asks for a fresh client, which
 //! joins the group as a new member. No fresh client is asked for while this consumer's own
@@ -62,6 +63,8 @@ pub(crate) struct Observation {
     pub fatal: Option<String>,
     /// Partitions this member does not own with records beyond where storing resumes.
     pub waiting: Waiting,
+    /// The group coordinator's error when it did not give the committed offsets.
+    pub coordinator: Option<String>,
 }
 
 /// What the watchdog concludes.
@@ -88,6 +91,8 @@ pub(crate) struct Watchdog {
     group: String,
     /// Since when the client's fatal error has lasted.
     fatal_since: Option<tokio::time::Instant>,
+    /// Since when the coordinator has refused this member, which owns nothing, the offsets.
+    refused_since: Option<tokio::time::Instant>,
     /// Per waiting partition.
     tracks: BTreeMap<(String, i32), Track>,
     /// The stall reported (and the offsets its partitions stood at), until it is over.
@@ -102,6 +107,7 @@ impl Watchdog {
             timeout,
             group: group.to_string(),
             fatal_since: None,
+            refused_since: None,
             tracks: BTreeMap::new(),
             reported: None,
             gap_rejoins: 0,
@@ -153,30 +159,49 @@ impl Watchdog {
                 seen.missing
             ));
         }
+        match (&seen.coordinator, seen.assigned) {
+            (None, _) => self.refused_since = None,
+            (Some(_), assigned) if assigned > 0 => {
+                // Passing coordinator trouble of a member that consumes: skip this look.
+                self.refused_since = None;
+                return Verdict::Ready;
+            }
+            (Some(error), _) => {
+                // A member stuck outside its group is refused the offsets for good; passing
+                // trouble ends well within the timeout.
+                let since = *self.refused_since.get_or_insert(now);
+                let wait = self.timeout * (1 << self.gap_rejoins.min(4));
+                if now.duration_since(since) < wait {
+                    return Verdict::Ready;
+                }
+                self.refused_since = None;
+                self.gap_rejoins += 1;
+                let reason = format!(
+                    "the coordinator of group {} has refused this member, which owns no partition, the \
+                     committed offsets for {} s: {error}",
+                    self.group,
+                    now.duration_since(since).as_secs()
+                );
+                return self.rejoin(BTreeMap::new(), reason);
+            }
+        }
         self.recover_if_over(&seen.waiting);
         self.tracks.retain(|key, _| seen.waiting.contains_key(key));
         let mut stalled = BTreeMap::new();
         let mut oldest = now;
         let mut unowned = false;
         let mut gap_only = true;
-        if seen.assigned > 0 {
-            self.gap_rejoins = 0;
-        }
         for (key, stand) in &seen.waiting {
             let track = self.tracks.entry(key.clone()).or_insert(Track { base: *stand, since: now });
             if track.base.from != stand.from {
                 // Another member stored some: this partition's clock starts again.
                 *track = Track { base: *stand, since: now };
             }
+            // Not known to be unowned and nothing new arrived: a gap no consumer can close (a
+            // transaction marker) cannot be told from a member list gone stale (a dead member
+            // still holding partitions), so fresh clients are tried with a wait that doubles
+            // after each one that changed nothing.
             let strong = stand.unowned || stand.high > track.base.high;
-            if !strong && seen.assigned > 0 {
-                // Not known to be unowned, nothing new arrived, and this member consumes: a gap
-                // no consumer can close, such as a transaction marker. The clock waits.
-                track.since = now;
-                continue;
-            }
-            // A member that owns nothing cannot tell such a gap from a group stuck without it:
-            // it tries a fresh client, waiting twice as long after each one that changed nothing.
             let wait = if strong { self.timeout } else { self.timeout * (1 << self.gap_rejoins.min(4)) };
             if now.duration_since(track.since) >= wait {
                 stalled.insert(key.clone(), stand.from);
@@ -287,17 +312,18 @@ mod tests {
     }
 
     #[test]
-    fn a_constant_gap_such_as_a_transaction_marker_is_never_a_stall() {
+    fn a_constant_gap_such_as_a_transaction_marker_never_makes_a_rejoin_storm() {
         let start = tokio::time::Instant::now();
         // Ownership not known (false): committed offset one, or several (an aborted tail), below.
         for gap in [1, 7] {
             let mut dog = Watchdog::new(Duration::from_secs(30), "g");
-            for s in 0..200 {
-                let seen =
-                    Observation { assigned: 1, ..waiting(&[(0, 100, 100 + gap, false), (1, 50, 51, false)]) };
-                assert_eq!(dog.judge(&seen, at(start, s)), Verdict::Ready);
+            let mut rejoins = 0;
+            for s in 0..3600 {
+                let seen = owning(&[(0, 100, 100 + gap, false), (1, 50, 51, false)]);
+                rejoins += usize::from(matches!(dog.judge(&seen, at(start, s)), Verdict::Rejoin(_)));
             }
-            assert!(!dog.stalled_now());
+            // After 30 s, then 60, 120, 240 and every 480 s: 10 in an hour, not 120.
+            assert_eq!(rejoins, 10, "gap {gap}");
         }
     }
 
@@ -329,22 +355,35 @@ mod tests {
     }
 
     #[test]
+    fn a_member_owning_nothing_refused_its_offsets_for_the_timeout_rejoins_one_that_consumes_does_not() {
+        let start = tokio::time::Instant::now();
+        let mut dog = Watchdog::new(Duration::from_secs(10), "g");
+        let refused = Observation { coordinator: Some("NotCoordinator".into()), ..Observation::default() };
+        assert_eq!(dog.judge(&refused, start), Verdict::Ready);
+        assert_eq!(dog.judge(&refused, at(start, 9)), Verdict::Ready);
+        assert!(
+            matches!(dog.judge(&refused, at(start, 10)), Verdict::Rejoin(r) if r.contains("NotCoordinator"))
+        );
+        // An answer ends it; a member that consumes only skips such looks.
+        assert_eq!(dog.judge(&waiting(&[]), at(start, 11)), Verdict::Ready);
+        let consuming = Observation { assigned: 2, ..refused };
+        for s in 12..200 {
+            assert_eq!(dog.judge(&consuming, at(start, s)), Verdict::Ready);
+        }
+    }
+
+    #[test]
     fn new_records_nobody_stores_are_a_stall_even_when_ownership_is_not_known() {
         let start = tokio::time::Instant::now();
         let mut dog = Watchdog::new(Duration::from_secs(30), "g");
         assert_eq!(dog.judge(&owning(&[(0, 100, 101, false)]), start), Verdict::Ready);
-        assert_eq!(dog.judge(&owning(&[(0, 100, 101, false)]), at(start, 100)), Verdict::Ready);
-        // Records arrive after the look at 100 s and are not stored: the clock starts then.
-        assert_eq!(dog.judge(&owning(&[(0, 100, 150, false)]), at(start, 101)), Verdict::Ready);
-        assert_eq!(dog.judge(&owning(&[(0, 100, 160, false)]), at(start, 129)), Verdict::Ready);
-        let verdict = dog.judge(&owning(&[(0, 100, 160, false)]), at(start, 131));
+        // Records arrive and are not stored.
+        assert_eq!(dog.judge(&owning(&[(0, 100, 150, false)]), at(start, 1)), Verdict::Ready);
+        assert_eq!(dog.judge(&owning(&[(0, 100, 160, false)]), at(start, 29)), Verdict::Ready);
+        let verdict = dog.judge(&owning(&[(0, 100, 160, false)]), at(start, 30));
         assert!(matches!(verdict, Verdict::Rejoin(r) if r.contains("new records arrive")));
-        // After the rejoin, a gap that stays as it is does not make another one.
-        for s in 132..400 {
-            assert_eq!(dog.judge(&owning(&[(0, 100, 160, false)]), at(start, s)), Verdict::Ready);
-        }
         // Storing moves again: the stall is over.
-        assert_eq!(dog.judge(&owning(&[(0, 150, 160, false)]), at(start, 401)), Verdict::Ready);
+        assert_eq!(dog.judge(&owning(&[(0, 150, 160, false)]), at(start, 40)), Verdict::Ready);
         assert!(!dog.stalled_now());
     }
 

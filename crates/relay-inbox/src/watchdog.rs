@@ -49,7 +49,15 @@ fn observe(
     if partitions.count() == 0 || seen.fatal.is_some() {
         return Ok(seen);
     }
-    let committed = consumer.committed_offsets(partitions, timeout).map_err(|e| e.to_string())?;
+    let committed = match consumer.committed_offsets(partitions, timeout) {
+        Ok(committed) => committed,
+        Err(e) => {
+            // Not "nothing committed": nothing is known about the offsets this time.
+            tracing::debug!(error = %e, "the coordinator gave no committed offsets");
+            seen.coordinator = Some(e.to_string());
+            return Ok(seen);
+        }
+    };
     let group_owns = membership::owned_by_group(consumer, group, &owned, timeout);
     tracing::debug!(known = group_owns.is_some(), "who owns the group's partitions");
     for element in committed.elements() {
