@@ -86,7 +86,9 @@ async fn two_members_subscribed_before_their_topic_existed_are_healed_by_the_wat
     let writer = trickle(&origin, &existing, 300);
     await_inbox(&inbox, "ledger", &existing, 100, Duration::from_secs(90)).await;
 
-    relay_kafka::create_topics(&brokers(), &Default::default(), &[late.clone()], 2).await.expect("create");
+    relay_kafka::create_topics(&brokers(), &Default::default(), std::slice::from_ref(&late), 2)
+        .await
+        .expect("create");
     for i in 0..40 {
         enqueue_one(&origin, &late, &format!("k{}", i % 4), format!("m{i}").as_bytes()).await;
     }
