@@ -108,6 +108,11 @@ impl Health {
         metrics::gauge!("relay_ready").set(if ready { 1.0 } else { 0.0 });
     }
 
+    /// Whether `part` is ok (`false` for a part this service does not have).
+    pub fn is_ok(&self, part: &str) -> bool {
+        self.parts.lock().unwrap_or_else(PoisonError::into_inner).get(part) == Some(&Status::Ok)
+    }
+
     /// Whether every part is ok.
     pub fn is_ready(&self) -> bool {
         self.parts.lock().unwrap_or_else(PoisonError::into_inner).values().all(|s| *s == Status::Ok)

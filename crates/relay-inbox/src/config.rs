@@ -7,6 +7,11 @@ use relay_config::{
 
 use crate::Verification;
 
+/// librdkafka's `session.timeout.ms` when `KAFKA_PROPERTY_SESSION_TIMEOUT_MS` is not set.
+const LIBRDKAFKA_SESSION_TIMEOUT_MS: u64 = 45_000;
+/// How much longer than the session a static member waits before it replaces its client.
+const STATIC_MARGIN: Duration = Duration::from_secs(10);
+
 /// Variable names the consumer reads (besides the shared ones in `relay_config::names`).
 pub mod names {
     pub const INBOX_NAME: &str = "INBOX_NAME";
@@ -63,7 +68,8 @@ pub struct ConsumerConfig {
     /// its partitions back without a rebalance. Two live processes with one id fence each other.
     pub group_instance_id: Option<String>,
     /// How long the consumer may own no partition while its topics hold records nobody stores,
-    /// before it reports the stall and joins again with a fresh client.
+    /// before it reports the stall and joins again with a fresh client. With static membership
+    /// it is raised to at least `session.timeout.ms` (librdkafka's default 45 s) + 10 s.
     pub assignment_timeout: Duration,
     /// How long shutdown may take to commit offsets and leave the group.
     pub shutdown_grace: Duration,
@@ -107,7 +113,18 @@ impl ConsumerConfig {
                 r.problem(INBOX_GROUP_INSTANCE_ID, "is set twice: drop KAFKA_PROPERTY_GROUP_INSTANCE_ID");
             }
         }
-        let assignment_timeout = r.millis(INBOX_ASSIGNMENT_TIMEOUT_MS, 30_000, 1_000, 3_600_000);
+        let mut assignment_timeout = r.millis(INBOX_ASSIGNMENT_TIMEOUT_MS, 30_000, 1_000, 3_600_000);
+        if group_instance_id.is_some() {
+            // A static member's old session outlives a fresh client for up to session.timeout.ms;
+            // replacing the client sooner only makes the group wait for the old one again.
+            let session = common
+                .kafka_properties
+                .iter()
+                .find(|(key, _)| *key == "session.timeout.ms")
+                .and_then(|(_, value)| value.parse::<u64>().ok())
+                .unwrap_or(LIBRDKAFKA_SESSION_TIMEOUT_MS);
+            assignment_timeout = assignment_timeout.max(Duration::from_millis(session) + STATIC_MARGIN);
+        }
         let shutdown_grace = r.millis(INBOX_SHUTDOWN_GRACE_MS, 10_000, 0, 600_000);
         let batch_size = r.number(INBOX_BATCH_SIZE, 500, 1, 50_000) as usize;
         let batch_max_bytes = relay_config::read_batch_max_bytes(&mut r, PREFIX);
@@ -275,7 +292,14 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(crate::consumer_client_config(&config).get("group.instance.id"), Some("ledger-0"));
-        assert_eq!(config.assignment_timeout, Duration::from_secs(5));
+        // Raised above the session (librdkafka's 45 s here) by 10 s.
+        assert_eq!(config.assignment_timeout, Duration::from_secs(55));
+        let config = ConsumerConfig::from_env(&valid_with(&[
+            ("INBOX_GROUP_INSTANCE_ID", "ledger-0"),
+            ("INBOX_ASSIGNMENT_TIMEOUT_MS", "90000"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.assignment_timeout, Duration::from_secs(90));
         let err = ConsumerConfig::from_env(&valid_with(&[
             ("INBOX_GROUP_INSTANCE_ID", "a\tb"),
             ("KAFKA_PROPERTY_GROUP_INSTANCE_ID", "x"),

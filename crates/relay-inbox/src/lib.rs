@@ -15,18 +15,25 @@
 #![forbid(unsafe_code)]
 
 mod assignment;
+mod clients;
 mod config;
 mod content;
 mod headers;
 mod measures;
+mod membership;
 mod records;
 mod redrive;
 mod retention;
 mod signatures;
 mod store;
 mod watch;
+mod watchdog;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+#[cfg(test)]
+use clients::consumer_client_config;
+use clients::{subscribed, Closer, Current};
 
 pub use config::{names, ConsumerConfig};
 
@@ -54,50 +61,6 @@ use store::Written;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// The consumer's settings, with fetch sizes that fit a record whose payload is at the largest
-/// limit, and a prefetch queue and fetch responses bounded by bytes
-/// (`relay_config::consumer_memory_defaults`).
-fn consumer_client_config(config: &ConsumerConfig) -> rdkafka::ClientConfig {
-    let mut client = relay_kafka::consumer_config(
-        &config.common.kafka_brokers,
-        &config.group_id,
-        &format!("relay-inbox-consumer-{}", config.inbox),
-        &config.common.kafka_properties,
-    );
-    let sizes = relay_config::record_size_defaults(
-        &config.max_payload,
-        &config.common.kafka_properties,
-        relay_config::KafkaRole::Consumer,
-    );
-    for (property, value) in sizes {
-        client.set(property, value);
-    }
-    for (property, value) in
-        relay_config::consumer_memory_defaults(&config.max_payload, &config.common.kafka_properties)
-    {
-        client.set(property, value);
-    }
-    if let Some(id) = &config.group_instance_id {
-        client.set("group.instance.id", id);
-    }
-    client
-}
-
-/// A consumer client subscribed to the configured topics.
-fn subscribed(config: &ConsumerConfig) -> Result<Arc<StreamConsumer>, InboxError> {
-    let consumer: StreamConsumer = consumer_client_config(config).create().map_err(InboxError::Consumer)?;
-    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(InboxError::Consumer)?;
-    Ok(Arc::new(consumer))
-}
-
-/// Closes a client off the async workers and without waiting: leaving the group may take as
-/// long as the brokers make it. Offsets it stored but did not commit are lost, so their records
-/// are delivered again and dropped as duplicates.
-fn close_in_background(consumer: Arc<StreamConsumer>) {
-    std::thread::spawn(move || drop(consumer));
-}
-
 /// Errors that stop the consumer. Transient trouble is retried inside [`run`] instead.
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
@@ -109,8 +72,11 @@ pub enum InboxError {
     Health(#[from] relay_health::HealthError),
 }
 
+/// How long a static member waits for its replaced client to close before the fresh one joins.
+const RELEASE_WITHIN: Duration = Duration::from_secs(30);
+
 /// The readiness part the write loop owns: degraded while a batch waits to be stored.
-const STORING: &str = "storing";
+pub(crate) const STORING: &str = "storing";
 
 /// Runs the consumer until `shutdown` is cancelled; the batch in hand is finished first.
 /// Outages of the database or the brokers are waited out with backoff (and reported by
@@ -142,11 +108,20 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     let _retention = retention::spawn(&config, &shutdown);
     let pool = relay_db::pool(&config.database_url, config.pool_size)?;
     let mut consumer = subscribed(&config)?;
-    let (current, consumers) = tokio::sync::watch::channel(Some(Arc::clone(&consumer)));
-    let rejoin = Arc::new(tokio::sync::Notify::new());
+    let mut generation = 1;
+    let (current, consumers) =
+        tokio::sync::watch::channel(Some(Current { generation, consumer: Arc::clone(&consumer) }));
+    let (rejoin, mut rejoins) = tokio::sync::watch::channel(0u64);
+    let closer = Closer::start();
     // The watchdog heals stalls whether or not anyone reads readiness.
-    let watched = (consumers.clone(), health.clone(), Arc::clone(&rejoin), shutdown.clone());
-    tokio::spawn(assignment::watch(config.clone(), watched.0, watched.1, watched.2, watched.3));
+    let watched = assignment::Watched {
+        config: config.clone(),
+        health: health.clone(),
+        database_probed: served.is_some(),
+        rejoin,
+        shutdown: shutdown.clone(),
+    };
+    tokio::spawn(assignment::watch(watched, consumers.clone()));
     if served.is_some() {
         let watched = (pool.clone(), consumers, health.clone(), shutdown.clone());
         tokio::spawn(watch::watch(config.clone(), watched.0, watched.1, watched.2, watched.3));
@@ -165,12 +140,25 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     loop {
         let batch = tokio::select! {
             batch = collect_batch(&consumer, &config, &shutdown) => batch,
-            () = rejoin.notified() => {
+            Ok(()) = rejoins.changed() => {
+                if *rejoins.borrow_and_update() != generation {
+                    // Asked about a client replaced already.
+                    continue;
+                }
                 // Records gathered so far have no stored offsets: the fresh client reads them again.
-                let fresh = subscribed(&config)?;
-                close_in_background(std::mem::replace(&mut consumer, Arc::clone(&fresh)));
-                current.send_replace(Some(fresh));
-                tracing::info!(group = %config.group_id, "joined the group again with a fresh client");
+                generation += 1;
+                consumer = if config.group_instance_id.is_some() {
+                    // One `group.instance.id`, one live client: the old one leaves first.
+                    current.send_replace(None);
+                    closer.close_now(consumer, RELEASE_WITHIN).await;
+                    subscribed(&config)?
+                } else {
+                    let fresh = subscribed(&config)?;
+                    closer.close(std::mem::replace(&mut consumer, Arc::clone(&fresh)));
+                    fresh
+                };
+                current.send_replace(Some(Current { generation, consumer: Arc::clone(&consumer) }));
+                tracing::info!(group = %config.group_id, generation, "joined the group again with a fresh client");
                 continue;
             }
         };

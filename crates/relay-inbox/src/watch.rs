@@ -13,12 +13,12 @@ use rdkafka::{
 use relay_health::{Health, DATABASE, KAFKA};
 use tokio_util::sync::CancellationToken;
 
-use crate::ConsumerConfig;
+use crate::{clients::Current, ConsumerConfig};
 
 pub(crate) async fn watch(
     config: ConsumerConfig,
     pool: deadpool_postgres::Pool,
-    consumers: tokio::sync::watch::Receiver<Option<Arc<StreamConsumer>>>,
+    consumers: tokio::sync::watch::Receiver<Option<Current>>,
     health: Health,
     shutdown: CancellationToken,
 ) {
@@ -35,9 +35,11 @@ pub(crate) async fn watch(
         }
         if let Some(probe) = &probe {
             if health.record(KAFKA, probe.check().await).is_some() {
-                let consumer = consumers.borrow().clone();
-                let Some(consumer) = consumer else { return };
-                publish_lag(consumer, &config.inbox, probe.timeout(), &mut published).await;
+                // No client while a static member's replaced one closes.
+                let consumer = consumers.borrow().as_ref().map(|c| Arc::clone(&c.consumer));
+                if let Some(consumer) = consumer {
+                    publish_lag(consumer, &config.inbox, probe.timeout(), &mut published).await;
+                }
             }
         }
         tokio::select! {

@@ -6,7 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{harness::*, verify::inbox_equals_outbox};
+use crate::{
+    harness::*,
+    health::{await_readiness, with_endpoint},
+    verify::inbox_equals_outbox,
+};
 
 /// Kills a consumer and starts it again within a second, `restarts` times, while messages flow
 /// and `steady` other members of its group keep running; then every message must be stored,
@@ -18,7 +22,17 @@ async fn restart_quickly_while_flowing(test: &str, steady: usize, restarts: usiz
     let topic = topic(3).await;
     let _poller = spawn(test, "poller", POLLER, &poller_env(&origin, &topic));
     let env: BTreeMap<String, String> = consumer_env(&inbox, "ledger", &topic);
-    let _steady: Vec<Service> = (0..steady).map(|_| spawn(test, "steady", CONSUMER, &env)).collect();
+    let mut steady_addrs = Vec::new();
+    let _steady: Vec<Service> = (0..steady)
+        .map(|_| {
+            let mut env = env.clone();
+            steady_addrs.push(with_endpoint(&mut env));
+            spawn(test, "steady", CONSUMER, &env)
+        })
+        .collect();
+    let mut restarted_env = env.clone();
+    let addr = with_endpoint(&mut restarted_env);
+    let env = restarted_env;
     let mut consumer = spawn(test, "consumer", CONSUMER, &env);
     await_table(&origin, "relay.outbox").await;
     await_table(&inbox, "relay.inbox").await;
@@ -46,6 +60,14 @@ async fn restart_quickly_while_flowing(test: &str, steady: usize, restarts: usiz
     let took = last_restart.elapsed();
     println!("writer done {} ms after the last restart", written.as_millis());
     assert_eq!(inbox_equals_outbox(&origin, &inbox, "ledger", &topic).await, total as usize);
+    // Everything stored, and every member says so: none is left reporting a stall.
+    let mut rejoins = 0.0;
+    for addr in steady_addrs.iter().chain([&addr]) {
+        await_readiness(addr, 200, "every member ready once everything is stored").await;
+        let text = scrape(addr).await.expect("metrics");
+        rejoins += sample(&text, "relay_inbox_rejoins_total", &[]).expect("rejoins exported");
+    }
+    println!("fresh clients made by the watchdogs still running: {rejoins}");
     drop(consumer);
     took
 }

@@ -29,6 +29,7 @@ mod kafka_security;
 mod leadership;
 mod limits;
 mod liveness;
+mod liveness_groups;
 mod log_evidence;
 mod memory;
 mod metrics_scrape;

@@ -155,11 +155,16 @@ async fn a_broker_restarted_empty_gets_a_fresh_producer_and_readiness_returns_wi
     let addr = with_endpoint(&mut poller);
     let mut consumer = consumer_env(&inbox, "ledger", &topic);
     consumer.insert("KAFKA_BROKERS".into(), brokers.clone());
-    let _services = [spawn(test, "poller", POLLER, &poller), spawn(test, "consumer", CONSUMER, &consumer)];
+    let services = [spawn(test, "poller", POLLER, &poller), spawn(test, "consumer", CONSUMER, &consumer)];
     await_table(&origin, "relay.outbox").await;
     let before = enqueue_many(&origin, &topic, 100, 10, 10).await;
     await_inbox(&inbox, "ledger", &topic, 100, Duration::from_secs(60)).await;
     await_readiness(&addr, 200, "flowing").await;
+    let interruptions = || async {
+        let text = scrape(&addr).await.expect("poller metrics");
+        sample(&text, "relay_outbox_interruptions_total", &[]).expect("interruptions exported")
+    };
+    let interrupted_before = interruptions().await;
 
     // The broker comes back with nothing: no topic, no group, no producer ids. The poller's
     // producer is refused (UNKNOWN_PRODUCER_ID) until it is replaced by a fresh one.
@@ -174,6 +179,12 @@ async fn a_broker_restarted_empty_gets_a_fresh_producer_and_readiness_returns_wi
     consumer.insert("KAFKA_BROKERS".into(), brokers);
     let _fresh = spawn(test, "consumer-new-group", CONSUMER, &consumer);
     await_readiness(&addr, 200, "publishing again").await;
+    // The stalled producer's term ended and a fresh one's began: that is what healed it.
+    assert!(interruptions().await > interrupted_before, "no term was interrupted");
+    assert!(
+        services[0].log_text().contains("starting a fresh producer"),
+        "the poller never reported its stalled producer"
+    );
     let db = origin.client().await;
     let published =
         "SELECT count(*) FROM relay.outbox WHERE message_id = ANY($1) AND published_at IS NOT NULL";
