@@ -210,7 +210,9 @@ fn render(r: &Results) -> String {
     if let Some(d) = &r.drain {
         peers::render(&mut out, d.publish_per_sec, d.messages, &r.peers);
     }
-    memory::render(&mut out, &r.memory_by_size);
+    if !r.memory_by_size.is_empty() {
+        memory::render(&mut out, &r.memory_by_size);
+    }
     if let Some(long) = &r.long_outbox {
         long_outbox::render(&mut out, long);
     }
