@@ -137,7 +137,7 @@ async fn two_origins_with_poller_pairs_feed_one_inbox_through_three_consumer_rep
         let at_kill = stored().await;
         assert!(at_kill < total, "the consumer replica was killed mid-run ({at_kill} of {total} stored)");
         // Long enough for the group to drop the killed member: a restart within a second or so
-        // meets the slow group recovery of Tansu (see README, Known limits).
+        // meets the slow group recovery of Tansu (see README, Tests: "Where only the local broker (Tansu 0.6) behaves so").
         tokio::time::sleep(Duration::from_secs(3)).await;
         consumers[0] = spawn(TEST, "consumer-0-restarted", CONSUMER, &consumer_envs[0]);
         println!("leader of {} killed; consumer-0 killed at {at_kill} of {total} stored", SOURCES[0]);
