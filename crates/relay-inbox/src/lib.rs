@@ -329,23 +329,23 @@ async fn write_once(
 ) -> Result<Written, relay_db::DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    match store::write_all(&tx, inbox, records).await {
+    let written = match store::write_all(&tx, inbox, records).await {
         Ok(written) => {
-            store::notify_if_inserted(&tx, inbox, &written).await?;
             tx.commit().await?;
-            Ok(written)
+            written
         }
         Err(e) if store::is_poison(&e) => {
             tracing::warn!(error = %relay_db::describe(&e), "batch refused by the database; storing row by row");
             tx.rollback().await?;
             let mut tx = client.transaction().await?;
             let written = store::write_each(&mut tx, inbox, records).await?;
-            store::notify_if_inserted(&tx, inbox, &written).await?;
             tx.commit().await?;
-            Ok(written)
+            written
         }
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    store::notify_if_inserted(&mut client, inbox, &written).await;
+    Ok(written)
 }
 
 /// Counts the batch's signature failures by kind; each one is also a dead letter.

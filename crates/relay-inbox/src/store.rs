@@ -132,18 +132,31 @@ pub(crate) fn refused_reason(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Wakes the inbox's processing workers (`LISTEN relay_inbox`, payload: the inbox name) when the
-/// batch stored a new message; sent by PostgreSQL only if the transaction commits.
+/// Wakes the inbox's processing workers (`LISTEN relay_inbox`, payload: the inbox name) after a
+/// batch that stored a new message has committed. Sent in a transaction of its own that does not
+/// wait for its WAL flush, not in the batch's: PostgreSQL serialises the commits of every
+/// notifying transaction of the server behind one lock, so a notification in the batch's
+/// transaction made every consumer of the server (and any other notifier) wait for each
+/// other's flush. The wake-up is a hint (workers also claim on their own interval), so a failure
+/// is logged and the batch, already durable, stands.
 pub(crate) async fn notify_if_inserted(
-    tx: &Transaction<'_>,
+    client: &mut deadpool_postgres::Object,
     inbox: &str,
     written: &Written,
-) -> Result<(), tokio_postgres::Error> {
-    if written.inserted > 0 {
+) {
+    if written.inserted == 0 {
+        return;
+    }
+    let sent = async {
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
         let statement = tx.prepare_cached(include_str!("notify_inbox.sql")).await?;
         tx.execute(&statement, &[&inbox]).await?;
+        tx.commit().await
+    };
+    if let Err(e) = sent.await {
+        tracing::debug!(error = %relay_db::describe(&e), "wake-up notification not sent; workers find the messages on their interval");
     }
-    Ok(())
 }
 
 /// Inserts decoded messages (a message id already stored is left as it is) and says, per row,

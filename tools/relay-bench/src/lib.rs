@@ -7,6 +7,7 @@
 
 mod ceiling;
 mod ceilings;
+mod floor;
 mod long_outbox;
 mod memory;
 mod peers;
@@ -283,6 +284,30 @@ fn render_steady(out: &mut String, runs: &[steady::Steady]) {
             out,
             "| {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
             s.offered_per_sec, s.achieved_per_sec, s.writers, a[0], a[1], a[2], i[0], i[1], i[2]
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe broker's own latency at the same rate, just before (raw rdkafka with the poller's producer \
+         settings, a reader with the bench's fetch wait; from handing a record to the producer, ms), \
+         beside Relay's from the writer's commit:\n"
+    );
+    let _ = writeln!(
+        out,
+        "| offered (msg/s) | broker achieved | broker acknowledged p50 / p99 / p99.9 | broker delivered p50 / p99 / p99.9 | relay acknowledged p50 / p99 / p99.9 | relay stored p50 / p99 / p99.9 |"
+    );
+    let _ = writeln!(out, "|---:|---:|---|---|---|---|");
+    let three = |v: [f64; 3]| format!("{:.1} / {:.1} / {:.1}", v[0], v[1], v[2]);
+    for s in runs {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {} | {} | {} |",
+            s.offered_per_sec,
+            s.floor.achieved_per_sec,
+            three(s.floor.acknowledged_ms),
+            three(s.floor.delivered_ms),
+            three(s.stage(steady::COMMIT_TO_ACKED)),
+            three(s.stage(steady::COMMIT_TO_INBOX)),
         );
     }
     for s in runs {

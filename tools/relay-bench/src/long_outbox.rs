@@ -133,7 +133,10 @@ async fn point(origin: &Client, topic: &str, state: &str, published_rows: i64) -
         .collect();
     let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     let zeros = vec!["0"; ids.len()].join(",");
-    let mark = explain(origin, &format!("EXECUTE mark('{{{list}}}', '{{{zeros}}}', '{{{list}}}')")).await?;
+    // ids, partitions, offsets, and how long ago each report came (microseconds).
+    let mark =
+        explain(origin, &format!("EXECUTE mark('{{{list}}}', '{{{zeros}}}', '{{{list}}}', '{{{zeros}}}')"))
+            .await?;
     let empty_scan = explain(origin, &scan_sql(topic)).await?;
     Ok(Point { state: state.into(), published_rows, scan: Some(scan), mark: Some(mark), empty_scan })
 }

@@ -37,6 +37,8 @@ pub struct Steady {
     pub messages: usize,
     /// Per stage, milliseconds: p50, p99, p99.9.
     pub stages: Vec<Stage>,
+    /// The broker's own latency at the same rate, measured just before (see `floor`).
+    pub floor: crate::floor::Floor,
 }
 
 /// One stage's latency distribution.
@@ -63,7 +65,7 @@ pub const RECORD_TO_INBOX: &str = "record timestamp → stored in an inbox (brok
 pub const COMMIT_TO_ACKED: &str = "commit → acknowledged (published_at)";
 pub const COMMIT_TO_INBOX: &str = "commit → stored in an inbox";
 
-fn percentiles(mut v: Vec<f64>) -> [f64; 3] {
+pub(crate) fn percentiles(mut v: Vec<f64>) -> [f64; 3] {
     v.sort_by(f64::total_cmp);
     let at = |p: f64| {
         v.get(((p * (v.len().saturating_sub(1)) as f64).round()) as usize).copied().unwrap_or(f64::NAN)
@@ -72,7 +74,7 @@ fn percentiles(mut v: Vec<f64>) -> [f64; 3] {
 }
 
 /// Milliseconds from `from` to `to`, negative when `to` is earlier.
-fn ms(from: SystemTime, to: SystemTime) -> f64 {
+pub(crate) fn ms(from: SystemTime, to: SystemTime) -> f64 {
     match to.duration_since(from) {
         Ok(d) => d.as_secs_f64() * 1000.0,
         Err(e) => -e.duration().as_secs_f64() * 1000.0,
@@ -86,9 +88,13 @@ fn writers_for(rate: u64) -> usize {
 
 const TICK: Duration = Duration::from_millis(5);
 
+/// The partitions of the steady topic (`Fanout`'s) and of its floor's topic.
+const PARTITIONS: i32 = 6;
+
 /// Offers `rate` messages per second for `duration` with the poller and two consumers running,
 /// then times every message per stage.
 pub async fn steady(stack: &Stack, rate: u64, duration: Duration) -> anyhow::Result<Steady> {
+    let floor = crate::floor::measure(stack, rate, duration, TICK, PARTITIONS).await?;
     let name = format!("steady{rate}");
     let fanout = Fanout::start(stack, &name).await?;
     let writers = writers_for(rate);
@@ -198,6 +204,7 @@ pub async fn steady(stack: &Stack, rate: u64, duration: Duration) -> anyhow::Res
         writers,
         messages: committed.len(),
         stages,
+        floor,
     })
 }
 

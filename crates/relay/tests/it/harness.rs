@@ -216,19 +216,47 @@ pub async fn enqueue_many(db: &TestDb, topic: &str, n: usize, keys: usize, per_t
     let mut ids = Vec::with_capacity(n);
     let mut i = 0;
     while i < n {
-        let tx = client.transaction().await.expect("begin");
-        for _ in 0..per_tx.min(n - i) {
-            let key = format!("key-{}", i % keys);
-            let payload = payload_for(i);
-            let mut message = relay_outbox::Message::new(topic, &key, &payload);
-            message.headers.insert("n".into(), i.to_string());
-            message.msg_type = "it.message";
-            ids.push(relay_outbox::enqueue(&tx, &message).await.expect("enqueue"));
-            i += 1;
-        }
-        tx.commit().await.expect("commit");
+        let count = per_tx.min(n - i);
+        // Concurrent writers of several keys per transaction can deadlock on the keys' lock
+        // slots (README, "Sending a message"); like any application, retry the transaction.
+        let written = loop {
+            match enqueue_tx(&mut client, topic, i, count, keys).await {
+                Ok(written) => break written,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {
+                    continue
+                }
+                Err(e) => panic!("enqueue: {e:?}"),
+            }
+        };
+        ids.extend(written);
+        i += count;
     }
     ids
+}
+
+/// One transaction of `enqueue_many`: messages `first..first + count`.
+async fn enqueue_tx(
+    client: &mut tokio_postgres::Client,
+    topic: &str,
+    first: usize,
+    count: usize,
+    keys: usize,
+) -> Result<Vec<uuid::Uuid>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let mut ids = Vec::with_capacity(count);
+    for i in first..first + count {
+        let key = format!("key-{}", i % keys);
+        let payload = payload_for(i);
+        let mut message = relay_outbox::Message::new(topic, &key, &payload);
+        message.headers.insert("n".into(), i.to_string());
+        message.msg_type = "it.message";
+        match relay_outbox::enqueue(&tx, &message).await {
+            Ok(id) => ids.push(id),
+            Err(relay_outbox::EnqueueError::Database(e)) => return Err(e),
+        }
+    }
+    tx.commit().await?;
+    Ok(ids)
 }
 
 /// Enqueues one message in its own transaction; returns its id.

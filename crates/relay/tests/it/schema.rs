@@ -58,6 +58,14 @@ async fn enqueue_validates_input_and_commits_or_rolls_back_with_the_business_cha
 
     for (sql, reason) in [
         ("SELECT relay.enqueue('bad topic', 'k', 'x'::bytea)", "not a valid Kafka topic name"),
+        ("SELECT relay.enqueue('', 'k', 'x'::bytea)", "not a valid Kafka topic name"),
+        ("SELECT relay.enqueue(NULL, 'k', 'x'::bytea)", "not a valid Kafka topic name"),
+        ("SELECT relay.enqueue('.', 'k', 'x'::bytea)", "not a valid Kafka topic name"),
+        ("SELECT relay.enqueue('..', 'k', 'x'::bytea)", "not a valid Kafka topic name"),
+        ("SELECT relay.enqueue(repeat('a', 250), 'k', 'x'::bytea)", "not a valid Kafka topic name"),
+        ("SELECT relay.enqueue('payments/eu', 'k', 'x'::bytea)", "not a valid Kafka topic name"),
+        ("SELECT relay.enqueue('paymënts', 'k', 'x'::bytea)", "not a valid Kafka topic name"),
+        ("SELECT relay.enqueue(E'payments\n', 'k', 'x'::bytea)", "not a valid Kafka topic name"),
         ("SELECT relay.enqueue('t', NULL, 'x'::bytea)", "key must not be null"),
         ("SELECT relay.enqueue('t', 'k', NULL)", "payload must not be null"),
         (
@@ -68,11 +76,46 @@ async fn enqueue_validates_input_and_commits_or_rolls_back_with_the_business_cha
             "SELECT relay.enqueue('t', 'k', 'x'::bytea, '[]')",
             "headers must be a JSON object of string values",
         ),
+        (
+            "SELECT relay.enqueue('t', 'k', 'x'::bytea, '{\"a\": \"x\", \"b\": [\"y\"]}')",
+            "headers must be a JSON object of string values",
+        ),
+        (
+            "SELECT relay.enqueue('t', 'k', 'x'::bytea, '{\"a\": {\"b\": \"c\"}}')",
+            "headers must be a JSON object of string values",
+        ),
+        (
+            "SELECT relay.enqueue('t', 'k', 'x'::bytea, '{\"a\": null}')",
+            "headers must be a JSON object of string values",
+        ),
+        (
+            "SELECT relay.enqueue('t', 'k', 'x'::bytea, '\"text\"')",
+            "headers must be a JSON object of string values",
+        ),
+        (
+            "SELECT relay.enqueue('t', 'k', 'x'::bytea, NULL)",
+            "headers must be a JSON object of string values",
+        ),
+        (
+            "SELECT relay.enqueue('t', 'k', 'x'::bytea, '{}', NULL)",
+            "msg_type and content_type must not be null",
+        ),
+        (
+            "SELECT relay.enqueue('t', 'k', 'x'::bytea, '{}', '', NULL)",
+            "msg_type and content_type must not be null",
+        ),
     ] {
         let err = client.query_one(sql, &[]).await.expect_err(sql);
         let text = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
         assert!(text.contains(reason), "{sql}: {text}");
     }
+
+    // Kafka's own rule accepts these: every allowed character, and the longest name.
+    for topic in ["a", "...", "Pay_ments-1.v2", &"a".repeat(249)] {
+        client.query_one("SELECT relay.enqueue($1, 'k', 'x'::bytea)", &[&topic]).await.expect(topic);
+    }
+    assert_eq!(count(&client, "SELECT count(*) FROM relay.outbox", &[]).await, 4);
+    client.batch_execute("TRUNCATE relay.outbox").await.expect("truncate");
 
     // Rolled back with the business change: neither is visible.
     let tx = client.transaction().await.expect("begin");
@@ -166,4 +209,87 @@ async fn a_migration_behind_an_open_transaction_steps_aside_and_is_retried() {
         count(&admin, "SELECT count(*) FROM relay_inbox_schema_history WHERE version = 9", &[]).await,
         1
     );
+}
+
+/// V1's per-key lock class, which relay.enqueue took before migration V5.
+const V1_KEY_LOCK_CLASS: i32 = 1_380_273_217;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrading_to_v9_waits_for_writers_still_holding_v1_key_locks_and_enqueue_stops_asking_for_them() {
+    let db = TestDb::new().await;
+    let url = url(&db);
+    relay_db::prepare_schema(&url, relay_db::Schema::Outbox, true).await.expect("migrate");
+    // Back before V9 (the newest outbox migration; its statements can run again).
+    let admin = db.client().await;
+    admin
+        .batch_execute("DELETE FROM relay_outbox_schema_history WHERE version = 9")
+        .await
+        .expect("revert V9");
+
+    // A writer that began under V1 holds two keys' V1 locks: one hash positive, one negative
+    // (pg_locks shows the negative one as an unsigned objid above 2^31).
+    let mut holder = db.client().await;
+    let open = holder.transaction().await.expect("begin");
+    for hash in [7_i32, -5] {
+        open.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&V1_KEY_LOCK_CLASS, &hash])
+            .await
+            .expect("V1 lock");
+    }
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (tx, mut retries) = tokio::sync::mpsc::unbounded_channel();
+    let migrating = tokio::spawn({
+        let (url, shutdown) = (url.clone(), shutdown.clone());
+        async move {
+            relay_db::prepare_schema_patiently(&url, relay_db::Schema::Outbox, true, &shutdown, |e| {
+                let _ = tx.send(e.to_string());
+            })
+            .await
+        }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(30), retries.recv())
+        .await
+        .expect("the migration waits for the V1 holder and gives up within its lock timeout")
+        .expect("a retry");
+    assert!(first.contains("waited"), "{first}");
+    assert!(!migrating.is_finished(), "V9 cannot finish while a V1 lock is held");
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM relay_outbox_schema_history WHERE version = 9", &[]).await,
+        0
+    );
+
+    // Once the old writer commits, the retried migration completes.
+    open.commit().await.expect("commit");
+    let done =
+        tokio::time::timeout(Duration::from_secs(30), migrating).await.expect("migrated").expect("task");
+    assert!(done.expect("migration"), "not cancelled");
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM relay_outbox_schema_history WHERE version = 9", &[]).await,
+        1
+    );
+
+    // relay.enqueue takes only its slot lock now, and never asks for V1's class.
+    let source: String = admin
+        .query_one("SELECT prosrc FROM pg_proc WHERE oid = 'relay.enqueue(text,text,bytea,jsonb,text,text,text,text)'::regprocedure", &[])
+        .await
+        .expect("source")
+        .get(0);
+    assert!(!source.contains(&V1_KEY_LOCK_CLASS.to_string()), "{source}");
+    let mut writer = db.client().await;
+    let tx = writer.transaction().await.expect("begin");
+    tx.execute("SELECT relay.enqueue('payments', 'k', 'x'::bytea)", &[]).await.expect("enqueue");
+    let pid: i32 = tx.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+    let held: Vec<(i64, bool)> = admin
+        .query(
+            "SELECT classid::bigint, granted FROM pg_locks WHERE locktype = 'advisory' AND pid = $1",
+            &[&pid],
+        )
+        .await
+        .expect("locks")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(held, vec![(1_380_273_221, true)], "only the key's slot is held");
+    tx.commit().await.expect("commit");
+    assert_eq!(count(&admin, "SELECT count(*) FROM relay.outbox", &[]).await, 1);
 }

@@ -814,5 +814,122 @@ $relay_v8$;
         INSERT INTO relay_outbox_schema_history (version, name, applied_on, checksum)
         VALUES (8, 'autovacuum', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '2505271905968550405');
     END IF;
+
+    -- V9__enqueue_cheaper_checks
+    SELECT h.name, h.checksum INTO applied FROM relay_outbox_schema_history AS h WHERE h.version = 9;
+    IF FOUND THEN
+        IF applied.name IS DISTINCT FROM 'enqueue_cheaper_checks' OR applied.checksum IS DISTINCT FROM '14333699575154798961' THEN
+            RAISE EXCEPTION 'relay_outbox_schema_history holds version 9 as % (checksum %), not %', applied.name, applied.checksum, 'V9__enqueue_cheaper_checks'
+                USING HINT = 'this database was migrated by a different Relay build; compare crates/relay-db/migrations/outbox/';
+        END IF;
+    ELSIF EXISTS (SELECT FROM relay_outbox_schema_history AS h WHERE h.version > 9) THEN
+        RAISE EXCEPTION 'relay_outbox_schema_history lacks %, but holds later versions', 'V9__enqueue_cheaper_checks';
+    ELSE
+        EXECUTE $relay_v9$
+-- relay.enqueue costs the writer less: the same checks and the same per-key slot lock, without
+-- the steps that made most of the function's cost (measured in one session, 20,000 calls,
+-- beside a plain INSERT of the same row: about 44 us more per call before, about 9 us after).
+--
+-- 1. The topic check. The pattern '^[A-Za-z0-9._-]{1,249}$' makes PostgreSQL's regular
+--    expression engine build and walk a bounded repetition of 249 states on every call (about
+--    15 us). The unbounded class '^[A-Za-z0-9._-]+$' plus a length test accepts exactly the
+--    same names (Kafka's rule: 1 to 249 characters of ASCII letters, digits, '.', '_' and '-',
+--    neither '.' nor '..'; Apache Kafka's org.apache.kafka.common.internals.Topic) in well
+--    under 1 us.
+-- 2. The wait for V1's per-key locks. V5 to V8 took and released a shared lock on V1's per-key
+--    lock (class 1380273217) on every call, so that a transaction still open from before V5
+--    committed ahead of a later writer of its key. Nothing has taken those locks since V5. This
+--    migration instead waits once, below, for every transaction that still holds one (none, on
+--    any database that ran V5 more than one transaction ago), and the function stops asking.
+-- 3. One check instead of seven. Each PL/pgSQL expression of a VOLATILE function takes a fresh
+--    snapshot, and with many writers committing at once each costs more. The checks are now
+--    one expression (the header values by jsonb_path_exists, not a subquery); a call that fails
+--    them is then told which one, with V6's messages and SQLSTATEs.
+--
+-- Otherwise the function is V6's: the key's slot lock is held until commit (so per key, id order
+-- is commit order), no notification is sent, the result is the new row's message_id.
+-- CREATE OR REPLACE keeps the owner and grants (V4); SECURITY DEFINER is restated below.
+DO $$
+DECLARE
+    holder record;
+BEGIN
+    -- Each V1 per-key lock still held in this database: wait for its holder to end, by taking
+    -- the same lock shared and releasing it at once (lock_timeout applies, as to any migration).
+    FOR holder IN
+        SELECT DISTINCT l.objid::bigint AS objid
+        FROM pg_locks AS l
+        WHERE l.locktype = 'advisory' AND l.classid = 1380273217 AND l.objsubid = 2
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    LOOP
+        -- objid is the key's hash read as unsigned; the lock functions take it signed.
+        PERFORM pg_advisory_lock_shared(1380273217,
+            (CASE WHEN holder.objid > 2147483647 THEN holder.objid - 4294967296 ELSE holder.objid END)::integer);
+        PERFORM pg_advisory_unlock_shared(1380273217,
+            (CASE WHEN holder.objid > 2147483647 THEN holder.objid - 4294967296 ELSE holder.objid END)::integer);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION relay.enqueue(
+    topic        text,
+    key          text,
+    payload      bytea,
+    headers      jsonb DEFAULT '{}',
+    msg_type     text  DEFAULT '',
+    content_type text  DEFAULT 'application/octet-stream',
+    traceparent  text  DEFAULT NULL,
+    tracestate   text  DEFAULT NULL
+) RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    new_id   uuid;
+    locked   text;
+BEGIN
+    -- Every check in one expression: in a VOLATILE function each PL/pgSQL expression takes a
+    -- fresh snapshot, which costs the most when many writers commit at once. Only a call that
+    -- fails pays for finding out which check it failed.
+    IF (topic ~ '^[A-Za-z0-9._-]+$' AND length(topic) <= 249 AND topic NOT IN ('.', '..')
+        AND key IS NOT NULL AND payload IS NOT NULL AND msg_type IS NOT NULL AND content_type IS NOT NULL
+        AND jsonb_typeof(headers) = 'object'
+        -- strict: a value that is an array is judged as an array, not unwrapped; silent: headers
+        -- that are not an object give NULL here instead of an error (the check above fails them).
+        AND NOT jsonb_path_exists(headers, 'strict $.* ? (@.type() != "string")', '{}', true)) IS NOT TRUE THEN
+        IF topic IS NULL OR topic !~ '^[A-Za-z0-9._-]+$' OR length(topic) > 249 OR topic IN ('.', '..') THEN
+            RAISE EXCEPTION 'relay.enqueue: topic % is not a valid Kafka topic name', quote_nullable(topic)
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF key IS NULL THEN
+            RAISE EXCEPTION 'relay.enqueue: key must not be null' USING ERRCODE = 'null_value_not_allowed';
+        ELSIF payload IS NULL THEN
+            RAISE EXCEPTION 'relay.enqueue: payload must not be null' USING ERRCODE = 'null_value_not_allowed';
+        ELSIF msg_type IS NULL OR content_type IS NULL THEN
+            RAISE EXCEPTION 'relay.enqueue: msg_type and content_type must not be null'
+                USING ERRCODE = 'null_value_not_allowed';
+        ELSE
+            RAISE EXCEPTION 'relay.enqueue: headers must be a JSON object of string values'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+
+    -- The key's slot, held until commit or abort: 0..1023, the low ten bits of the key's hash.
+    -- Taken before the INSERT draws the row's id, so per key, id order is commit order. An
+    -- assignment, not PERFORM (which pays an executor start-up); the cast discards the void.
+    locked := pg_advisory_xact_lock(1380273221, hashtext(topic || chr(31) || key) & 1023)::text;
+
+    INSERT INTO relay.outbox (topic, key, payload, headers, msg_type, content_type, traceparent, tracestate)
+    VALUES (topic, key, payload, headers, msg_type, content_type, traceparent, tracestate)
+    RETURNING outbox.message_id INTO new_id;
+
+    RETURN new_id;
+END
+$$;
+ALTER FUNCTION relay.enqueue(text, text, bytea, jsonb, text, text, text, text) SECURITY DEFINER;
+
+$relay_v9$;
+        INSERT INTO relay_outbox_schema_history (version, name, applied_on, checksum)
+        VALUES (9, 'enqueue_cheaper_checks', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '14333699575154798961');
+    END IF;
 END
 $relay_install$;
