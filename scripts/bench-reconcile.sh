@@ -22,7 +22,7 @@ done
 psql -q -v ON_ERROR_STOP=1 -d relay_bench_origin <<SQL
 INSERT INTO relay.outbox (topic, key, payload, created_at, published_at, kafka_partition, kafka_offset)
 SELECT 'payments', 'account-' || (i % 1000), decode(repeat(md5(i::text), 4), 'hex') || decode(repeat(md5((i+1)::text), 4), 'hex'),
-       now() - interval '2 hours' + i * interval '1 millisecond', now(), 0, i
+       now() - interval '1 hour' - ($n - i) * interval '1 millisecond', now(), 0, i
 FROM generate_series(1, $n) AS i;
 VACUUM ANALYZE relay.outbox;
 SQL

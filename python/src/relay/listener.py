@@ -1,8 +1,8 @@
 """Wake-ups for the workers: ``LISTEN relay_inbox`` on a connection of its own.
 
 The inbox-consumer sends ``pg_notify('relay_inbox', <inbox>)`` after each batch that stored
-messages has committed (in a short transaction of its own, so consumers never queue behind each
-other's notification lock). :class:`Wakeup` is a generation counter, so a notification that arrives while a
+messages has committed, in a short transaction of its own that does not wait for its WAL flush
+(so consumers no longer wait on the notification lock for each other's flush). :class:`Wakeup` is a generation counter, so a notification that arrives while a
 worker is still claiming is not lost: the worker sees the counter moved and claims again at
 once. When the listening connection fails the workers still claim every poll interval, and the
 listener reconnects with backoff.

@@ -104,6 +104,11 @@ async fn enqueue_validates_input_and_commits_or_rolls_back_with_the_business_cha
             "SELECT relay.enqueue('t', 'k', 'x'::bytea, '{}', '', NULL)",
             "msg_type and content_type must not be null",
         ),
+        // Two faults at once: the headers are named first, as before V9.
+        (
+            "SELECT relay.enqueue('t', 'k', 'x'::bytea, '[]', NULL)",
+            "headers must be a JSON object of string values",
+        ),
     ] {
         let err = client.query_one(sql, &[]).await.expect_err(sql);
         let text = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
@@ -226,15 +231,13 @@ async fn upgrading_to_v9_waits_for_writers_still_holding_v1_key_locks_and_enqueu
         .await
         .expect("revert V9");
 
-    // A writer that began under V1 holds two keys' V1 locks: one hash positive, one negative
-    // (pg_locks shows the negative one as an unsigned objid above 2^31).
+    // A writer that began under V1 holds a key's V1 lock, of a negative hash (pg_locks shows it
+    // as an unsigned objid above 2^31, which V9 must turn back into the signed key to wait on).
     let mut holder = db.client().await;
     let open = holder.transaction().await.expect("begin");
-    for hash in [7_i32, -5] {
-        open.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&V1_KEY_LOCK_CLASS, &hash])
-            .await
-            .expect("V1 lock");
-    }
+    open.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&V1_KEY_LOCK_CLASS, &-5_i32])
+        .await
+        .expect("V1 lock");
 
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (tx, mut retries) = tokio::sync::mpsc::unbounded_channel();
@@ -247,7 +250,7 @@ async fn upgrading_to_v9_waits_for_writers_still_holding_v1_key_locks_and_enqueu
             .await
         }
     });
-    let first = tokio::time::timeout(Duration::from_secs(30), retries.recv())
+    let first = tokio::time::timeout(Duration::from_secs(60), retries.recv())
         .await
         .expect("the migration waits for the V1 holder and gives up within its lock timeout")
         .expect("a retry");
@@ -261,7 +264,7 @@ async fn upgrading_to_v9_waits_for_writers_still_holding_v1_key_locks_and_enqueu
     // Once the old writer commits, the retried migration completes.
     open.commit().await.expect("commit");
     let done =
-        tokio::time::timeout(Duration::from_secs(30), migrating).await.expect("migrated").expect("task");
+        tokio::time::timeout(Duration::from_secs(60), migrating).await.expect("migrated").expect("task");
     assert!(done.expect("migration"), "not cancelled");
     assert_eq!(
         count(&admin, "SELECT count(*) FROM relay_outbox_schema_history WHERE version = 9", &[]).await,
@@ -292,4 +295,62 @@ async fn upgrading_to_v9_waits_for_writers_still_holding_v1_key_locks_and_enqueu
     assert_eq!(held, vec![(1_380_273_221, true)], "only the key's slot is held");
     tx.commit().await.expect("commit");
     assert_eq!(count(&admin, "SELECT count(*) FROM relay.outbox", &[]).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v9_applied_with_v5_in_one_upgrade_transaction_keeps_the_per_call_wait_for_v1_key_locks() {
+    let db = TestDb::new().await;
+    relay_db::prepare_schema(&url(&db), relay_db::Schema::Outbox, true).await.expect("migrate");
+    let v9 = relay_db::migrations(relay_db::Schema::Outbox)
+        .into_iter()
+        .find(|m| m.version() == 9)
+        .and_then(|m| m.sql().map(str::to_owned))
+        .expect("V9's SQL");
+    let enqueue_source = "SELECT prosrc FROM pg_proc \
+                          WHERE oid = 'relay.enqueue(text,text,bytea,jsonb,text,text,text,text)'::regprocedure";
+    let mut client = db.client().await;
+    let mut other = db.client().await;
+    // As the install script does from V4: V5 (here, its fence function written again, as V5
+    // writes it) and V9 in one transaction, once directly and once inside a subtransaction.
+    for savepoint in [false, true] {
+        // A V1 lock held by another writer is not waited for then (it could be a V4 writer
+        // queued behind this very transaction): V9 completes at once.
+        let old = other.transaction().await.expect("begin");
+        old.execute("SELECT pg_advisory_xact_lock($1, 11)", &[&V1_KEY_LOCK_CLASS]).await.expect("V1 lock");
+        let tx = client.transaction().await.expect("begin");
+        if savepoint {
+            tx.batch_execute("SAVEPOINT v5").await.expect("savepoint");
+        }
+        tx.batch_execute(
+            "DO $$ BEGIN EXECUTE pg_get_functiondef('relay.outbox_leader_fence()'::regprocedure); END $$",
+        )
+        .await
+        .expect("V5's fence function written in this transaction");
+        if savepoint {
+            tx.batch_execute("RELEASE SAVEPOINT v5").await.expect("release");
+        }
+        tx.batch_execute("SET LOCAL lock_timeout = '2s'").await.expect("timeout");
+        tx.batch_execute(&v9).await.expect("V9 does not wait for V1 holders when V5 is in its transaction");
+        let source: String = tx.query_one(enqueue_source, &[]).await.expect("source").get(0);
+        assert!(source.contains(&V1_KEY_LOCK_CLASS.to_string()), "savepoint {savepoint}: {source}");
+        tx.execute("SELECT relay.enqueue('payments', 'k', 'x'::bytea)", &[]).await.expect("enqueue");
+        tx.rollback().await.expect("rollback");
+        old.rollback().await.expect("rollback");
+    }
+    // A fresh install applies V1 in the same transaction too: no writer can have run V4's
+    // relay.enqueue, so the function does not ask.
+    let tx = client.transaction().await.expect("begin");
+    tx.batch_execute(
+        "UPDATE relay_outbox_schema_history SET name = name WHERE version = 1;
+         DO $$ BEGIN EXECUTE pg_get_functiondef('relay.outbox_leader_fence()'::regprocedure); END $$",
+    )
+    .await
+    .expect("V1's history row and V5's fence function written in this transaction");
+    tx.batch_execute(&v9).await.expect("V9");
+    let source: String = tx.query_one(enqueue_source, &[]).await.expect("source").get(0);
+    assert!(!source.contains(&V1_KEY_LOCK_CLASS.to_string()), "fresh install: {source}");
+    tx.rollback().await.expect("rollback");
+    // Applied on its own (V5 committed long before), the function does not ask.
+    let source: String = client.query_one(enqueue_source, &[]).await.expect("source").get(0);
+    assert!(!source.contains(&V1_KEY_LOCK_CLASS.to_string()), "{source}");
 }
