@@ -19,6 +19,8 @@ for f in crates/relay-db/migrations/outbox/V*.sql; do psql -q -v ON_ERROR_STOP=1
 for db in relay_bench_ledger relay_bench_audit; do
   for f in crates/relay-db/migrations/inbox/V*.sql; do psql -q -v ON_ERROR_STOP=1 -d "$db" -f "$f"; done
 done
+# created_at one millisecond apart, the newest an hour old: every message is older than the
+# reconciler's cutoff at any N (10,000,000 spans under three hours).
 psql -q -v ON_ERROR_STOP=1 -d relay_bench_origin <<SQL
 INSERT INTO relay.outbox (topic, key, payload, created_at, published_at, kafka_partition, kafka_offset)
 SELECT 'payments', 'account-' || (i % 1000), decode(repeat(md5(i::text), 4), 'hex') || decode(repeat(md5((i+1)::text), 4), 'hex'),
