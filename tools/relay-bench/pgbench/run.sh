@@ -2,7 +2,9 @@
 # The writer's commit: one transaction = one account UPDATE + one outbox write, measured with
 # pgbench. relay.enqueue beside a plain INSERT into a table shaped like relay.outbox, in
 # alternating runs at each writer count, so both see the same machine; plus, for comparison,
-# relay.enqueue followed by pg_notify (what it did before migration V6).
+# relay.enqueue followed by pg_notify (what it did before migration V6), and a function with
+# relay.enqueue's language, security and search_path holding only the plain INSERT (what the
+# call alone costs: the floor of an enqueue written as such a function).
 #
 # Usage: run.sh OUT_DIR. Settings (environment): COMMIT_WRITERS (default "1 16 64"),
 # COMMIT_SECS per run (default 10), COMMIT_ROUNDS (default 3), COMMIT_DB (default
@@ -34,8 +36,9 @@ csv="$out/commit.csv"
 echo "writers,round,script,commits_per_sec" >"$csv"
 for clients in $writers; do
   for round in $(seq 1 "$rounds"); do
-    # Alternate which script goes first, so neither always follows the other.
-    if (( round % 2 )); then order="plain enqueue enqueue_notify"; else order="enqueue_notify enqueue plain"; fi
+    # Odd rounds run the scripts in one order, even rounds in the reverse order.
+    if (( round % 2 )); then order="plain enqueue function_floor enqueue_notify"
+    else order="enqueue_notify function_floor enqueue plain"; fi
     for script in $order; do
       tps="$(run "$script" "$clients")"
       log "commit: $clients writers, round $round, $script: $tps commits/s"
@@ -62,8 +65,8 @@ psql -q -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
 {
   echo "### The writer's commit: account UPDATE + outbox write ($rounds alternating rounds of ${secs} s)"
   echo
-  echo "| writers | plain INSERT (commits/s) | relay.enqueue | enqueue / plain | median of rounds | per-round range | enqueue + pg_notify | notify / plain |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| writers | plain INSERT (commits/s) | relay.enqueue | enqueue / plain | median of rounds | per-round range | function with the INSERT alone | function / plain | enqueue + pg_notify (before V6) | notify / plain |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   awk -F, 'NR > 1 {
       sum[$1 "," $3] += $4; n[$1 "," $3]++; tps[$1 "," $2 "," $3] = $4; w[$1] = 1; r[$2] = 1
     }
@@ -79,7 +82,8 @@ psql -q -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
         med = (m % 2) ? qs[(m + 1) / 2] : (qs[m / 2] + qs[m / 2 + 1]) / 2
         p = sum[c ",plain"] / n[c ",plain"]; e = sum[c ",enqueue"] / n[c ",enqueue"]
         x = sum[c ",enqueue_notify"] / n[c ",enqueue_notify"]
-        printf "| %d | %.0f | %.0f | %.2fx | %.2fx | %.2f-%.2fx | %.0f | %.2fx |\n", c, p, e, e / p, med, lo, hi, x, x / p
+        f = sum[c ",function_floor"] / n[c ",function_floor"]
+        printf "| %d | %.0f | %.0f | %.2fx | %.2fx | %.2f-%.2fx | %.0f | %.2fx | %.0f | %.2fx |\n", c, p, e, e / p, med, lo, hi, f, f / p, x, x / p
       }
     }' "$csv" | sort -t'|' -k2 -n
   echo

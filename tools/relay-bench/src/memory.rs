@@ -38,7 +38,8 @@ pub fn workloads(scale: f64) -> Vec<(i32, i32, bool)> {
     ]
 }
 
-/// A service at the product's defaults, apart from the bench stack's broker wait settings.
+/// A service at the product's defaults, apart from the bench stack's broker wait settings (and
+/// any `KAFKA_PROPERTY_*` the bench itself was given: see `Stack::spawn`).
 fn spawn(stack: &Stack, name: &str, binary: &str, mut env: Vec<(&str, String)>) -> anyhow::Result<Service> {
     if binary == "inbox-consumer" {
         env.extend([

@@ -2,7 +2,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::process::{Child, Command};
@@ -62,7 +62,9 @@ impl Stack {
         Ok(topic)
     }
 
-    /// Starts `binary` with `env`; its log goes to `out_dir/<name>.log`.
+    /// Starts `binary` with `env`; its log goes to `out_dir/<name>.log`. The bench's own
+    /// `KAFKA_PROPERTY_*` variables reach every service, to compare a setting; `env` overrides
+    /// them. The bench's own clients do not take them.
     pub fn spawn(&self, name: &str, binary: &str, env: &[(&str, String)]) -> anyhow::Result<Service> {
         let log = std::fs::File::create(self.out_dir.join(format!("{name}.log")))?;
         let child = Command::new(self.bin_dir.join(binary))
@@ -70,6 +72,10 @@ impl Stack {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("KAFKA_BROKERS", &self.brokers)
             .env("RUST_LOG", "warn")
+            .envs(
+                std::env::vars_os()
+                    .filter(|(k, _)| k.to_str().is_some_and(|k| k.starts_with("KAFKA_PROPERTY_"))),
+            )
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -148,6 +154,11 @@ impl Service {
 }
 
 /// Polls `sql` (a single bigint) on `client` until it reaches `target`; returns when it did.
+///
+/// The observer must not slow what it observes: between polls it sleeps 50 ms or twenty times
+/// as long as the poll took, whichever is longer, so a slow poll (a `count(*)` over a large
+/// inbox) runs about 5% of the time instead of back to back. The returned instant is as late as
+/// that back-off: the drain takes its rates from the databases' own timestamps instead.
 pub async fn wait_for_count(
     client: &Client,
     sql: &str,
@@ -156,18 +167,19 @@ pub async fn wait_for_count(
 ) -> anyhow::Result<Instant> {
     let started = Instant::now();
     loop {
+        let asked = Instant::now();
         let n: i64 = client.query_one(sql, &[]).await?.get(0);
         if n >= target {
             return Ok(Instant::now());
         }
         anyhow::ensure!(started.elapsed() < timeout, "timed out at {n} of {target}: {sql}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50).max(asked.elapsed() * 20)).await;
     }
 }
 
 /// Fills the outbox with `n` messages of 128-byte payloads (`decode(repeat(md5(i::text), 8), 'hex')`)
-/// over 1,000 keys, in one statement.
-pub async fn backlog(origin: &Client, topic: &str, n: i64) -> anyhow::Result<()> {
+/// over 1,000 keys, in one statement; returns when it committed.
+pub async fn backlog(origin: &Client, topic: &str, n: i64) -> anyhow::Result<SystemTime> {
     origin
         .execute(
             "INSERT INTO relay.outbox (topic, key, payload)
@@ -176,6 +188,7 @@ pub async fn backlog(origin: &Client, topic: &str, n: i64) -> anyhow::Result<()>
             &[&topic, &n],
         )
         .await?;
+    let committed = SystemTime::now();
     origin.batch_execute("ANALYZE relay.outbox").await?;
-    Ok(())
+    Ok(committed)
 }
