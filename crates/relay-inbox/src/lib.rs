@@ -344,7 +344,7 @@ async fn write_once(
         }
         Err(e) => return Err(e.into()),
     };
-    store::notify_if_inserted(&mut client, inbox, &written).await;
+    store::notify_if_inserted(&client, inbox, &written).await;
     Ok(written)
 }
 

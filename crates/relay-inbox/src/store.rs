@@ -139,20 +139,14 @@ pub(crate) fn refused_reason(error: &tokio_postgres::Error) -> String {
 /// transaction made every consumer of the server (and any other notifier) wait for each
 /// other's flush. The wake-up is a hint (workers also claim on their own interval), so a failure
 /// is logged and the batch, already durable, stands.
-pub(crate) async fn notify_if_inserted(
-    client: &mut deadpool_postgres::Object,
-    inbox: &str,
-    written: &Written,
-) {
+pub(crate) async fn notify_if_inserted(client: &deadpool_postgres::Object, inbox: &str, written: &Written) {
     if written.inserted == 0 {
         return;
     }
+    // One round trip: the statement is its own transaction, and turns off the flush wait itself.
     let sent = async {
-        let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
-        let statement = tx.prepare_cached(include_str!("notify_inbox.sql")).await?;
-        tx.execute(&statement, &[&inbox]).await?;
-        tx.commit().await
+        let statement = client.prepare_cached(include_str!("notify_inbox.sql")).await?;
+        client.execute(&statement, &[&inbox]).await
     };
     if let Err(e) = sent.await {
         tracing::debug!(error = %relay_db::describe(&e), "wake-up notification not sent; workers find the messages on their interval");

@@ -3,8 +3,8 @@
 //! Raw inserts into one table ignore most of what a message costs PostgreSQL. Here every message
 //! is read from the outbox (the poller's scan and row read), marked published (its mark), and
 //! inserted into each of two inboxes with their unique constraint (the consumer's insert, one
-//! transaction per batch, then its notification in a short transaction that does not wait for
-//! its flush), with the poller's statements and session settings (its marks do not wait for
+//! transaction per batch, then its notification, a statement of its own whose commit does not
+//! wait for its flush), with the poller's statements and session settings (its marks do not wait for
 //! their flush either) and the bench's batch
 //! sizes, the outbox side and each inbox on its own connection, concurrently, as the services
 //! run. What is left out is exactly what Relay adds: Kafka, envelopes and the services' work.
@@ -176,10 +176,7 @@ async fn store(
                 .await?;
             tx.commit().await?;
             if !new.is_empty() {
-                let tx = client.transaction().await?;
-                tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
-                tx.execute(&notify, &[&inbox]).await?;
-                tx.commit().await?;
+                client.execute(&notify, &[&inbox]).await?;
             }
             stored += new.len() as i64;
         }

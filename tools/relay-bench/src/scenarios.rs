@@ -5,6 +5,9 @@ use serde::Serialize;
 
 use crate::stack::{backlog, wait_for_count, Service, Stack};
 
+/// The partitions of a fan-out's topic (and of the steady scenario's broker floor).
+pub(crate) const PARTITIONS: i32 = 6;
+
 /// An origin database with its poller and two inbox databases with their consumers, on a fresh
 /// topic, with both consumer groups joined (a warm-up message reached both inboxes).
 pub(crate) struct Fanout {
@@ -26,7 +29,7 @@ impl Fanout {
         for db in &inboxes {
             clients.push(stack.database(db, relay_db::Schema::Inbox).await?);
         }
-        let topic = stack.topic(name, 6).await?;
+        let topic = stack.topic(name, PARTITIONS).await?;
         let consumers =
             [stack.consumer(&inboxes[0], "a", &topic)?, stack.consumer(&inboxes[1], "b", &topic)?];
         let poller = stack.poller(&origin_db, &topic)?;

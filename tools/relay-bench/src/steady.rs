@@ -88,13 +88,10 @@ fn writers_for(rate: u64) -> usize {
 
 const TICK: Duration = Duration::from_millis(5);
 
-/// The partitions of the steady topic (`Fanout`'s) and of its floor's topic.
-const PARTITIONS: i32 = 6;
-
 /// Offers `rate` messages per second for `duration` with the poller and two consumers running,
 /// then times every message per stage.
 pub async fn steady(stack: &Stack, rate: u64, duration: Duration) -> anyhow::Result<Steady> {
-    let floor = crate::floor::measure(stack, rate, duration, TICK, PARTITIONS).await?;
+    let floor = crate::floor::measure(stack, rate, duration, TICK, crate::scenarios::PARTITIONS).await?;
     let name = format!("steady{rate}");
     let fanout = Fanout::start(stack, &name).await?;
     let writers = writers_for(rate);
