@@ -140,7 +140,7 @@ async fn a_poller_cut_off_from_its_broker_is_not_ready_for_publishing_and_recove
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_broker_restarted_empty_gets_a_fresh_producer_and_readiness_returns_without_a_restart() {
+async fn a_broker_restarted_empty_is_healed_and_readiness_returns_without_a_restart() {
     let test = "readiness_broker_restarted_empty";
     let port = relay_chaos::free_port().expect("port");
     let addr_broker = SocketAddr::from(([127, 0, 0, 1], port));
@@ -179,12 +179,20 @@ async fn a_broker_restarted_empty_gets_a_fresh_producer_and_readiness_returns_wi
     consumer.insert("KAFKA_BROKERS".into(), brokers);
     let _fresh = spawn(test, "consumer-new-group", CONSUMER, &consumer);
     await_readiness(&addr, 200, "publishing again").await;
-    // The stalled producer's term ended and a fresh one's began: that is what healed it.
-    assert!(interruptions().await > interrupted_before, "no term was interrupted");
-    assert!(
-        services[0].log_text().contains("starting a fresh producer"),
-        "the poller never reported its stalled producer"
-    );
+    // Two ways back, depending on how long the broker was gone: when librdkafka saw every broker
+    // down with nothing in flight, it takes a new producer id itself; otherwise the broker refuses
+    // the stale one and the stalled producer's term ends, and a fresh producer's begins. Either
+    // way every row below is published and stored, with no restart of the service.
+    let log = services[0].log_text();
+    if log.contains("starting a fresh producer") {
+        assert!(interruptions().await > interrupted_before, "no term was interrupted");
+    } else {
+        assert!(
+            log.contains("no broker answered"),
+            "the poller healed without a fresh producer, but never saw the broker gone"
+        );
+        assert_eq!(interruptions().await, interrupted_before, "a term ended without a fresh producer");
+    }
     let db = origin.client().await;
     let published =
         "SELECT count(*) FROM relay.outbox WHERE message_id = ANY($1) AND published_at IS NOT NULL";
